@@ -1,0 +1,103 @@
+// Tensor-backend selection. Native TensorFlow (GPU, then CPU) is preferred; the native
+// packages are optional dependencies that cannot install on machines without access to
+// libtensorflow downloads, so their absence is logged and the next backend is tried.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+
+export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendChoice = BackendName | 'auto';
+
+/** What a run needs from the backend: inference only, or gradients too. */
+export type BackendPurpose = 'inference' | 'training';
+
+export interface BackendInfo {
+  /** The backend the tensors run on. */
+  name: BackendName;
+  /** tfjs's own backend name (`tensorflow`, `wasm`, `cpu`). */
+  tfjsBackend: string;
+  /** Why the backends before it in the preference order were not used. */
+  skipped: { name: BackendName; reason: string }[];
+}
+
+const PREFERENCE: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
+
+type Log = (line: string) => void;
+
+async function tryNative(pkg: string): Promise<string | undefined> {
+  try {
+    await import(pkg);
+    return undefined;
+  } catch (err) {
+    return `${pkg} not loadable: ${(err as Error).message.split('\n')[0]}`;
+  }
+}
+
+/**
+ * Whether the WebAssembly backend can run `purpose`. tfjs-backend-wasm ships no
+ * convolution gradient kernels; `ml/wasm-grad-kernels.ts` registers them when present.
+ */
+function wasmSupports(purpose: BackendPurpose): string | undefined {
+  if (purpose === 'inference') return undefined;
+  const missing = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'].filter(
+    (k) => tf.getKernel(k, 'wasm') === undefined,
+  );
+  return missing.length ? `wasm lacks gradient kernels ${missing.join(', ')}` : undefined;
+}
+
+async function activate(name: BackendName, purpose: BackendPurpose): Promise<string | undefined> {
+  switch (name) {
+    case 'tensorflow-gpu': {
+      const why = await tryNative('@tensorflow/tfjs-node-gpu');
+      if (why) return why;
+      return (await tf.setBackend('tensorflow')) ? undefined : 'tensorflow backend failed to initialise';
+    }
+    case 'tensorflow': {
+      const why = await tryNative('@tensorflow/tfjs-node');
+      if (why) return why;
+      return (await tf.setBackend('tensorflow')) ? undefined : 'tensorflow backend failed to initialise';
+    }
+    case 'wasm': {
+      try {
+        await import('@tensorflow/tfjs-backend-wasm');
+      } catch (err) {
+        return `@tensorflow/tfjs-backend-wasm not loadable: ${(err as Error).message}`;
+      }
+      const lacking = wasmSupports(purpose);
+      if (lacking) return lacking;
+      return (await tf.setBackend('wasm')) ? undefined : 'wasm backend failed to initialise';
+    }
+    case 'cpu':
+      return (await tf.setBackend('cpu')) ? undefined : 'cpu backend failed to initialise';
+  }
+}
+
+/**
+ * Selects and activates the tensor backend. `auto` walks the preference order and takes the
+ * first one that loads and supports `purpose`; a named backend must work or this throws.
+ */
+export async function selectBackend(
+  choice: BackendChoice = 'auto',
+  purpose: BackendPurpose = 'training',
+  log: Log = (line) => console.error(line),
+): Promise<BackendInfo> {
+  const candidates = choice === 'auto' ? PREFERENCE : [choice];
+  const skipped: BackendInfo['skipped'] = [];
+  for (const name of candidates) {
+    const reason = await activate(name, purpose);
+    if (reason === undefined) {
+      await tf.ready();
+      if (skipped.length) log(`backend: using ${name} (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`);
+      active = { name, tfjsBackend: tf.getBackend(), skipped };
+      return active;
+    }
+    skipped.push({ name, reason });
+  }
+  throw new Error(`no usable tensor backend for ${purpose}: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);
+}
+
+let active: BackendInfo | undefined;
+
+/** The backend chosen by the last `selectBackend`, or tfjs's default (plain JS) before any. */
+export function currentBackend(): BackendName {
+  return active?.name ?? 'cpu';
+}

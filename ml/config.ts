@@ -1,0 +1,165 @@
+// The audit's configuration as plain data. Every default is the paper's number (see
+// ../shared/docs/method.md, restated in README.md) unless its comment says otherwise.
+import type { BackendChoice, BackendName } from './backend.js';
+
+export type Stem = 'cifar' | 'imagenet';
+
+export interface SimclrEncoderConfig {
+  kind: 'simclr';
+  /** ResNet-18 base width (64 in the paper; smaller for CPU runs). */
+  width: number;
+  stem: Stem;
+  epochs: number;
+  batchSize: number;
+  /** Adam learning rate (paper: 3e-4, betas 0.9 / 0.99). */
+  lr: number;
+  /** NT-Xent temperature (0.5, the common CIFAR value). */
+  temperature: number;
+  /** Output size of the projection head. */
+  projectionDim: number;
+}
+
+export interface PretrainedEncoderConfig {
+  kind: 'pretrained';
+  /** Folder holding a tfjs LayersModel (model.json + weights) mapping images to features. */
+  path: string;
+}
+
+export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig;
+
+export interface FlowConfig {
+  /** Paper: 50 epochs, batch 16, Adam lr 1e-3, betas (0.9, 0.99). */
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  /** Hidden width of each coupling's affine-ReLU-affine network. */
+  hidden: number;
+}
+
+/** How S_ND (mean foreign NLL of a class's flow) is put on a scale shared by all classes. */
+export type NdNormalization = 'median-ratio' | 'own-gap' | 'robust-z';
+
+export interface DetectionConfig {
+  ndNormalization: NdNormalization;
+  /** Threshold on the normalised S_ND; a class is non-disruptively flagged below it. */
+  betaND: number;
+  /** Minimum fraction of a class below the valley of the foreign-density histogram (paper 0.05). */
+  betaD: number;
+  /** Histogram bins for the disruptive test (paper 30). */
+  bins: number;
+  /** The valley is searched left of this position on the [0, 1]-scaled axis (paper 0.75). */
+  lambda: number;
+}
+
+export interface RelabelConfig {
+  /** Fraction sent to D^_P and fraction kept as clean inside a flagged class (paper 0.15). */
+  alpha: number;
+}
+
+export interface RetrainConfig {
+  width: number;
+  epochs: number;
+  batchSize: number;
+  /** SGD lr 0.1, momentum 0.9, weight decay 5e-4, lr / 10 at each milestone epoch. */
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  milestones: number[];
+}
+
+export interface AuditConfig {
+  seed: number;
+  backend: BackendChoice;
+  /** Images are resized to imageSize x imageSize at ingest (32 for CIFAR, 224 for ImageNet). */
+  imageSize: number;
+  encoder: EncoderConfig;
+  flow: FlowConfig;
+  detection: DetectionConfig;
+  relabel: RelabelConfig;
+  /** Absent: stop after the cleansed manifest. */
+  retrain?: RetrainConfig;
+}
+
+export const defaultAuditConfig: AuditConfig = {
+  seed: 0,
+  backend: 'auto',
+  imageSize: 32,
+  encoder: {
+    kind: 'simclr',
+    width: 64,
+    stem: 'cifar',
+    epochs: 200,
+    batchSize: 256,
+    lr: 3e-4,
+    temperature: 0.5,
+    projectionDim: 128,
+  },
+  flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 512 },
+  detection: { ndNormalization: 'robust-z', betaND: -3, betaD: 0.05, bins: 30, lambda: 0.75 },
+  relabel: { alpha: 0.15 },
+  retrain: {
+    width: 64,
+    epochs: 200,
+    batchSize: 128,
+    lr: 0.1,
+    momentum: 0.9,
+    weightDecay: 5e-4,
+    milestones: [100, 150],
+  },
+};
+
+// ---- Output contract: report.json and cleansed.jsonl (other tools read these names) ----
+
+export type ClassKind = 'clean' | 'non-disruptive' | 'disruptive';
+
+export interface ClassReport {
+  index: number;
+  name: string;
+  count: number;
+  /** Mean NLL of this class's flow over samples of the other classes. */
+  sND: number;
+  /** sND on the cross-class scale chosen by `detection.ndNormalization`. */
+  sNDNormalized: number;
+  /** Fraction of the class below the valley of its foreign-density histogram. */
+  sD: number;
+  flagged: boolean;
+  kind: ClassKind;
+}
+
+export interface Evaluation {
+  /** Clean test accuracy of the retrained classifier. */
+  acc?: number;
+  /** Attack success rate of the retrained classifier on triggered non-target test images. */
+  asr?: number;
+  /** Fraction of truly poisoned samples sent to D^_P (or removed, for disruptive targets). */
+  tpr?: number;
+  /** Fraction of clean samples of flagged classes sent there. */
+  fpr?: number;
+  /** Among relabelled poisoned samples, fraction whose new label is the pre-poison label. */
+  relabelAccuracy?: number;
+  /** Whether the flagged classes are exactly the attack's target. */
+  targetDetected?: boolean;
+}
+
+export interface AuditReport {
+  dataset: { name: string; hash: string; samples: number; classes: string[] };
+  backend: BackendName;
+  config: AuditConfig;
+  classes: ClassReport[];
+  targetClasses: number[];
+  counts: { kept: number; relabelled: number; dropped: number };
+  timings: Record<string, number>;
+  evaluation?: Evaluation;
+}
+
+export type SampleAction = 'keep' | 'relabel' | 'drop';
+
+/** One line of cleansed.jsonl. */
+export interface CleansedEntry {
+  id: string;
+  label: number;
+  action: SampleAction;
+  newLabel?: number;
+  score?: number;
+  reason: string;
+}
