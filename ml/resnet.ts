@@ -1,0 +1,90 @@
+// ResNet-18 (He et al. 2016), the backbone of the SimCLR encoder (paper step 2) and of the
+// retrained classifier (step 9). Built as a tfjs LayersModel so that it saves in the tfjs
+// format and runs on any registered backend.
+import * as tfl from '@tensorflow/tfjs-layers';
+import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
+import type { Stem } from './config.js';
+import { Rng } from './random.js';
+
+export interface ResNetOptions {
+  /** 'cifar': 3x3 conv stride 1, no max-pool (32x32 inputs); 'imagenet': 7x7 stride 2 + 3x3 max-pool. */
+  stem: Stem;
+  /** Channels of the first stage; the four stages have width, 2w, 4w, 8w (64 in the paper). */
+  width: number;
+  /** Input images are inputSize x inputSize x 3. */
+  inputSize: number;
+  /** When set, a dense layer maps the pooled features to this many logits. */
+  classes?: number;
+  /** Seeds every initializer, so the same options give the same initial weights. */
+  seed: number;
+}
+
+/** Size of the pooled feature vector (the backbone output before any head). */
+export function featureDim(width: number): number {
+  return 8 * width;
+}
+
+/** Name of the layer whose output is the pooled feature vector. */
+export const FEATURE_LAYER = 'features';
+
+/**
+ * ResNet-18: stem, four stages of two basic blocks, global average pooling.
+ *
+ * Input: [N, S, S, 3] floats in [0, 1]. The model itself maps them to [-1, 1] (a Rescaling
+ * layer), so callers never normalise and a saved model carries its own normalisation.
+ * Output: features [N, 8 * width], or logits [N, classes] when `classes` is set.
+ */
+export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
+  if (!Number.isInteger(o.width) || o.width < 1) throw new Error(`resnet: width must be a positive integer, got ${o.width}`);
+  if (!Number.isInteger(o.inputSize) || o.inputSize < 8) throw new Error(`resnet: inputSize must be an integer >= 8, got ${o.inputSize}`);
+  // One seed per initializer, drawn in layer-creation order: deterministic for a given seed.
+  const rng = new Rng(o.seed);
+  const heNormal = () => tfl.initializers.heNormal({ seed: rng.int(2 ** 31) });
+
+  const conv = (x: SymbolicTensor, filters: number, kernel: number, strides: number, name: string) =>
+    tfl.layers
+      .conv2d({ filters, kernelSize: kernel, strides, padding: 'same', useBias: false, kernelInitializer: heNormal(), name })
+      .apply(x) as SymbolicTensor;
+  // Keras defaults are momentum 0.99, epsilon 1e-3; PyTorch's (0.9 i.e. 1 - 0.1, 1e-5) are what the
+  // paper's ResNet-18 was trained with.
+  const bn = (x: SymbolicTensor, name: string) =>
+    tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-5, name }).apply(x) as SymbolicTensor;
+  const relu = (x: SymbolicTensor, name: string) => tfl.layers.reLU({ name }).apply(x) as SymbolicTensor;
+
+  const basicBlock = (x: SymbolicTensor, filters: number, strides: number, name: string): SymbolicTensor => {
+    const inChannels = x.shape[x.shape.length - 1];
+    let y = relu(bn(conv(x, filters, 3, strides, `${name}_conv1`), `${name}_bn1`), `${name}_relu1`);
+    y = bn(conv(y, filters, 3, 1, `${name}_conv2`), `${name}_bn2`);
+    // Projection shortcut only where the shape changes (option B of the ResNet paper).
+    const shortcut =
+      strides !== 1 || inChannels !== filters
+        ? bn(conv(x, filters, 1, strides, `${name}_proj`), `${name}_proj_bn`)
+        : x;
+    const sum = tfl.layers.add({ name: `${name}_add` }).apply([y, shortcut]) as SymbolicTensor;
+    return relu(sum, `${name}_out`);
+  };
+
+  const input = tfl.input({ shape: [o.inputSize, o.inputSize, 3], name: 'images' });
+  let x = tfl.layers.rescaling({ scale: 2, offset: -1, name: 'normalize' }).apply(input) as SymbolicTensor;
+  if (o.stem === 'cifar') {
+    x = relu(bn(conv(x, o.width, 3, 1, 'stem_conv'), 'stem_bn'), 'stem_relu');
+  } else if (o.stem === 'imagenet') {
+    x = relu(bn(conv(x, o.width, 7, 2, 'stem_conv'), 'stem_bn'), 'stem_relu');
+    x = tfl.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'stem_pool' }).apply(x) as SymbolicTensor;
+  } else {
+    throw new Error(`resnet: unknown stem '${String(o.stem)}' (expected 'cifar' or 'imagenet')`);
+  }
+  for (let stage = 0; stage < 4; stage++) {
+    const filters = o.width * 2 ** stage;
+    x = basicBlock(x, filters, stage === 0 ? 1 : 2, `s${stage + 1}b1`);
+    x = basicBlock(x, filters, 1, `s${stage + 1}b2`);
+  }
+  let out = tfl.layers.globalAveragePooling2d({ name: FEATURE_LAYER }).apply(x) as SymbolicTensor;
+  if (o.classes !== undefined) {
+    if (!Number.isInteger(o.classes) || o.classes < 2) throw new Error(`resnet: classes must be an integer >= 2, got ${o.classes}`);
+    out = tfl.layers
+      .dense({ units: o.classes, kernelInitializer: tfl.initializers.glorotUniform({ seed: rng.int(2 ** 31) }), name: 'logits' })
+      .apply(out) as SymbolicTensor;
+  }
+  return tfl.model({ inputs: input, outputs: out, name: o.classes === undefined ? 'resnet18_features' : 'resnet18_classifier' });
+}
