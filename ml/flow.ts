@@ -1,0 +1,457 @@
+// Per-class normalizing flow (method.md step 4): a RealNVP with exactly two affine coupling
+// modules, the first transforming the second half of the features conditioned on the first,
+// the second transforming the first half conditioned on the (already transformed) second.
+// Each coupling's network is affine -> ReLU -> affine and outputs a log-scale and a shift.
+//
+// Decisions the paper leaves open:
+// - Standardisation. Features are standardised per dimension with the class's own mean and
+//   standard deviation, fixed from its training data, and the log-determinant of that affine
+//   map is part of the flow's log-det. So every flow is a proper density over the RAW feature
+//   space and log p_y(z) is comparable across classes (a standardisation without its log-det
+//   would not be), while the couplings see unit-scale inputs whatever the feature scale.
+//   A per-dimension std is floored at 1e-3 of the mean std so that a constant dimension does
+//   not give an unbounded log-det.
+// - Scale stability. The raw log-scale r of a coupling is bounded softly: s = B * tanh(r / B)
+//   with B = SCALE_BOUND = 3 (scale factors within e^±3), which is ~identity for small r and
+//   keeps far-away (foreign) points from producing infinite log-dets.
+// - Initialisation. The second affine of each network starts at zero, so an untrained flow is
+//   the identity after standardisation: a diagonal Gaussian fitted to the class.
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all.
+import '@tensorflow/tfjs-layers';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { FlowConfig } from './config.js';
+import type { Matrix } from './matrix.js';
+import { Rng } from './random.js';
+
+/** Bound on each coupling's log-scale (see the header). */
+export const SCALE_BOUND = 3;
+const LOG_2PI = Math.log(2 * Math.PI);
+const STD_FLOOR = 1e-3;
+
+/** A flow as plain data: what is saved, checkpointed, and sent between processes. */
+export interface FlowParams {
+  dim: number;
+  hidden: number;
+  /** Named parameter arrays (see `PARAM_NAMES`); each is row-major. */
+  weights: Record<string, Float32Array>;
+}
+
+/** The parameters of one flow: the fixed standardisation, then two couplings. */
+const PARAM_NAMES = ['mean', 'std', 'c1.w1', 'c1.b1', 'c1.w2', 'c1.b2', 'c2.w1', 'c2.b1', 'c2.w2', 'c2.b2'] as const;
+type ParamName = (typeof PARAM_NAMES)[number];
+
+function paramShapes(dim: number, hidden: number): Record<ParamName, number[]> {
+  const d1 = Math.floor(dim / 2);
+  const d2 = dim - d1;
+  return {
+    mean: [dim],
+    std: [dim],
+    // Coupling 1: conditioned on the first d1 dims, transforms the last d2 (log-scale and shift).
+    'c1.w1': [d1, hidden],
+    'c1.b1': [hidden],
+    'c1.w2': [hidden, 2 * d2],
+    'c1.b2': [2 * d2],
+    // Coupling 2: conditioned on the last d2 dims, transforms the first d1.
+    'c2.w1': [d2, hidden],
+    'c2.b1': [hidden],
+    'c2.w2': [hidden, 2 * d1],
+    'c2.b2': [2 * d1],
+  };
+}
+
+interface Coupling {
+  w1: tf.Variable;
+  b1: tf.Variable;
+  w2: tf.Variable;
+  b2: tf.Variable;
+}
+
+export class ClassFlow {
+  readonly dim: number;
+  readonly hidden: number;
+  private readonly d1: number;
+  private readonly mean: tf.Tensor1D;
+  private readonly invStd: tf.Tensor1D;
+  private readonly std: Float32Array;
+  /** -sum(log std): the standardisation's log-det, a constant per flow. */
+  private readonly standardiseLogDet: number;
+  private readonly c1: Coupling;
+  private readonly c2: Coupling;
+  private disposed = false;
+
+  private constructor(p: FlowParams) {
+    validateParams(p, 'flow parameters');
+    this.dim = p.dim;
+    this.hidden = p.hidden;
+    this.d1 = Math.floor(p.dim / 2);
+    const shapes = paramShapes(p.dim, p.hidden);
+    this.std = Float32Array.from(p.weights.std);
+    this.mean = tf.tensor1d(p.weights.mean);
+    this.invStd = tf.tensor1d(this.std.map((s) => 1 / s));
+    this.standardiseLogDet = -this.std.reduce((acc, s) => acc + Math.log(s), 0);
+    const v = (name: ParamName) => {
+      const init = tf.tensor(p.weights[name], shapes[name]);
+      const variable = tf.variable(init, true, undefined, 'float32');
+      init.dispose(); // the variable holds its own reference to the data
+      return variable;
+    };
+    this.c1 = { w1: v('c1.w1'), b1: v('c1.b1'), w2: v('c1.w2'), b2: v('c1.b2') };
+    this.c2 = { w1: v('c2.w1'), b1: v('c2.b1'), w2: v('c2.w2'), b2: v('c2.b2') };
+  }
+
+  /**
+   * A fresh flow: identity couplings (zero second affine), He-uniform first affine, unit
+   * standardisation. `trainClassFlow` replaces the standardisation with the class's statistics.
+   */
+  static create(dim: number, hidden: number, seed: number, mean?: Float32Array, std?: Float32Array): ClassFlow {
+    if (!Number.isInteger(dim) || dim < 2) throw new Error(`ClassFlow: dim must be an integer >= 2, got ${dim}`);
+    if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`ClassFlow: hidden must be a positive integer, got ${hidden}`);
+    const rng = new Rng(seed);
+    const shapes = paramShapes(dim, hidden);
+    const weights = {} as Record<ParamName, Float32Array>;
+    for (const name of PARAM_NAMES) {
+      const shape = shapes[name];
+      const a = new Float32Array(shape.reduce((x, y) => x * y, 1));
+      if (name.endsWith('.w1')) {
+        const bound = Math.sqrt(6 / shape[0]);
+        for (let i = 0; i < a.length; i++) a[i] = rng.uniform(-bound, bound);
+      }
+      weights[name] = a;
+    }
+    weights.mean = mean ? Float32Array.from(mean) : new Float32Array(dim);
+    weights.std = std ? Float32Array.from(std) : new Float32Array(dim).fill(1);
+    return new ClassFlow({ dim, hidden, weights });
+  }
+
+  /** The trainable variables, in a fixed order (optimizer state follows this order). */
+  get trainable(): tf.Variable[] {
+    return [this.c1.w1, this.c1.b1, this.c1.w2, this.c1.b2, this.c2.w1, this.c2.b1, this.c2.w2, this.c2.b2];
+  }
+
+  /** Log-scale and shift of one coupling for conditioning input `cond` (rows x k). */
+  private net(c: Coupling, cond: tf.Tensor2D): { s: tf.Tensor2D; t: tf.Tensor2D } {
+    const h = tf.relu(tf.add(tf.matMul(cond, c.w1), c.b1));
+    const out = tf.add(tf.matMul(h, c.w2), c.b2) as tf.Tensor2D;
+    const k = out.shape[1] / 2;
+    const raw = tf.slice(out, [0, 0], [-1, k]);
+    const s = tf.mul(tf.tanh(tf.div(raw, SCALE_BOUND)), SCALE_BOUND) as tf.Tensor2D;
+    return { s, t: tf.slice(out, [0, k], [-1, k]) };
+  }
+
+  /** Data -> base: z and log|det dz/dx| per row (standardisation included). */
+  forward(x: tf.Tensor2D): { z: tf.Tensor2D; logDet: tf.Tensor1D } {
+    this.assertLive();
+    if (x.shape[1] !== this.dim) throw new Error(`ClassFlow.forward: expected ${this.dim} columns, got ${x.shape[1]}`);
+    return tf.tidy(() => {
+      const u = tf.mul(tf.sub(x, this.mean), this.invStd) as tf.Tensor2D;
+      const a = tf.slice(u, [0, 0], [-1, this.d1]);
+      const b = tf.slice(u, [0, this.d1], [-1, this.dim - this.d1]);
+      const n1 = this.net(this.c1, a);
+      const b2 = tf.add(tf.mul(b, tf.exp(n1.s)), n1.t) as tf.Tensor2D;
+      const n2 = this.net(this.c2, b2);
+      const a2 = tf.add(tf.mul(a, tf.exp(n2.s)), n2.t);
+      const z = tf.concat([a2, b2], 1) as tf.Tensor2D;
+      const logDet = tf.add(tf.add(tf.sum(n1.s, 1), tf.sum(n2.s, 1)), this.standardiseLogDet) as tf.Tensor1D;
+      return { z, logDet };
+    });
+  }
+
+  /** Base -> data. */
+  inverse(z: tf.Tensor2D): tf.Tensor2D {
+    this.assertLive();
+    if (z.shape[1] !== this.dim) throw new Error(`ClassFlow.inverse: expected ${this.dim} columns, got ${z.shape[1]}`);
+    return tf.tidy(() => {
+      const a2 = tf.slice(z, [0, 0], [-1, this.d1]);
+      const b2 = tf.slice(z, [0, this.d1], [-1, this.dim - this.d1]) as tf.Tensor2D;
+      const n2 = this.net(this.c2, b2);
+      const a = tf.mul(tf.sub(a2, n2.t), tf.exp(tf.neg(n2.s))) as tf.Tensor2D;
+      const n1 = this.net(this.c1, a);
+      const b = tf.mul(tf.sub(b2, n1.t), tf.exp(tf.neg(n1.s)));
+      const u = tf.concat([a, b], 1);
+      return tf.add(tf.div(u, this.invStd), this.mean) as tf.Tensor2D;
+    });
+  }
+
+  /** log p(x) per row (nats), as a tensor; used by training. */
+  logProbTensor(x: tf.Tensor2D): tf.Tensor1D {
+    return tf.tidy(() => {
+      const { z, logDet } = this.forward(x);
+      const base = tf.sub(tf.mul(tf.sum(tf.square(z), 1), -0.5), 0.5 * this.dim * LOG_2PI);
+      return tf.add(base, logDet) as tf.Tensor1D;
+    });
+  }
+
+  /** log p(x) per row, nats, computed in batches of `batchSize` rows. */
+  logProb(x: Matrix, batchSize = 1024): Float32Array {
+    this.assertLive();
+    if (x.cols !== this.dim) throw new Error(`ClassFlow.logProb: expected ${this.dim} columns, got ${x.cols}`);
+    const out = new Float32Array(x.rows);
+    for (let start = 0; start < x.rows; start += batchSize) {
+      const n = Math.min(batchSize, x.rows - start);
+      const lp = tf.tidy(() => {
+        const xb = tf.tensor2d(x.data.subarray(start * x.cols, (start + n) * x.cols), [n, x.cols]);
+        return this.logProbTensor(xb);
+      });
+      out.set(lp.dataSync() as Float32Array, start);
+      lp.dispose();
+    }
+    return out;
+  }
+
+  toJSON(): FlowParams {
+    this.assertLive();
+    const weights: Record<string, Float32Array> = {
+      mean: Float32Array.from(this.mean.dataSync() as Float32Array),
+      std: Float32Array.from(this.std),
+    };
+    for (const [prefix, c] of [['c1', this.c1], ['c2', this.c2]] as const) {
+      for (const k of ['w1', 'b1', 'w2', 'b2'] as const) weights[`${prefix}.${k}`] = Float32Array.from(c[k].dataSync() as Float32Array);
+    }
+    return { dim: this.dim, hidden: this.hidden, weights };
+  }
+
+  static fromJSON(p: FlowParams): ClassFlow {
+    return new ClassFlow(p);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.mean.dispose();
+    this.invStd.dispose();
+    for (const v of this.trainable) v.dispose();
+  }
+
+  private assertLive(): void {
+    if (this.disposed) throw new Error('ClassFlow: used after dispose()');
+  }
+}
+
+function validateParams(p: FlowParams, where: string): void {
+  if (!p || typeof p !== 'object') throw new Error(`${where}: not an object`);
+  if (!Number.isInteger(p.dim) || p.dim < 2) throw new Error(`${where}: dim must be an integer >= 2, got ${String(p.dim)}`);
+  if (!Number.isInteger(p.hidden) || p.hidden < 1) throw new Error(`${where}: hidden must be a positive integer, got ${String(p.hidden)}`);
+  const shapes = paramShapes(p.dim, p.hidden);
+  for (const name of PARAM_NAMES) {
+    const w = p.weights?.[name];
+    const n = shapes[name].reduce((x, y) => x * y, 1);
+    if (!(w instanceof Float32Array)) throw new Error(`${where}: weight '${name}' missing or not a Float32Array`);
+    if (w.length !== n) throw new Error(`${where}: weight '${name}' has ${w.length} values, expected ${n}`);
+    for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) throw new Error(`${where}: weight '${name}' has a non-finite value at ${i}`);
+  }
+  for (let i = 0; i < p.dim; i++) if (!(p.weights.std[i] > 0)) throw new Error(`${where}: std[${i}] must be > 0`);
+}
+
+/** Per-dimension mean and floored standard deviation of the rows of `x`. */
+export function featureMoments(x: Matrix): { mean: Float32Array; std: Float32Array } {
+  const { rows, cols, data } = x;
+  const mean = new Float64Array(cols);
+  const sq = new Float64Array(cols);
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) mean[j] += data[o + j];
+  }
+  for (let j = 0; j < cols; j++) mean[j] /= rows;
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) {
+      const d = data[o + j] - mean[j];
+      sq[j] += d * d;
+    }
+  }
+  const std = new Float32Array(cols);
+  let meanStd = 0;
+  for (let j = 0; j < cols; j++) {
+    std[j] = Math.sqrt(sq[j] / Math.max(1, rows - 1));
+    meanStd += std[j] / cols;
+  }
+  const floor = Math.max(STD_FLOOR * meanStd, 1e-12);
+  for (let j = 0; j < cols; j++) std[j] = Math.max(std[j], floor);
+  return { mean: Float32Array.from(mean), std };
+}
+
+// ---- training ----
+
+/** Everything needed to continue an interrupted training run exactly. */
+export interface FlowCheckpoint {
+  /** Epochs completed. */
+  epoch: number;
+  flow: FlowParams;
+  /** Adam's state (iteration count, first and second moments), in `ClassFlow.trainable` order. */
+  optimizer: { name: string; shape: number[]; data: Float32Array }[];
+  rngState: number;
+  nll: number[];
+}
+
+export interface FlowEpochEvent {
+  epoch: number;
+  epochs: number;
+  /** Mean NLL (nats per sample) over this epoch's batches. */
+  nll: number;
+  /** Snapshot of the run after this epoch, for `hooks.resume`. */
+  checkpoint: () => Promise<FlowCheckpoint>;
+}
+
+export interface FlowTrainHooks {
+  signal?: AbortSignal;
+  onEpoch?: (e: FlowEpochEvent) => void | Promise<void>;
+  /** Continue from this checkpoint instead of starting fresh. */
+  resume?: FlowCheckpoint;
+}
+
+function validateFlowConfig(cfg: FlowConfig): void {
+  for (const k of ['epochs', 'batchSize', 'hidden'] as const) {
+    if (!Number.isInteger(cfg[k]) || cfg[k] < (k === 'epochs' ? 0 : 1)) throw new Error(`flow config: ${k} must be a positive integer, got ${cfg[k]}`);
+  }
+  if (!(cfg.lr > 0)) throw new Error(`flow config: lr must be > 0, got ${cfg.lr}`);
+}
+
+/**
+ * Fits one class's flow by minimising the mean NLL of `features` (the class's rows only) with
+ * Adam (lr from cfg, betas 0.9 / 0.99), shuffling every epoch with a seeded stream. Yields to
+ * the event loop between batches, stops at the next batch when `signal` aborts (throwing its
+ * reason), and can resume exactly from a checkpoint given by `onEpoch`.
+ */
+export async function trainClassFlow(
+  features: Matrix,
+  cfg: FlowConfig,
+  seed: number,
+  hooks: FlowTrainHooks = {},
+): Promise<{ flow: ClassFlow; nll: number[] }> {
+  validateFlowConfig(cfg);
+  if (features.rows < 1) throw new Error('trainClassFlow: no samples');
+  if (features.cols < 2) throw new Error(`trainClassFlow: features need >= 2 columns, got ${features.cols}`);
+  const { resume, signal, onEpoch } = hooks;
+  let flow: ClassFlow;
+  let rng: Rng;
+  const nll: number[] = [];
+  if (resume) {
+    if (resume.flow.dim !== features.cols || resume.flow.hidden !== cfg.hidden)
+      throw new Error(`trainClassFlow: checkpoint is for dim ${resume.flow.dim} hidden ${resume.flow.hidden}, not ${features.cols} / ${cfg.hidden}`);
+    flow = ClassFlow.fromJSON(resume.flow);
+    rng = Rng.fromState(resume.rngState);
+    nll.push(...resume.nll);
+  } else {
+    const { mean, std } = featureMoments(features);
+    flow = ClassFlow.create(features.cols, cfg.hidden, seed, mean, std);
+    rng = new Rng(seed).fork(1);
+  }
+  const optimizer = tf.train.adam(cfg.lr, 0.9, 0.99);
+  const vars = flow.trainable;
+  try {
+    if (resume && resume.optimizer.length) {
+      const named = resume.optimizer.map((w) => ({ name: w.name, tensor: tf.tensor(w.data, w.shape) }));
+      await optimizer.setWeights(named); // copies into the optimizer's own variables
+      tf.dispose(named.map((w) => w.tensor));
+    }
+    const d = features.cols;
+    for (let epoch = resume?.epoch ?? 0; epoch < cfg.epochs; epoch++) {
+      const order = rng.permutation(features.rows);
+      let total = 0;
+      for (let start = 0; start < order.length; start += cfg.batchSize) {
+        if (signal?.aborted) throw signal.reason ?? new Error('trainClassFlow: aborted');
+        const n = Math.min(cfg.batchSize, order.length - start);
+        const batch = new Float32Array(n * d);
+        for (let i = 0; i < n; i++) batch.set(features.data.subarray(order[start + i] * d, (order[start + i] + 1) * d), i * d);
+        const cost = optimizer.minimize(() => {
+          const xb = tf.tensor2d(batch, [n, d]);
+          return tf.neg(tf.mean(flow.logProbTensor(xb))) as tf.Scalar;
+        }, true, vars);
+        total += (cost as tf.Scalar).dataSync()[0] * n;
+        cost?.dispose();
+        await new Promise((r) => setImmediate(r));
+      }
+      const epochNll = total / features.rows;
+      if (!Number.isFinite(epochNll)) throw new Error(`trainClassFlow: NLL became ${epochNll} at epoch ${epoch + 1}`);
+      nll.push(epochNll);
+      if (onEpoch) {
+        const done = epoch + 1;
+        const rngState = rng.state;
+        const nllSoFar = nll.slice();
+        await onEpoch({
+          epoch: done,
+          epochs: cfg.epochs,
+          nll: epochNll,
+          checkpoint: async () => ({ epoch: done, flow: flow.toJSON(), optimizer: await snapshotOptimizer(optimizer), rngState, nll: nllSoFar }),
+        });
+      }
+    }
+  } catch (err) {
+    flow.dispose();
+    throw err;
+  } finally {
+    optimizer.dispose();
+  }
+  return { flow, nll };
+}
+
+async function snapshotOptimizer(optimizer: tf.Optimizer): Promise<FlowCheckpoint['optimizer']> {
+  const weights = await optimizer.getWeights();
+  // The first entry (iteration count) is a fresh tensor; the rest are the optimizer's own variables.
+  const out = weights.map((w) => ({ name: w.name, shape: w.tensor.shape.slice(), data: Float32Array.from(w.tensor.dataSync()) }));
+  weights[0].tensor.dispose();
+  return out;
+}
+
+// ---- files ----
+
+const FILE_FORMAT = 'backdoor-audit/class-flow@1';
+
+interface FlowFile {
+  format: string;
+  dim: number;
+  hidden: number;
+  /** Little-endian float32 arrays, base64. */
+  weights: Record<string, string>;
+}
+
+function toBase64(a: Float32Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+function fromBase64(s: string): Float32Array {
+  const b = Buffer.from(s, 'base64');
+  const out = new Float32Array(b.byteLength / 4);
+  new Uint8Array(out.buffer).set(b.subarray(0, out.length * 4));
+  return out;
+}
+
+/** Writes the flow as JSON, atomically (temp file + rename). */
+export async function saveFlow(flow: ClassFlow, file: string): Promise<void> {
+  const p = flow.toJSON();
+  const body: FlowFile = { format: FILE_FORMAT, dim: p.dim, hidden: p.hidden, weights: {} };
+  for (const [k, v] of Object.entries(p.weights)) body.weights[k] = toBase64(v);
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  await writeFile(tmp, JSON.stringify(body));
+  await rename(tmp, file);
+}
+
+export async function loadFlow(file: string): Promise<ClassFlow> {
+  let body: FlowFile;
+  try {
+    body = JSON.parse(await readFile(file, 'utf8')) as FlowFile;
+  } catch (err) {
+    throw new Error(`loadFlow: cannot read ${file}: ${(err as Error).message}`);
+  }
+  if (body?.format !== FILE_FORMAT) throw new Error(`loadFlow: ${file} is not a class flow (format ${String(body?.format)}, expected ${FILE_FORMAT})`);
+  if (!body.weights || typeof body.weights !== 'object') throw new Error(`loadFlow: ${file} has no weights`);
+  const weights: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(body.weights)) {
+    if (typeof v !== 'string') throw new Error(`loadFlow: ${file}: weight '${k}' is not a base64 string`);
+    weights[k] = fromBase64(v);
+  }
+  const p: FlowParams = { dim: body.dim, hidden: body.hidden, weights };
+  validateParams(p, `loadFlow: ${file}`);
+  return ClassFlow.fromJSON(p);
+}
+
+/** Mean NLL (nats per sample) of `flow` on `x`. */
+export function meanNll(flow: ClassFlow, x: Matrix): number {
+  const lp = flow.logProb(x);
+  let s = 0;
+  for (let i = 0; i < lp.length; i++) s -= lp[i];
+  return s / Math.max(1, lp.length);
+}

@@ -1,0 +1,17 @@
+// Poison score (method.md step 7): s_y(z) = log p_y(z) - max_{y' != y} log p_{y'}(z), the log of
+// the paper's density ratio, with y the sample's own label.
+import { maxForeign } from './density.js';
+import type { Matrix } from './matrix.js';
+
+export function poisonScores(density: Matrix, labels: Int32Array): Float32Array {
+  const { rows, cols, data } = density;
+  if (labels.length !== rows) throw new Error(`poisonScores: ${labels.length} labels for ${rows} density rows`);
+  if (cols < 2) throw new Error(`poisonScores: density matrix has ${cols} class column(s), need >= 2`);
+  const out = new Float32Array(rows);
+  for (let i = 0; i < rows; i++) {
+    const y = labels[i];
+    if (y < 0 || y >= cols) throw new Error(`poisonScores: label ${y} of sample ${i} out of range 0..${cols - 1}`);
+    out[i] = data[i * cols + y] - maxForeign(data, i * cols, cols, y).value;
+  }
+  return out;
+}
