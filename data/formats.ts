@@ -1,0 +1,357 @@
+// Dataset formats: turn a DatasetSpec into a validated list of samples (id, label, where the
+// bytes are) before anything is decoded or written, so that bad input fails early and names
+// the offending file.
+
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { CIFAR10_CLASSES } from './cifar10.js';
+
+export type DatasetSpec =
+  | { format: 'imagefolder'; root: string }
+  | { format: 'cifar-binary'; files: string[]; classes?: string[] }
+  | { format: 'manifest'; path: string; root?: string; classes?: string[] };
+
+/** Bad input data: `file` is the offending file or folder, `reason` what is wrong with it. */
+export class DatasetError extends Error {
+  readonly file: string;
+  readonly reason: string;
+  constructor(file: string, reason: string) {
+    super(`${file}: ${reason}`);
+    this.name = 'DatasetError';
+    this.file = file;
+    this.reason = reason;
+  }
+}
+
+/** Image file extensions accepted in ImageFolder class folders (lower-case). */
+export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp'];
+
+/** CIFAR binary record: 1 label byte + 32x32x3 bytes, channel-major. */
+export const CIFAR_SIDE = 32;
+export const CIFAR_RECORD_BYTES = 1 + CIFAR_SIDE * CIFAR_SIDE * 3;
+
+/** Where a sample's source bytes are: a whole image file, or one record of a CIFAR binary file. */
+export type SampleSource =
+  | { kind: 'file'; path: string }
+  | { kind: 'cifar-record'; path: string; offset: number };
+
+export interface SampleRef {
+  /** Stable id: path relative to the dataset root with '/' separators, or `<file>#<n>` for CIFAR binary. */
+  id: string;
+  label: number;
+  source: SampleSource;
+}
+
+export interface DiscoveredDataset {
+  format: DatasetSpec['format'];
+  /** Default dataset name (folder, manifest or first binary file name). */
+  name: string;
+  classes: string[];
+  /** In id order (see compareIds). */
+  samples: SampleRef[];
+}
+
+/**
+ * Total order on sample ids: digit runs compare as numbers, the rest by code point, so
+ * `data_batch_1.bin#2` precedes `data_batch_1.bin#10`. Locale-free, hence the same everywhere.
+ */
+export function compareIds(a: string, b: string): number {
+  const ra = a.match(/\d+|\D+/g) ?? [];
+  const rb = b.match(/\d+|\D+/g) ?? [];
+  for (let i = 0; i < Math.min(ra.length, rb.length); i++) {
+    const x = ra[i]!;
+    const y = rb[i]!;
+    if (x === y) continue;
+    const dx = /^\d/.test(x);
+    const dy = /^\d/.test(y);
+    if (dx && dy) {
+      const nx = x.replace(/^0+/, '');
+      const ny = y.replace(/^0+/, '');
+      if (nx.length !== ny.length) return nx.length - ny.length;
+      if (nx !== ny) return nx < ny ? -1 : 1;
+      return x.length - y.length; // '01' vs '1': equal value, shorter first
+    }
+    return x < y ? -1 : 1;
+  }
+  if (ra.length !== rb.length) return ra.length - rb.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Lists and validates the samples of a dataset without decoding any image. */
+export async function discoverDataset(spec: DatasetSpec): Promise<DiscoveredDataset> {
+  let found: DiscoveredDataset;
+  switch (spec.format) {
+    case 'imagefolder':
+      found = await discoverImageFolder(resolve(spec.root));
+      break;
+    case 'cifar-binary':
+      found = await discoverCifarBinary(spec.files.map((f) => resolve(f)), spec.classes);
+      break;
+    case 'manifest':
+      found = await discoverManifest(resolve(spec.path), spec.root === undefined ? undefined : resolve(spec.root), spec.classes);
+      break;
+    default: {
+      const bad: { format?: unknown } = spec;
+      throw new Error(`unknown dataset format ${JSON.stringify(bad.format)}; use imagefolder, cifar-binary or manifest`);
+    }
+  }
+  found.samples.sort((a, b) => compareIds(a.id, b.id));
+  return found;
+}
+
+function toId(root: string, path: string): string {
+  return relative(root, path).split(sep).join('/');
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+// ImageFolder: root/<class>/**/<image>. Class = first-level folder, classes sorted by code
+// point (the torchvision convention). Hidden entries (.DS_Store, .git) are skipped; any other
+// non-image file is an error rather than silently ignored, since it usually means a mistake
+// in the layout.
+async function discoverImageFolder(root: string): Promise<DiscoveredDataset> {
+  if (!(await isDirectory(root))) {
+    throw new DatasetError(root, 'ImageFolder root is not a folder (expected root/<class>/<image>)');
+  }
+  const entries = await readdir(root, { withFileTypes: true });
+  const classes: string[] = [];
+  for (const e of entries) {
+    if (e.name.startsWith('.')) continue;
+    if (e.isDirectory() || (e.isSymbolicLink() && (await isDirectory(join(root, e.name))))) classes.push(e.name);
+    // Plain files at the top level (README, LICENSE) are not samples; they are left alone.
+  }
+  classes.sort();
+  if (classes.length === 0) {
+    throw new DatasetError(root, 'no class folders found (expected root/<class>/<image>)');
+  }
+  const samples: SampleRef[] = [];
+  for (let label = 0; label < classes.length; label++) {
+    const classDir = join(root, classes[label]!);
+    const files = await listImages(classDir);
+    if (files.length === 0) {
+      throw new DatasetError(classDir, 'class folder contains no images; add images or remove the folder');
+    }
+    for (const path of files) samples.push({ id: toId(root, path), label, source: { kind: 'file', path } });
+  }
+  return { format: 'imagefolder', name: basename(root), classes, samples };
+}
+
+async function listImages(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.')) continue;
+    const path = join(dir, e.name);
+    const st = e.isSymbolicLink() ? await stat(path) : e;
+    if (st.isDirectory()) {
+      out.push(...(await listImages(path)));
+    } else if (IMAGE_EXTENSIONS.includes(extname(e.name).toLowerCase())) {
+      out.push(path);
+    } else {
+      throw new DatasetError(
+        path,
+        `not an image (accepted: ${IMAGE_EXTENSIONS.join(' ')}); move it out of the class folder, ` +
+          `or list the images to use in a CSV/JSONL manifest (format 'manifest')`,
+      );
+    }
+  }
+  return out;
+}
+
+// CIFAR binary batches: fixed-size records, label byte first. Ids are `<file name>#<n>`.
+async function discoverCifarBinary(files: string[], classes: string[] | undefined): Promise<DiscoveredDataset> {
+  if (files.length === 0) throw new Error('cifar-binary dataset spec lists no files');
+  const names = classes ?? [...CIFAR10_CLASSES];
+  const samples: SampleRef[] = [];
+  const seen = new Set<string>();
+  for (const path of files) {
+    let size: number;
+    try {
+      size = (await stat(path)).size;
+    } catch {
+      throw new DatasetError(path, 'file not found');
+    }
+    if (size === 0 || size % CIFAR_RECORD_BYTES !== 0) {
+      throw new DatasetError(
+        path,
+        `size ${size} bytes is not a positive multiple of the ${CIFAR_RECORD_BYTES}-byte CIFAR-10 record ` +
+          `(1 label byte + 3072 pixel bytes); is it a CIFAR-10 binary batch?`,
+      );
+    }
+    const name = basename(path);
+    if (seen.has(name)) throw new DatasetError(path, `two binary files share the name ${name}; sample ids would collide`);
+    seen.add(name);
+    const data = await readFile(path);
+    for (let n = 0; n < size / CIFAR_RECORD_BYTES; n++) {
+      const label = data[n * CIFAR_RECORD_BYTES]!;
+      if (label >= names.length) {
+        throw new DatasetError(path, `record ${n} has label ${label}, outside the ${names.length} classes`);
+      }
+      samples.push({ id: `${name}#${n}`, label, source: { kind: 'cifar-record', path, offset: n * CIFAR_RECORD_BYTES } });
+    }
+  }
+  return { format: 'cifar-binary', name: basename(files[0]!).replace(/\.bin$/, ''), classes: names, samples };
+}
+
+interface ManifestRow {
+  line: number;
+  path: string;
+  label: string | number;
+}
+
+// Manifest: .csv with a header naming `path` and `label` columns, or .jsonl with one
+// {"path", "label"} object per line. Paths are relative to `root` (default: the manifest's
+// folder) and may not leave it; a label is a class name or a class index.
+async function discoverManifest(manifest: string, rootArg: string | undefined, classesArg: string[] | undefined): Promise<DiscoveredDataset> {
+  let text: string;
+  try {
+    text = await readFile(manifest, 'utf8');
+  } catch {
+    throw new DatasetError(manifest, 'manifest file not found');
+  }
+  const ext = extname(manifest).toLowerCase();
+  let rows: ManifestRow[];
+  if (ext === '.csv') rows = parseCsvManifest(manifest, text);
+  else if (ext === '.jsonl' || ext === '.ndjson') rows = parseJsonlManifest(manifest, text);
+  else throw new DatasetError(manifest, 'manifest must be a .csv (header path,label) or a .jsonl file');
+  if (rows.length === 0) throw new DatasetError(manifest, 'manifest lists no samples');
+
+  const root = rootArg ?? dirname(manifest);
+  const classes = classesArg ?? inferClasses(manifest, rows);
+  const samples: SampleRef[] = [];
+  const seen = new Map<string, number>();
+  for (const row of rows) {
+    const where = `line ${row.line}`;
+    const path = isAbsolute(row.path) ? resolve(row.path) : resolve(root, row.path);
+    const rel = relative(root, path);
+    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+      throw new DatasetError(manifest, `${where}: path ${JSON.stringify(row.path)} is outside the dataset root ${root}`);
+    }
+    const label = resolveLabel(manifest, where, row.label, classes);
+    const id = toId(root, path);
+    const previous = seen.get(id);
+    if (previous !== undefined) throw new DatasetError(manifest, `${where}: ${id} is already listed on line ${previous}`);
+    seen.set(id, row.line);
+    let isFile = false;
+    try {
+      isFile = (await stat(path)).isFile();
+    } catch {
+      throw new DatasetError(path, `file not found (listed in ${manifest}, ${where})`);
+    }
+    if (!isFile) throw new DatasetError(path, `not a file (listed in ${manifest}, ${where})`);
+    samples.push({ id, label, source: { kind: 'file', path } });
+  }
+  return { format: 'manifest', name: basename(manifest, extname(manifest)), classes, samples };
+}
+
+function resolveLabel(manifest: string, where: string, label: string | number, classes: string[]): number {
+  if (typeof label === 'string') {
+    const byName = classes.indexOf(label);
+    if (byName >= 0) return byName;
+  }
+  const index = typeof label === 'number' ? label : /^\d+$/.test(label) ? Number(label) : NaN;
+  if (Number.isInteger(index) && index >= 0 && index < classes.length) return index;
+  throw new DatasetError(manifest, `${where}: label ${JSON.stringify(label)} is not in the class list [${classes.join(', ')}]`);
+}
+
+/** Without an explicit class list: names sorted, or indices 0..max when every label is an index. */
+function inferClasses(manifest: string, rows: ManifestRow[]): string[] {
+  const isIndex = (l: string | number): boolean => (typeof l === 'number' ? Number.isInteger(l) && l >= 0 : /^\d+$/.test(l));
+  if (rows.every((r) => isIndex(r.label))) {
+    const max = Math.max(...rows.map((r) => Number(r.label)));
+    return Array.from({ length: max + 1 }, (_, i) => String(i));
+  }
+  const numeric = rows.find((r) => typeof r.label === 'number');
+  if (numeric) {
+    throw new DatasetError(manifest, `line ${numeric.line}: labels mix class names and indices; pass the class list explicitly`);
+  }
+  return [...new Set(rows.map((r) => String(r.label)))].sort();
+}
+
+function parseJsonlManifest(manifest: string, text: string): ManifestRow[] {
+  const rows: ManifestRow[] = [];
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i]!.trim();
+    if (raw === '') continue;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(raw);
+    } catch (err) {
+      throw new DatasetError(manifest, `line ${i + 1}: invalid JSON (${(err as Error).message})`);
+    }
+    const rec = obj as { path?: unknown; label?: unknown } | null;
+    if (typeof rec !== 'object' || rec === null || typeof rec.path !== 'string' || rec.path === '' ||
+      (typeof rec.label !== 'string' && typeof rec.label !== 'number')) {
+      throw new DatasetError(manifest, `line ${i + 1}: expected {"path": string, "label": string | number}`);
+    }
+    rows.push({ line: i + 1, path: rec.path, label: rec.label });
+  }
+  return rows;
+}
+
+function parseCsvManifest(manifest: string, text: string): ManifestRow[] {
+  const records = parseCsv(manifest, text.replace(/^\uFEFF/, ''));
+  const header = records.shift();
+  const columns = header?.fields.map((f) => f.trim().toLowerCase()) ?? [];
+  const pathCol = columns.indexOf('path');
+  const labelCol = columns.indexOf('label');
+  if (!header || pathCol < 0 || labelCol < 0) {
+    throw new DatasetError(manifest, 'CSV manifest needs a header line with columns path and label');
+  }
+  return records.map((r) => {
+    const path = r.fields[pathCol];
+    const label = r.fields[labelCol];
+    if (path === undefined || path === '' || label === undefined || label === '') {
+      throw new DatasetError(manifest, `line ${r.line}: missing path or label`);
+    }
+    return { line: r.line, path, label };
+  });
+}
+
+/** RFC 4180 CSV: quoted fields may hold commas, quotes ("") and newlines. Blank lines are skipped. */
+function parseCsv(file: string, text: string): { line: number; fields: string[] }[] {
+  const out: { line: number; fields: string[] }[] = [];
+  let fields: string[] = [];
+  let field = '';
+  let quoted = false;
+  let line = 1;
+  let startLine = 1;
+  const endRecord = (): void => {
+    fields.push(field);
+    if (!(fields.length === 1 && fields[0] === '')) out.push({ line: startLine, fields });
+    fields = [];
+    field = '';
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else {
+        if (c === '\n') line++;
+        field += c;
+      }
+    } else if (c === '"' && field === '') quoted = true;
+    else if (c === ',') {
+      fields.push(field);
+      field = '';
+    } else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      endRecord();
+      line++;
+      startLine = line;
+    } else field += c;
+  }
+  if (quoted) throw new DatasetError(file, `line ${startLine}: unterminated quoted field`);
+  if (field !== '' || fields.length > 0) endRecord();
+  return out;
+}

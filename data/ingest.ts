@@ -1,0 +1,636 @@
+// Ingest: decode a dataset once into fixed-size uint8 shards (NHWC, RGB) that every later stage
+// reads by index. Memory stays bounded by the decode window and one open shard, whatever the
+// dataset size; the output folder appears only when complete.
+//
+// Layout of an ingested dataset folder:
+//   shard-00000.u8 ...   raw pixels, `count` samples of height*width*3 bytes each, in sample order
+//   samples.jsonl        one {"id","label","sha256"} line per sample, in sample order
+//   dataset.json         the DatasetManifest, written last (its presence marks a complete folder)
+//
+// Resizing uses fit 'fill' (stretch to imageSize x imageSize, no crop): backdoor triggers often
+// sit in a corner, and a centre crop ('cover') could cut them off and hide the very thing the
+// audit looks for. EXIF orientation is applied, alpha is dropped, grey/CMYK become sRGB.
+
+import sharp, { type OutputInfo } from 'sharp';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { canonicalJson, sha256File, sha256Hex } from './hash.js';
+import {
+  CIFAR_RECORD_BYTES,
+  CIFAR_SIDE,
+  DatasetError,
+  compareIds,
+  discoverDataset,
+  type DatasetSpec,
+  type SampleRef,
+  type SampleSource,
+} from './formats.js';
+import type { ImageSource } from './types.js';
+
+export { DatasetError, type DatasetSpec } from './formats.js';
+
+export interface IngestOptions {
+  /** Output images are imageSize x imageSize x 3. */
+  imageSize: number;
+  /** Dataset name in the manifest (default: folder / manifest / first binary file name). */
+  name?: string;
+  /** Keep the first N samples of each class in id order (for subsets). */
+  limitPerClass?: number;
+  /** Samples per shard file (default 4096). */
+  shardSize?: number;
+  /** Called after each decoded sample (and once with done = total when an existing output is reused). */
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface DatasetManifest {
+  name: string;
+  format: string;
+  classes: string[];
+  height: number;
+  width: number;
+  size: number;
+  /** sha256 over the decode pipeline, classes, image size and the sorted (id, label, content hash) of every sample. */
+  hash: string;
+  shards: { file: string; count: number; sha256: string }[];
+  /** The per-sample index file (ids, labels, content hashes). */
+  index: { file: string; sha256: string };
+}
+
+const MANIFEST_FILE = 'dataset.json';
+const INDEX_FILE = 'samples.jsonl';
+const DEFAULT_SHARD_SIZE = 4096;
+/** Images decoded at once: enough to keep sharp's thread pool busy, small enough to bound memory. */
+const DECODE_CONCURRENCY = 4;
+/** Open shard handles kept by a ShardedDataset. */
+const MAX_OPEN_SHARDS = 8;
+/** Samples read per batch when writing an ImageSource out. */
+const WRITE_BATCH = 256;
+/** Part of every dataset hash: a change to decoding must change the hash of every dataset. */
+const INGEST_PIPELINE = 'sharp-fill-srgb-v1';
+const PIXELS_PIPELINE = 'pixels-v1';
+
+interface SampleEntry {
+  id: string;
+  label: number;
+  /** Content hash: of the source file, the CIFAR record, or the pixels (writeDataset). */
+  sha256: string;
+}
+
+/** Decodes a dataset into shards under outDir, or reuses outDir when it already holds the same data. */
+export async function ingest(spec: DatasetSpec, outDir: string, opts: IngestOptions): Promise<DatasetManifest> {
+  const size = opts.imageSize;
+  if (!Number.isInteger(size) || size < 1 || size > 4096) throw new Error(`imageSize must be an integer in 1..4096, got ${size}`);
+  const limit = opts.limitPerClass;
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new Error(`limitPerClass must be a positive integer, got ${limit}`);
+  const target = resolve(outDir);
+  if (spec.format === 'imagefolder' && isInside(resolve(spec.root), target)) {
+    throw new DatasetError(target, `output folder is inside the input dataset ${resolve(spec.root)}; input datasets are never modified`);
+  }
+
+  const found = await discoverDataset(spec);
+  const samples = limit === undefined ? found.samples : firstPerClass(found.samples, limit);
+  const reader = new SourceReader();
+
+  // Pass 1: content hashes only (cheap), so that an unchanged dataset is recognised before decoding.
+  const hashes = await mapBounded(samples, DECODE_CONCURRENCY, async (s) => sha256Hex(await reader.read(s.source)), opts.signal);
+  const entries: SampleEntry[] = samples.map((s, i) => ({ id: s.id, label: s.label, sha256: hashes[i]! }));
+  const hash = datasetHash(INGEST_PIPELINE, found.classes, size, size, entries);
+  const existing = await existingManifest(target);
+  if (existing?.hash === hash) {
+    opts.onProgress?.(samples.length, samples.length);
+    return existing;
+  }
+
+  // Pass 2: decode. Each source is re-read and re-hashed, so a file edited in between is caught.
+  const decodeSample = async (i: number): Promise<Uint8Array> => {
+    const s = samples[i]!;
+    const bytes = await reader.read(s.source);
+    if (sha256Hex(bytes) !== entries[i]!.sha256) throw new DatasetError(s.source.path, 'changed while being ingested; run again');
+    return s.source.kind === 'file' ? decodeImage(bytes, s.source.path, size) : decodeCifarRecord(bytes, s.source.path, size);
+  };
+  return writeShardedDataset(
+    target,
+    { name: opts.name ?? found.name, format: found.format, classes: found.classes, height: size, width: size },
+    samples.length,
+    decodeSample,
+    () => ({ entries, hash }),
+    opts,
+  );
+}
+
+/** Writes any ImageSource (e.g. a poisoned copy made by an attack) as a sharded dataset folder. */
+export async function writeDataset(source: ImageSource, outDir: string, name: string): Promise<DatasetManifest> {
+  const n = source.size;
+  const sampleBytes = source.height * source.width * 3;
+  if (source.labels.length !== n || source.ids.length !== n) {
+    throw new Error(`writeDataset: source has size ${n} but ${source.labels.length} labels and ${source.ids.length} ids`);
+  }
+  if (new Set(source.ids).size !== n) throw new Error('writeDataset: sample ids are not unique');
+  for (let i = 0; i < n; i++) {
+    const l = source.labels[i]!;
+    if (!Number.isInteger(l) || l < 0 || l >= source.classes.length) throw new Error(`writeDataset: sample ${source.ids[i]} has label ${l}, outside ${source.classes.length} classes`);
+  }
+  const hashes: string[] = new Array<string>(n);
+  // Samples are requested in increasing order, so one batch read serves WRITE_BATCH of them.
+  let batchStart = -1;
+  let batch: Promise<Uint8Array> = Promise.resolve(new Uint8Array(0));
+  const readSample = async (i: number): Promise<Uint8Array> => {
+    const start = i - (i % WRITE_BATCH);
+    if (start !== batchStart) {
+      batchStart = start;
+      const idx = Array.from({ length: Math.min(WRITE_BATCH, n - start) }, (_, k) => start + k);
+      batch = source.readImages(idx);
+    }
+    const data = await batch;
+    const px = data.subarray((i - start) * sampleBytes, (i - start + 1) * sampleBytes);
+    hashes[i] = sha256Hex(px);
+    return px;
+  };
+  return writeShardedDataset(
+    resolve(outDir),
+    { name, format: 'pixels', classes: [...source.classes], height: source.height, width: source.width },
+    n,
+    readSample,
+    () => {
+      const entries = Array.from({ length: n }, (_, i) => ({ id: source.ids[i]!, label: source.labels[i]!, sha256: hashes[i]! }));
+      return { entries, hash: datasetHash(PIXELS_PIPELINE, [...source.classes], source.height, source.width, entries) };
+    },
+    {},
+  );
+}
+
+/** Opens an ingested dataset folder; checks the manifest, index and shard sizes (not shard hashes: see verify()). */
+export async function openDataset(dir: string): Promise<ShardedDataset> {
+  const root = resolve(dir);
+  const manifestPath = join(root, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(manifestPath, 'utf8');
+  } catch {
+    throw new DatasetError(manifestPath, 'dataset manifest not found; is this an ingested dataset folder?');
+  }
+  const manifest = parseManifest(manifestPath, text);
+  const indexPath = join(root, manifest.index.file);
+  let indexBytes: Buffer;
+  try {
+    indexBytes = await readFile(indexPath);
+  } catch {
+    throw new DatasetError(indexPath, 'sample index file missing');
+  }
+  if (sha256Hex(indexBytes) !== manifest.index.sha256) throw new DatasetError(indexPath, 'sample index does not match its sha256 in dataset.json (corrupted)');
+  const lines = indexBytes.toString('utf8').split('\n').filter((l) => l !== '');
+  if (lines.length !== manifest.size) throw new DatasetError(indexPath, `has ${lines.length} samples, manifest says ${manifest.size}`);
+  const ids: string[] = new Array<string>(lines.length);
+  const hashes: string[] = new Array<string>(lines.length);
+  const labels = new Int32Array(lines.length);
+  for (let i = 0; i < lines.length; i++) {
+    const e = JSON.parse(lines[i]!) as SampleEntry;
+    if (typeof e.id !== 'string' || !Number.isInteger(e.label) || e.label < 0 || e.label >= manifest.classes.length) {
+      throw new DatasetError(indexPath, `line ${i + 1}: invalid sample entry`);
+    }
+    ids[i] = e.id;
+    labels[i] = e.label;
+    hashes[i] = e.sha256;
+  }
+  const sampleBytes = manifest.height * manifest.width * 3;
+  let total = 0;
+  for (const shard of manifest.shards) {
+    const path = join(root, shard.file);
+    let bytes: number;
+    try {
+      bytes = (await stat(path)).size;
+    } catch {
+      throw new DatasetError(path, 'shard file missing');
+    }
+    if (bytes !== shard.count * sampleBytes) {
+      throw new DatasetError(path, `shard is ${bytes} bytes, expected ${shard.count * sampleBytes} (${shard.count} images of ${manifest.height}x${manifest.width}x3)`);
+    }
+    total += shard.count;
+  }
+  if (total !== manifest.size) throw new DatasetError(manifestPath, `shards hold ${total} samples, manifest says ${manifest.size}`);
+  return new ShardedDataset(root, manifest, ids, labels, hashes);
+}
+
+/** An ingested dataset on disk: labels and ids in memory, pixels read by offset on demand. */
+export class ShardedDataset implements ImageSource {
+  readonly manifest: DatasetManifest;
+  readonly classes: readonly string[];
+  readonly height: number;
+  readonly width: number;
+  readonly size: number;
+  readonly labels: Int32Array;
+  readonly ids: readonly string[];
+  /** Content hash of every sample's source (file bytes, CIFAR record, or pixels). */
+  readonly contentHashes: readonly string[];
+  readonly dir: string;
+  private readonly sampleBytes: number;
+  /** Index of the first sample of each shard, plus size at the end. */
+  private readonly shardStarts: number[];
+  /** Open handles in least-recently-used order (Map keeps insertion order). */
+  private readonly handles = new Map<number, { fh: Promise<FileHandle>; pins: number }>();
+
+  constructor(dir: string, manifest: DatasetManifest, ids: string[], labels: Int32Array, contentHashes: string[]) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.classes = manifest.classes;
+    this.height = manifest.height;
+    this.width = manifest.width;
+    this.size = manifest.size;
+    this.ids = ids;
+    this.labels = labels;
+    this.contentHashes = contentHashes;
+    this.sampleBytes = manifest.height * manifest.width * 3;
+    this.shardStarts = [0];
+    for (const s of manifest.shards) this.shardStarts.push(this.shardStarts[this.shardStarts.length - 1]! + s.count);
+  }
+
+  async readImages(indices: ArrayLike<number>): Promise<Uint8Array> {
+    const sb = this.sampleBytes;
+    const out = new Uint8Array(indices.length * sb);
+    // Consecutive indices in the same shard become one read.
+    const reads: { shard: number; position: number; outOffset: number; length: number }[] = [];
+    for (let k = 0; k < indices.length; k++) {
+      const idx = indices[k]!;
+      if (!Number.isInteger(idx) || idx < 0 || idx >= this.size) throw new RangeError(`sample index ${idx} outside 0..${this.size - 1}`);
+      const shard = this.shardOf(idx);
+      const position = (idx - this.shardStarts[shard]!) * sb;
+      const last = reads[reads.length - 1];
+      if (last && last.shard === shard && last.position + last.length === position && last.outOffset + last.length === k * sb) {
+        last.length += sb;
+      } else {
+        reads.push({ shard, position, outOffset: k * sb, length: sb });
+      }
+    }
+    const shards = [...new Set(reads.map((r) => r.shard))];
+    const pinned: number[] = [];
+    try {
+      const fhs = new Map<number, FileHandle>();
+      for (const s of shards) {
+        fhs.set(s, await this.acquire(s));
+        pinned.push(s);
+      }
+      await Promise.all(reads.map((r) => readFully(fhs.get(r.shard)!, out, r.outOffset, r.length, r.position, this.shardPath(r.shard))));
+    } finally {
+      for (const s of pinned) this.release(s);
+    }
+    return out;
+  }
+
+  /** Re-hashes every shard against the manifest; throws a DatasetError naming the first bad shard. */
+  async verify(): Promise<void> {
+    for (let s = 0; s < this.manifest.shards.length; s++) {
+      const { sha256 } = await sha256File(this.shardPath(s));
+      if (sha256 !== this.manifest.shards[s]!.sha256) throw new DatasetError(this.shardPath(s), 'shard content does not match its sha256 in dataset.json (corrupted)');
+    }
+  }
+
+  /** Closes open shard files; call when no read is in flight. Later reads reopen them. */
+  async close(): Promise<void> {
+    const all = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(all.map(async (h) => (await h.fh.catch(() => undefined))?.close()));
+  }
+
+  private shardPath(shard: number): string {
+    return join(this.dir, this.manifest.shards[shard]!.file);
+  }
+
+  private shardOf(idx: number): number {
+    let lo = 0;
+    let hi = this.shardStarts.length - 2;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.shardStarts[mid]! <= idx) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  private async acquire(shard: number): Promise<FileHandle> {
+    let h = this.handles.get(shard);
+    if (h) {
+      this.handles.delete(shard); // re-insert: most recently used
+    } else {
+      const path = this.shardPath(shard);
+      h = { fh: open(path, 'r').catch((err: Error) => { throw new DatasetError(path, `cannot open shard: ${err.message}`); }), pins: 0 };
+      h.fh.catch(() => undefined);
+    }
+    this.handles.set(shard, h);
+    h.pins++;
+    this.evict();
+    try {
+      return await h.fh;
+    } catch (err) {
+      h.pins--;
+      if (this.handles.get(shard) === h) this.handles.delete(shard);
+      throw err;
+    }
+  }
+
+  private release(shard: number): void {
+    const h = this.handles.get(shard);
+    if (h) h.pins--;
+    this.evict();
+  }
+
+  /** Closes least recently used handles beyond the limit; a handle in use by a read is kept. */
+  private evict(): void {
+    for (const [s, h] of this.handles) {
+      if (this.handles.size <= MAX_OPEN_SHARDS) break;
+      if (h.pins > 0) continue;
+      this.handles.delete(s);
+      void h.fh.then((fh) => fh.close()).catch(() => undefined);
+    }
+  }
+}
+
+/** A dataset held in memory (tests, small generated sets, poisoned copies before saving). */
+export class InMemoryImages implements ImageSource {
+  readonly classes: readonly string[];
+  readonly height: number;
+  readonly width: number;
+  readonly size: number;
+  readonly labels: Int32Array;
+  readonly ids: readonly string[];
+  private readonly pixels: Uint8Array;
+
+  constructor(init: { classes: readonly string[]; height: number; width: number; labels: Int32Array; ids: readonly string[]; pixels: Uint8Array }) {
+    const n = init.labels.length;
+    if (init.ids.length !== n) throw new Error(`InMemoryImages: ${n} labels but ${init.ids.length} ids`);
+    if (init.pixels.length !== n * init.height * init.width * 3) {
+      throw new Error(`InMemoryImages: pixels has ${init.pixels.length} bytes, expected ${n}x${init.height}x${init.width}x3`);
+    }
+    for (let i = 0; i < n; i++) {
+      if (init.labels[i]! < 0 || init.labels[i]! >= init.classes.length) throw new Error(`InMemoryImages: label ${init.labels[i]} of ${init.ids[i]} outside ${init.classes.length} classes`);
+    }
+    this.classes = init.classes;
+    this.height = init.height;
+    this.width = init.width;
+    this.size = n;
+    this.labels = init.labels;
+    this.ids = init.ids;
+    this.pixels = init.pixels;
+  }
+
+  async readImages(indices: ArrayLike<number>): Promise<Uint8Array> {
+    const sb = this.height * this.width * 3;
+    const out = new Uint8Array(indices.length * sb);
+    for (let k = 0; k < indices.length; k++) {
+      const idx = indices[k]!;
+      if (!Number.isInteger(idx) || idx < 0 || idx >= this.size) throw new RangeError(`sample index ${idx} outside 0..${this.size - 1}`);
+      out.set(this.pixels.subarray(idx * sb, (idx + 1) * sb), k * sb);
+    }
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !rel.startsWith(sep) && !/^[A-Za-z]:/.test(rel));
+}
+
+function firstPerClass(samples: SampleRef[], limit: number): SampleRef[] {
+  const taken = new Map<number, number>();
+  return samples.filter((s) => {
+    const n = taken.get(s.label) ?? 0;
+    taken.set(s.label, n + 1);
+    return n < limit;
+  });
+}
+
+function datasetHash(pipeline: string, classes: string[], height: number, width: number, entries: SampleEntry[]): string {
+  const h = createHash('sha256');
+  h.update(canonicalJson({ pipeline, classes, height, width }));
+  const order = entries.map((_, i) => i).sort((a, b) => compareIds(entries[a]!.id, entries[b]!.id));
+  for (const i of order) {
+    const e = entries[i]!;
+    h.update(`\n${canonicalJson([e.id, e.label, e.sha256])}`);
+  }
+  return h.digest('hex');
+}
+
+/** Reads sample sources; keeps the last CIFAR binary file in memory since its records are read in order. */
+class SourceReader {
+  private cached: { path: string; data: Promise<Buffer> } | undefined;
+
+  async read(source: SampleSource): Promise<Uint8Array> {
+    if (source.kind === 'file') {
+      try {
+        return await readFile(source.path);
+      } catch (err) {
+        throw new DatasetError(source.path, `cannot read file: ${(err as Error).message}`);
+      }
+    }
+    if (this.cached?.path !== source.path) {
+      const path = source.path;
+      this.cached = { path, data: readFile(path).catch((err: Error) => { throw new DatasetError(path, `cannot read file: ${err.message}`); }) };
+    }
+    const data = await this.cached.data;
+    if (source.offset + CIFAR_RECORD_BYTES > data.length) throw new DatasetError(source.path, 'file shrank while being ingested');
+    return data.subarray(source.offset, source.offset + CIFAR_RECORD_BYTES);
+  }
+}
+
+async function decodeImage(bytes: Uint8Array, file: string, size: number): Promise<Uint8Array> {
+  let out: { data: Buffer; info: OutputInfo };
+  try {
+    out = await sharp(bytes, { failOn: 'warning' })
+      .rotate()
+      .removeAlpha()
+      .toColourspace('srgb')
+      .resize(size, size, { fit: 'fill' })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw new DatasetError(file, `cannot decode image (${(err as Error).message.split('\n')[0]})`);
+  }
+  const { data, info } = out;
+  if (info.channels !== 3 || data.length !== size * size * 3) {
+    throw new DatasetError(file, `decoded to ${info.width}x${info.height}x${info.channels}, expected ${size}x${size}x3 uint8`);
+  }
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}
+
+/** CIFAR record: label byte, then 1024 R, 1024 G, 1024 B bytes; converted to HWC. */
+async function decodeCifarRecord(record: Uint8Array, file: string, size: number): Promise<Uint8Array> {
+  const plane = CIFAR_SIDE * CIFAR_SIDE;
+  const hwc = new Uint8Array(plane * 3);
+  for (let p = 0; p < plane; p++) {
+    hwc[p * 3] = record[1 + p]!;
+    hwc[p * 3 + 1] = record[1 + plane + p]!;
+    hwc[p * 3 + 2] = record[1 + 2 * plane + p]!;
+  }
+  if (size === CIFAR_SIDE) return hwc;
+  try {
+    const data = await sharp(hwc, { raw: { width: CIFAR_SIDE, height: CIFAR_SIDE, channels: 3 } })
+      .resize(size, size, { fit: 'fill' })
+      .raw()
+      .toBuffer();
+    return new Uint8Array(data.buffer, data.byteOffset, data.length);
+  } catch (err) {
+    throw new DatasetError(file, `cannot resize CIFAR record (${(err as Error).message})`);
+  }
+}
+
+/** Runs fn over items with at most `limit` in flight; results in item order. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>, signal?: AbortSignal): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      signal?.throwIfAborted();
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+async function readFully(fh: FileHandle, out: Uint8Array, offset: number, length: number, position: number, path: string): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(out, offset + done, length - done, position + done);
+    if (bytesRead === 0) throw new DatasetError(path, `unexpected end of shard at byte ${position + done}`);
+    done += bytesRead;
+  }
+}
+
+interface DatasetMeta {
+  name: string;
+  format: string;
+  classes: string[];
+  height: number;
+  width: number;
+}
+
+/**
+ * Streams `count` samples from produce(i) into shard files in a temporary sibling folder,
+ * keeping at most DECODE_CONCURRENCY samples in flight and writing them in order; then writes
+ * the index, the manifest last, and renames the folder into place.
+ */
+async function writeShardedDataset(
+  outDir: string,
+  meta: DatasetMeta,
+  count: number,
+  produce: (i: number) => Promise<Uint8Array>,
+  describe: () => { entries: SampleEntry[]; hash: string },
+  opts: { shardSize?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal },
+): Promise<DatasetManifest> {
+  const shardSize = opts.shardSize ?? DEFAULT_SHARD_SIZE;
+  if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`shardSize must be a positive integer, got ${shardSize}`);
+  if (count === 0) throw new Error(`${outDir}: refusing to write an empty dataset`);
+  const sampleBytes = meta.height * meta.width * 3;
+  await mkdir(dirname(outDir), { recursive: true });
+  const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
+  await mkdir(tmp);
+  let fh: FileHandle | undefined;
+  const inflight: Promise<Uint8Array>[] = [];
+  try {
+    const shards: DatasetManifest['shards'] = [];
+    let shardHash = createHash('sha256');
+    let inShard = 0;
+    let next = 0;
+    for (let i = 0; i < count; i++) {
+      while (next < count && next - i < DECODE_CONCURRENCY) {
+        const p = produce(next++);
+        p.catch(() => undefined); // awaited below in order; avoids unhandled rejections on early exit
+        inflight.push(p);
+      }
+      const px = await inflight.shift()!;
+      opts.signal?.throwIfAborted();
+      if (px.length !== sampleBytes) throw new Error(`sample ${i} has ${px.length} bytes, expected ${sampleBytes}`);
+      if (!fh) fh = await open(join(tmp, shardName(shards.length)), 'wx');
+      const { bytesWritten } = await fh.write(px, 0, px.length);
+      if (bytesWritten !== px.length) throw new Error(`short write to ${join(tmp, shardName(shards.length))}`);
+      shardHash.update(px);
+      inShard++;
+      if (inShard === shardSize || i === count - 1) {
+        await fh.close();
+        fh = undefined;
+        shards.push({ file: shardName(shards.length), count: inShard, sha256: shardHash.digest('hex') });
+        shardHash = createHash('sha256');
+        inShard = 0;
+      }
+      opts.onProgress?.(i + 1, count);
+    }
+    const { entries, hash } = describe();
+    const index = entries.map((e) => JSON.stringify({ id: e.id, label: e.label, sha256: e.sha256 })).join('\n') + '\n';
+    await writeFile(join(tmp, INDEX_FILE), index);
+    const manifest: DatasetManifest = { ...meta, size: count, hash, shards, index: { file: INDEX_FILE, sha256: sha256Hex(index) } };
+    await writeFile(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 1) + '\n');
+    return await moveIntoPlace(tmp, outDir, manifest);
+  } catch (err) {
+    await fh?.close().catch(() => undefined);
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Renames the finished temporary folder to outDir; an existing dataset with the same hash wins. */
+async function moveIntoPlace(tmp: string, outDir: string, manifest: DatasetManifest): Promise<DatasetManifest> {
+  try {
+    await rename(tmp, outDir);
+    return manifest;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR' && code !== 'EISDIR') throw err;
+  }
+  const existing = await existingManifest(outDir);
+  if (existing?.hash === manifest.hash) {
+    await rm(tmp, { recursive: true, force: true });
+    return existing;
+  }
+  // Only a previous dataset output may be replaced, never an unrelated folder.
+  const st = await stat(outDir);
+  const names = st.isDirectory() ? await readdir(outDir) : ['(file)'];
+  if (names.length > 0 && !names.includes(MANIFEST_FILE)) {
+    throw new DatasetError(outDir, 'output path exists and is not a dataset folder; choose another output folder');
+  }
+  const aside = `${outDir}.old-${randomBytes(6).toString('hex')}`;
+  await rename(outDir, aside);
+  await rename(tmp, outDir);
+  await rm(aside, { recursive: true, force: true });
+  return manifest;
+}
+
+async function existingManifest(dir: string): Promise<DatasetManifest | undefined> {
+  try {
+    const ds = await openDataset(dir);
+    await ds.close();
+    return ds.manifest;
+  } catch {
+    return undefined;
+  }
+}
+
+function shardName(n: number): string {
+  return `shard-${String(n).padStart(5, '0')}.u8`;
+}
+
+function parseManifest(file: string, text: string): DatasetManifest {
+  let m: Partial<DatasetManifest>;
+  try {
+    m = JSON.parse(text) as Partial<DatasetManifest>;
+  } catch (err) {
+    throw new DatasetError(file, `not valid JSON (${(err as Error).message})`);
+  }
+  const bad = (field: string): never => {
+    throw new DatasetError(file, `field ${field} is missing or invalid`);
+  };
+  if (typeof m !== 'object' || m === null) bad('(root)');
+  if (typeof m.name !== 'string') bad('name');
+  if (typeof m.format !== 'string') bad('format');
+  if (!Array.isArray(m.classes) || !m.classes.every((c) => typeof c === 'string')) bad('classes');
+  if (!Number.isInteger(m.height) || m.height! < 1) bad('height');
+  if (!Number.isInteger(m.width) || m.width! < 1) bad('width');
+  if (!Number.isInteger(m.size) || m.size! < 0) bad('size');
+  if (typeof m.hash !== 'string') bad('hash');
+  if (!Array.isArray(m.shards) || !m.shards.every((s) => typeof s.file === 'string' && !s.file.includes('/') && !s.file.includes('..') && Number.isInteger(s.count) && typeof s.sha256 === 'string')) bad('shards');
+  if (typeof m.index !== 'object' || m.index === null || typeof m.index.file !== 'string' || m.index.file.includes('/') || typeof m.index.sha256 !== 'string') bad('index');
+  return m as DatasetManifest;
+}
