@@ -1,0 +1,382 @@
+// Pipeline files: YAML validated against pipelines/schema.json, defaults applied, paths made
+// absolute. Every problem is reported with the file, the line and the path inside it, and
+// nothing is started when there is one.
+import { readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ErrorObject } from 'ajv';
+import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { defaultAuditConfig, type AuditConfig, type EncoderConfig, type RetrainConfig } from '../ml/config.js';
+import type { AttackConfig } from '../attacks/types.js';
+import { STAGES, TASK_QUEUES, type DatasetSource, type Pipeline, type PipelineTemporalOptions, type StageName } from '../workflows/types.js';
+
+export const schemaPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
+
+export interface PipelineProblem {
+  /** Path inside the document, as `audit.flow.epochs`. */
+  path: string;
+  /** 1-based line (and column) of the offending node, when the document has one. */
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+export class PipelineError extends Error {
+  readonly file: string;
+  readonly problems: PipelineProblem[];
+  constructor(file: string, problems: PipelineProblem[]) {
+    const lines = problems.map((p) => `  ${file}${p.line ? `:${p.line}:${p.column ?? 1}` : ''}: ${p.path || '(top level)'}: ${p.message}`);
+    super(`invalid pipeline ${file}:\n${lines.join('\n')}`);
+    this.name = 'PipelineError';
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+// Defaults for how Temporal runs each stage. Heartbeat timeouts must exceed the longest gap
+// between two heartbeats (one training batch on the slowest backend expected), start-to-close
+// the longest honest run of the stage.
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DEFAULT_QUEUES: Record<StageName, 'cpu' | 'gpu'> = {
+  ingest: 'cpu', attack: 'cpu', encoder: 'gpu', features: 'cpu', flow: 'cpu', density: 'cpu',
+  detect: 'cpu', relabel: 'cpu', retrain: 'gpu', evaluate: 'cpu', report: 'cpu',
+};
+const DEFAULT_HEARTBEAT: Record<StageName, number> = {
+  ingest: 5 * MINUTE, attack: 5 * MINUTE, encoder: 5 * MINUTE, features: 5 * MINUTE, flow: 2 * MINUTE,
+  density: 5 * MINUTE, detect: 2 * MINUTE, relabel: 2 * MINUTE, retrain: 5 * MINUTE, evaluate: 5 * MINUTE, report: 2 * MINUTE,
+};
+const DEFAULT_START_TO_CLOSE: Record<StageName, number> = {
+  ingest: 12 * HOUR, attack: 12 * HOUR, encoder: 7 * 24 * HOUR, features: 24 * HOUR, flow: 24 * HOUR,
+  density: 24 * HOUR, detect: HOUR, relabel: HOUR, retrain: 7 * 24 * HOUR, evaluate: 24 * HOUR, report: HOUR,
+};
+
+let validator: ReturnType<Ajv['compile']> | undefined;
+function validate(value: unknown): ErrorObject[] {
+  if (!validator) {
+    const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
+    validator = ajv.compile(JSON.parse(readFileSync(schemaPath, 'utf8')) as object);
+  }
+  return validator(value) ? [] : [...(validator.errors ?? [])];
+}
+
+/** Parses, validates and normalises a pipeline file. Throws PipelineError on any problem. */
+export async function loadPipeline(file: string): Promise<Pipeline> {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = await readFile(abs, 'utf8');
+  } catch (err) {
+    throw new PipelineError(abs, [{ path: '', message: `cannot read: ${(err as Error).message}` }]);
+  }
+  return parsePipeline(text, abs);
+}
+
+/** `text` is the content of `file` (used for messages and to resolve relative paths). */
+export async function parsePipeline(text: string, file: string): Promise<Pipeline> {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const syntax = [...doc.errors, ...doc.warnings.filter((w) => w.code === 'DUPLICATE_KEY')];
+  if (syntax.length) {
+    throw new PipelineError(file, syntax.map((e) => {
+      const pos = lineCounter.linePos(e.pos[0]);
+      return { path: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` };
+    }));
+  }
+  const value: unknown = doc.toJS();
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new PipelineError(file, [{ path: '', line: 1, message: 'expected a mapping (name, dataset, output, ...)' }]);
+  }
+  const errors = validate(value);
+  if (errors.length) throw new PipelineError(file, describeErrors(errors, doc, lineCounter));
+
+  const raw = value as RawPipeline;
+  const base = dirname(file);
+  const problems: PipelineProblem[] = [];
+  const at = (path: (string | number)[], message: string) => problems.push({ path: path.join('.'), ...position(doc, lineCounter, path), message });
+
+  const dataset = { ...raw.dataset };
+  const source = await resolveSource(sourceOf(dataset), base, ['dataset'], at);
+  const testSource = raw.testSet ? await resolveSource(sourceOf({ ...raw.testSet }), base, ['testSet'], at) : undefined;
+  const audit = auditConfig(raw.audit ?? {}, dataset.imageSize, base);
+  if (audit.encoder.kind === 'pretrained' && !(await exists(audit.encoder.path))) {
+    at(['audit', 'encoder', 'path'], `pretrained encoder not found: ${audit.encoder.path}`);
+  }
+  if (raw.attack && audit.retrain && !raw.testSet) {
+    // Not an error: retraining still produces a model, only ACC/ASR are missing.
+  }
+  if (problems.length) throw new PipelineError(file, problems);
+
+  const pipeline: Pipeline = {
+    name: raw.name,
+    file,
+    dataset: {
+      source,
+      imageSize: dataset.imageSize,
+      ...(dataset.limitPerClass !== undefined ? { limitPerClass: dataset.limitPerClass } : {}),
+      ...(dataset.name !== undefined ? { name: dataset.name } : {}),
+    },
+    audit,
+    output: resolve(base, raw.output),
+    temporal: temporalOptions(raw.temporal ?? {}),
+  };
+  if (raw.description !== undefined) pipeline.description = raw.description;
+  if (raw.testSet && testSource) {
+    pipeline.testSet = {
+      source: testSource,
+      ...(raw.testSet.limitPerClass !== undefined ? { limitPerClass: raw.testSet.limitPerClass } : {}),
+      ...(raw.testSet.name !== undefined ? { name: raw.testSet.name } : {}),
+    };
+  }
+  if (raw.attack) pipeline.attack = resolveAttack(raw.attack, base);
+  return pipeline;
+}
+
+// ---- the file's shape after schema validation ----
+interface RawSource {
+  format: DatasetSource['format'];
+  root?: string;
+  files?: string[];
+  path?: string;
+  classes?: string[];
+  split?: 'train' | 'test';
+}
+interface RawPipeline {
+  name: string;
+  description?: string;
+  dataset: RawSource & { imageSize: number; limitPerClass?: number; name?: string };
+  testSet?: RawSource & { limitPerClass?: number; name?: string };
+  attack?: AttackConfig;
+  audit?: RawAudit;
+  output: string;
+  temporal?: RawTemporal;
+}
+interface RawAudit {
+  seed?: number;
+  backend?: AuditConfig['backend'];
+  encoder?: { kind: 'simclr' | 'pretrained'; path?: string } & Record<string, unknown>;
+  flow?: Partial<AuditConfig['flow']>;
+  detection?: Partial<AuditConfig['detection']>;
+  relabel?: Partial<AuditConfig['relabel']>;
+  retrain?: false | Partial<RetrainConfig>;
+}
+interface RawTemporal {
+  workflowId?: string;
+  taskQueues?: { cpu?: string; gpu?: string };
+  stageQueues?: Partial<Record<StageName, 'cpu' | 'gpu'>>;
+  heartbeatTimeouts?: Partial<Record<StageName, number | string>>;
+  startToCloseTimeouts?: Partial<Record<StageName, number | string>>;
+  maximumAttempts?: number;
+  checkpointEvery?: number;
+}
+
+function sourceOf(raw: RawSource): RawSource {
+  const { format, root, files, path, classes, split } = raw;
+  return { format, root, files, path, classes, split };
+}
+
+async function resolveSource(
+  raw: RawSource,
+  base: string,
+  at: string[],
+  problem: (path: (string | number)[], message: string) => void,
+): Promise<DatasetSource> {
+  const abs = (p: string) => resolve(base, p);
+  const classes = raw.classes ? { classes: raw.classes } : {};
+  let out: DatasetSource;
+  switch (raw.format) {
+    case 'imagefolder':
+      out = { format: 'imagefolder', root: abs(raw.root as string) };
+      if (!(await exists(out.root))) problem([...at, 'root'], `folder not found: ${out.root}`);
+      return out;
+    case 'cifar-binary':
+      out = { format: 'cifar-binary', files: (raw.files as string[]).map(abs), ...classes };
+      for (const [i, f] of out.files.entries()) if (!(await exists(f))) problem([...at, 'files', i], `file not found: ${f}`);
+      return out;
+    case 'manifest':
+      out = { format: 'manifest', path: abs(raw.path as string), ...(raw.root ? { root: abs(raw.root) } : {}), ...classes };
+      if (!(await exists(out.path))) problem([...at, 'path'], `file not found: ${out.path}`);
+      return out;
+    case 'cifar10':
+      return { format: 'cifar10', split: raw.split as 'train' | 'test' };
+  }
+}
+
+function resolveAttack(attack: AttackConfig, base: string): AttackConfig {
+  // A trigger given as a path is relative to the pipeline; bare file names stay as they are
+  // (they name one of the shared triggers).
+  if ((attack.name === 'badnets' || attack.name === 'blend') && attack.trigger && /[\\/]/.test(attack.trigger) && !isAbsolute(attack.trigger)) {
+    return { ...attack, trigger: resolve(base, attack.trigger) };
+  }
+  return { ...attack };
+}
+
+function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfig {
+  const d = defaultAuditConfig;
+  let encoder: EncoderConfig;
+  if (raw.encoder?.kind === 'pretrained') {
+    encoder = { kind: 'pretrained', path: resolve(base, raw.encoder.path as string) };
+  } else {
+    const defaults = d.encoder.kind === 'simclr' ? d.encoder : undefined;
+    if (!defaults) throw new Error('defaultAuditConfig.encoder must be the SimCLR settings');
+    // The stem follows the image size unless the file says otherwise (3x3 stem for small images).
+    const stem = imageSize >= 64 ? 'imagenet' : 'cifar';
+    encoder = { ...defaults, stem, ...(raw.encoder ?? {}), kind: 'simclr' } as EncoderConfig;
+  }
+  const config: AuditConfig = {
+    seed: raw.seed ?? d.seed,
+    backend: raw.backend ?? d.backend,
+    imageSize,
+    encoder,
+    flow: { ...d.flow, ...(raw.flow ?? {}) },
+    detection: { ...d.detection, ...(raw.detection ?? {}) },
+    relabel: { ...d.relabel, ...(raw.relabel ?? {}) },
+  };
+  if (raw.retrain !== false && d.retrain) config.retrain = { ...d.retrain, ...(raw.retrain ?? {}) };
+  return config;
+}
+
+function temporalOptions(raw: RawTemporal): PipelineTemporalOptions {
+  const perStage = (defaults: Record<StageName, number>, given: Partial<Record<StageName, number | string>> = {}) =>
+    Object.fromEntries(STAGES.map((s) => [s, given[s] === undefined ? defaults[s] : durationMs(given[s])])) as Record<StageName, number>;
+  return {
+    ...(raw.workflowId ? { workflowId: raw.workflowId } : {}),
+    taskQueues: { cpu: raw.taskQueues?.cpu ?? TASK_QUEUES.cpu, gpu: raw.taskQueues?.gpu ?? TASK_QUEUES.gpu },
+    stageQueues: { ...DEFAULT_QUEUES, ...(raw.stageQueues ?? {}) },
+    heartbeatTimeouts: perStage(DEFAULT_HEARTBEAT, raw.heartbeatTimeouts),
+    startToCloseTimeouts: perStage(DEFAULT_START_TO_CLOSE, raw.startToCloseTimeouts),
+    maximumAttempts: raw.maximumAttempts ?? 5,
+    checkpointEvery: raw.checkpointEvery ?? 1,
+  };
+}
+
+/** Milliseconds from a number (ms) or a string such as `30s`, `5m`, `1.5h`. */
+export function durationMs(value: number | string): number {
+  if (typeof value === 'number') return value;
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)$/.exec(value.trim());
+  if (!m) throw new Error(`not a duration: ${JSON.stringify(value)} (use e.g. 500ms, 30s, 5m, 2h)`);
+  const unit = { ms: 1, s: 1000, m: MINUTE, h: HOUR, d: 24 * HOUR }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- error messages ----
+
+function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): PipelineProblem[] {
+  const out: PipelineProblem[] = [];
+  const seen = new Set<string>();
+  // An if/then failure repeats the `then` branch's own errors; oneOf failures repeat their
+  // branches' errors. Keep the specific ones; explain the rest once.
+  const oneOfPaths = new Set(errors.filter((e) => e.keyword === 'oneOf').map((e) => e.instancePath));
+  for (const e of errors) {
+    if (e.keyword === 'if') continue;
+    if (e.schemaPath.includes('/propertyNames/')) continue; // reported once as 'propertyNames'
+    if (e.schemaPath.includes('/oneOf/') && oneOfPaths.has(e.instancePath)) continue; // explained by the oneOf message
+    const path = pointerToPath(e.instancePath);
+    let target = path;
+    let message: string;
+    switch (e.keyword) {
+      case 'required': {
+        const key = (e.params as { missingProperty: string }).missingProperty;
+        message = `missing required key "${key}"`;
+        break;
+      }
+      case 'additionalProperties': {
+        const key = (e.params as { additionalProperty: string }).additionalProperty;
+        target = [...path, key];
+        message = `unknown key "${key}"${suggestKeys(e)}`;
+        break;
+      }
+      case 'propertyNames': {
+        const name = (e.params as { propertyName: string }).propertyName;
+        target = [...path, name];
+        message = `unknown stage "${name}" (stages: ${STAGES.join(', ')})`;
+        break;
+      }
+      case 'type':
+        message = `expected ${(e.params as { type: string }).type}, got ${describeValue(doc.getIn(path))}`;
+        break;
+      case 'enum':
+        message = `expected one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(doc.getIn(path))}`;
+        break;
+      case 'const':
+        message = `expected ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+        break;
+      case 'not':
+        message = conflictMessage(e.schema, doc.getIn(path));
+        break;
+      case 'oneOf':
+        message = e.schemaPath.includes('retrain') ? 'expected false or a mapping of retrain settings' : e.schemaPath.includes('duration') ? 'expected milliseconds or a duration such as 30s, 5m, 2h' : 'matches none of the allowed forms';
+        break;
+      default:
+        message = `${e.message ?? e.keyword}`;
+    }
+    const id = `${target.join('.')}|${message}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    out.push({ path: target.join('.'), ...position(doc, lc, target), message });
+  }
+  return out;
+}
+
+function suggestKeys(e: ErrorObject): string {
+  const schema = e.parentSchema as { properties?: Record<string, unknown> } | undefined;
+  const keys = schema?.properties ? Object.keys(schema.properties) : [];
+  return keys.length ? ` (allowed: ${keys.join(', ')})` : '';
+}
+
+/** For a `not: {anyOf: [{required: [k]}...]}` failure: which present keys the variant forbids. */
+function conflictMessage(schema: unknown, node: unknown): string {
+  const js = isNode(node) ? (node.toJSON() as Record<string, unknown>) : undefined;
+  const forbidden = ((schema as { anyOf?: { required?: string[] }[] }).anyOf ?? []).flatMap((s) => s.required ?? []);
+  const present = js && typeof js === 'object' ? forbidden.filter((k) => k in js) : [];
+  const variant = js ? (js.format ?? js.kind ?? js.name) : undefined;
+  const which = variant === undefined ? '' : ` with ${js && 'format' in js ? 'format' : js && 'kind' in js ? 'kind' : 'name'} ${JSON.stringify(variant)}`;
+  return present.length
+    ? `${present.map((k) => `"${k}"`).join(', ')} not allowed${which}`
+    : `key combination not allowed${which} (see pipelines/schema.json)`;
+}
+
+function describeValue(node: unknown): string {
+  const v = isNode(node) ? node.toJSON() : node;
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function pointerToPath(pointer: string): (string | number)[] {
+  if (!pointer) return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+/** Line and column of the node at `path`, or of its nearest existing ancestor. */
+function position(doc: Document, lc: LineCounter, path: (string | number)[]): { line?: number; column?: number } {
+  for (let n = path.length; n >= 0; n--) {
+    const sub = path.slice(0, n);
+    let node: unknown = n === 0 ? doc.contents : doc.getIn(sub, true);
+    if (n < path.length && isMap(node)) {
+      // Point at the key of the missing/bad child when it exists, else at the mapping.
+      const pair = node.items.find((p) => isNode(p.key) && (p.key.toJSON() as unknown) === path[n]);
+      if (pair && isNode(pair.key)) node = pair.key;
+    }
+    if (isNode(node) && node.range) {
+      const pos = lc.linePos(node.range[0]);
+      return { line: pos.line, column: pos.col };
+    }
+  }
+  return {};
+}
