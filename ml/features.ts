@@ -1,0 +1,67 @@
+// Paper step 3: z = f(x) for every sample, and the batched inference loop that predictions
+// share. BatchNorm runs in inference mode (moving statistics); images stream batch by batch.
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import type { ImageSource } from '../data/types.js';
+import { toFloatImages } from './augment.js';
+import { throwIfAborted, yieldToEventLoop } from './loop.js';
+import { matrix, type Matrix } from './matrix.js';
+
+export interface InferenceOptions {
+  /** Images per forward pass (default 128). */
+  batchSize?: number;
+  signal?: AbortSignal;
+  onBatch?: (done: number, total: number) => void | Promise<void>;
+}
+
+/** Throws unless `model` takes [N, source.height, source.width, 3] images. */
+export function checkImageInput(model: tfl.LayersModel, height: number, width: number, what: string): void {
+  const shape = model.inputs[0]?.shape;
+  if (model.inputs.length !== 1 || !shape || shape.length !== 4 || shape[1] !== height || shape[2] !== width || shape[3] !== 3) {
+    throw new Error(`${what}: model takes input [${shape?.join(', ')}], images are [N, ${height}, ${width}, 3]`);
+  }
+}
+
+/**
+ * Runs `model` over every sample in order, `batchSize` at a time, and hands each batch's output
+ * rows (float32, row-major) to `sink` with the index of the batch's first sample.
+ */
+export async function inferBatches(
+  model: tfl.LayersModel,
+  source: ImageSource,
+  o: InferenceOptions,
+  what: string,
+  sink: (start: number, rows: Float32Array, cols: number) => void,
+): Promise<void> {
+  const batchSize = o.batchSize ?? 128;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`${what}: batchSize must be a positive integer, got ${batchSize}`);
+  checkImageInput(model, source.height, source.width, what);
+  const total = Math.ceil(source.size / batchSize);
+  for (let b = 0; b < total; b++) {
+    throwIfAborted(o.signal, `${what} batch ${b + 1}/${total}`);
+    const start = b * batchSize;
+    const idx = Int32Array.from({ length: Math.min(batchSize, source.size - start) }, (_, i) => start + i);
+    const pixels = await source.readImages(idx);
+    const out = tf.tidy(() => {
+      const y = model.predict(toFloatImages(pixels, idx.length, source.height, source.width)) as tf.Tensor;
+      if (y.rank !== 2) throw new Error(`${what}: model output has shape [${y.shape}], expected [N, D]`);
+      return y;
+    });
+    const rows = (await out.data()) as Float32Array;
+    const cols = out.shape[1] as number;
+    out.dispose();
+    sink(start, rows, cols);
+    await o.onBatch?.(b + 1, total);
+    await yieldToEventLoop();
+  }
+}
+
+/** Features of every sample of `source` (row i = sample i), in inference mode. */
+export async function extractFeatures(encoder: tfl.LayersModel, source: ImageSource, o: InferenceOptions = {}): Promise<Matrix> {
+  let out: Matrix | undefined;
+  await inferBatches(encoder, source, o, 'extractFeatures', (start, rows, cols) => {
+    out ??= matrix(source.size, cols);
+    out.data.set(rows, start * cols);
+  });
+  return out ?? matrix(0, encoder.outputs[0].shape[1] ?? 0);
+}
