@@ -80,20 +80,22 @@ export interface AuditConfig {
   retrain?: RetrainConfig;
 }
 
+export const defaultSimclrEncoder: SimclrEncoderConfig = {
+  kind: 'simclr',
+  width: 64,
+  stem: 'cifar',
+  epochs: 200,
+  batchSize: 256,
+  lr: 3e-4,
+  temperature: 0.5,
+  projectionDim: 128,
+};
+
 export const defaultAuditConfig: AuditConfig = {
   seed: 0,
   backend: 'auto',
   imageSize: 32,
-  encoder: {
-    kind: 'simclr',
-    width: 64,
-    stem: 'cifar',
-    epochs: 200,
-    batchSize: 256,
-    lr: 3e-4,
-    temperature: 0.5,
-    projectionDim: 128,
-  },
+  encoder: defaultSimclrEncoder,
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 512 },
   detection: { ndNormalization: 'robust-z', betaND: -3, betaD: 0.05, bins: 30, lambda: 0.75 },
   relabel: { alpha: 0.15 },
