@@ -61,6 +61,8 @@ export interface StageRequest<P = unknown> {
   inputs: Record<string, ArtifactRef>;
   /** The workflow that asked, for progress signals (set by the workflow). */
   reportTo?: string;
+  /** How to run, not what to compute: never part of the cache key. */
+  options?: { checkpointEvery?: number };
 }
 
 /** Small facts about an artifact that the workflow needs to make decisions or show progress. */
@@ -75,6 +77,9 @@ export interface StageInfo {
   counts?: AuditReport['counts'];
   backend?: string;
   metrics?: Record<string, number>;
+  /** Report stage only: the report and the files written to the output folder. */
+  report?: AuditReport;
+  outputs?: string[];
 }
 
 export interface StageOutcome {
@@ -93,17 +98,19 @@ export interface ProbeResult {
 }
 
 // ---- parameters of each stage (what enters its cache key) ----
-export interface IngestParams { source: DatasetSource; imageSize: number; limitPerClass?: number; name?: string; fingerprint: string }
+// Inputs that live outside the store (dataset files, a pretrained model folder) enter the key
+// through a fingerprint the activity computes, not through these parameters.
+export interface IngestParams { source: DatasetSource; imageSize: number; limitPerClass?: number; name?: string }
 export interface AttackParams { attack: AttackConfig }
 export type EncoderParams =
-  | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend']; checkpointEvery: number }
-  | { kind: 'pretrained'; path: string; imageSize: number; fingerprint: string };
+  | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
+  | { kind: 'pretrained'; path: string; imageSize: number };
 export interface FeaturesParams { backend: AuditConfig['backend']; batchSize: number }
 export interface FlowParams { classIndex: number; config: FlowConfig; seed: number; backend: AuditConfig['backend'] }
 export interface DensityParams { classes: number }
 export interface DetectParams { config: DetectionConfig }
 export interface RelabelParams { config: RelabelConfig }
-export interface RetrainParams { config: RetrainConfig; seed: number; stem: 'cifar' | 'imagenet'; imageSize: number; backend: AuditConfig['backend']; checkpointEvery: number }
+export interface RetrainParams { config: RetrainConfig; seed: number; stem: 'cifar' | 'imagenet'; imageSize: number; backend: AuditConfig['backend'] }
 export interface EvaluateParams { attack?: AttackConfig; seed: number; backend: AuditConfig['backend'] }
 export interface ReportParams { output: string; config: AuditConfig; timings: Record<string, number> }
 
@@ -174,5 +181,10 @@ export const SEARCH_ATTRIBUTE_NAMES = {
   targetClasses: 'BackdoorTargetClasses',
   verdict: 'BackdoorVerdict',
 } as const;
+
+/** Failure type an activity raises when an input artifact no longer matches its hashes (details[0] = key). */
+export const CORRUPT_ARTIFACT = 'CorruptArtifact';
+/** Error types that no retry can fix. */
+export const NON_RETRYABLE = ['DatasetError', 'PipelineInputError', CORRUPT_ARTIFACT, 'AbortError'];
 
 export const TASK_QUEUES = { cpu: 'audit-cpu', gpu: 'audit-gpu' } as const;

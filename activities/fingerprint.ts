@@ -1,0 +1,58 @@
+// Cheap identities of inputs that live outside the artifact store: a dataset on disk (every
+// sample file's path, size and modification time) and a pretrained model folder. They enter
+// the ingest / encoder cache keys and the workflow id, so an edited dataset is never served
+// from cache and the same dataset is recognised without reading every image.
+import { readdir, stat } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { cifar10ArchivePath } from '../data/cifar10.js';
+import { discoverDataset } from '../data/formats.js';
+import { sha256Hex } from '../data/hash.js';
+import type { DatasetSource } from '../workflows/types.js';
+
+/** sha256 over (sample id, label, file, size, mtime) of every sample, in id order. */
+export async function datasetFingerprint(source: DatasetSource): Promise<string> {
+  if (source.format === 'cifar10') {
+    const archive = cifar10ArchivePath();
+    const st = await stat(archive).catch(() => undefined);
+    if (!st) throw new Error(`${archive}: CIFAR-10 archive not found; set BACKDOOR_AUDIT_SHARED_DATA`);
+    return sha256Hex(`cifar10|${source.split}|${st.size}|${Math.trunc(st.mtimeMs)}`);
+  }
+  const found = await discoverDataset(source);
+  const lines: string[] = [found.format, found.classes.join('/')];
+  const seen = new Map<string, string>();
+  for (const s of found.samples) {
+    let fileId = seen.get(s.source.path);
+    if (fileId === undefined) {
+      const st = await stat(s.source.path);
+      fileId = `${st.size}:${Math.trunc(st.mtimeMs)}`;
+      seen.set(s.source.path, fileId);
+    }
+    const offset = s.source.kind === 'cifar-record' ? `#${s.source.offset}` : '';
+    lines.push(`${s.id}\t${s.label}\t${s.source.path}${offset}\t${fileId}`);
+  }
+  if (source.format === 'manifest') {
+    const st = await stat(resolve(source.path));
+    lines.push(`manifest\t${st.size}:${Math.trunc(st.mtimeMs)}`);
+  }
+  return sha256Hex(lines.join('\n'));
+}
+
+/** sha256 over the relative path, size and mtime of every file under `dir`. */
+export async function folderFingerprint(dir: string): Promise<string> {
+  const root = resolve(dir);
+  const lines: string[] = [];
+  async function walk(d: string): Promise<void> {
+    const entries = await readdir(d, { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else {
+        const st = await stat(p);
+        lines.push(`${relative(root, p)}\t${st.size}:${Math.trunc(st.mtimeMs)}`);
+      }
+    }
+  }
+  await walk(root);
+  return sha256Hex(lines.join('\n'));
+}
