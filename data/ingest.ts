@@ -39,10 +39,15 @@ export interface IngestOptions {
   limitPerClass?: number;
   /** Samples per shard file (default 4096). */
   shardSize?: number;
-  /** Called after each decoded sample (and once with done = total when an existing output is reused). */
-  onProgress?: (done: number, total: number) => void;
+  /**
+   * Progress of the two passes: 'hash' (reading and hashing every source, before anything is
+   * decoded) then 'decode'. When an existing output is reused, 'decode' is reported once as done.
+   */
+  onProgress?: (done: number, total: number, phase: IngestPhase) => void;
   signal?: AbortSignal;
 }
+
+export type IngestPhase = 'hash' | 'decode';
 
 export interface DatasetManifest {
   name: string;
@@ -94,12 +99,17 @@ export async function ingest(spec: DatasetSpec, outDir: string, opts: IngestOpti
   const reader = new SourceReader();
 
   // Pass 1: content hashes only (cheap), so that an unchanged dataset is recognised before decoding.
-  const hashes = await mapBounded(samples, DECODE_CONCURRENCY, async (s) => sha256Hex(await reader.read(s.source)), opts.signal);
+  let hashed = 0;
+  const hashes = await mapBounded(samples, DECODE_CONCURRENCY, async (s) => {
+    const h = sha256Hex(await reader.read(s.source));
+    if (++hashed % 256 === 0 || hashed === samples.length) opts.onProgress?.(hashed, samples.length, 'hash');
+    return h;
+  }, opts.signal);
   const entries: SampleEntry[] = samples.map((s, i) => ({ id: s.id, label: s.label, sha256: hashes[i]! }));
   const hash = datasetHash(INGEST_PIPELINE, found.classes, size, size, entries);
   const existing = await existingManifest(target);
   if (existing?.hash === hash) {
-    opts.onProgress?.(samples.length, samples.length);
+    opts.onProgress?.(samples.length, samples.length, 'decode');
     return existing;
   }
 
@@ -519,12 +529,13 @@ async function writeShardedDataset(
   count: number,
   produce: (i: number) => Promise<Uint8Array>,
   describe: () => { entries: SampleEntry[]; hash: string },
-  opts: { shardSize?: number; onProgress?: (done: number, total: number) => void; signal?: AbortSignal },
+  opts: { shardSize?: number; onProgress?: (done: number, total: number, phase: IngestPhase) => void; signal?: AbortSignal },
 ): Promise<DatasetManifest> {
   const shardSize = opts.shardSize ?? DEFAULT_SHARD_SIZE;
   if (!Number.isInteger(shardSize) || shardSize < 1) throw new Error(`shardSize must be a positive integer, got ${shardSize}`);
   if (count === 0) throw new Error(`${outDir}: refusing to write an empty dataset`);
   const sampleBytes = meta.height * meta.width * 3;
+  await checkReplaceable(outDir); // fail before the work, not after
   await mkdir(dirname(outDir), { recursive: true });
   const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
   await mkdir(tmp);
@@ -556,7 +567,7 @@ async function writeShardedDataset(
         shardHash = createHash('sha256');
         inShard = 0;
       }
-      opts.onProgress?.(i + 1, count);
+      opts.onProgress?.(i + 1, count, 'decode');
     }
     const { entries, hash } = describe();
     const index = entries.map((e) => JSON.stringify({ id: e.id, label: e.label, sha256: e.sha256 })).join('\n') + '\n';
@@ -585,17 +596,22 @@ async function moveIntoPlace(tmp: string, outDir: string, manifest: DatasetManif
     await rm(tmp, { recursive: true, force: true });
     return existing;
   }
-  // Only a previous dataset output may be replaced, never an unrelated folder.
-  const st = await stat(outDir);
-  const names = st.isDirectory() ? await readdir(outDir) : ['(file)'];
-  if (names.length > 0 && !names.includes(MANIFEST_FILE)) {
-    throw new DatasetError(outDir, 'output path exists and is not a dataset folder; choose another output folder');
-  }
+  await checkReplaceable(outDir);
   const aside = `${outDir}.old-${randomBytes(6).toString('hex')}`;
   await rename(outDir, aside);
   await rename(tmp, outDir);
   await rm(aside, { recursive: true, force: true });
   return manifest;
+}
+
+/** Only an empty folder or a previous dataset output may be replaced, never an unrelated folder or file. */
+async function checkReplaceable(outDir: string): Promise<void> {
+  const st = await stat(outDir).catch(() => undefined);
+  if (!st) return;
+  const names = st.isDirectory() ? await readdir(outDir) : ['(a file)'];
+  if (names.length > 0 && !names.includes(MANIFEST_FILE)) {
+    throw new DatasetError(outDir, 'output path exists and is not a dataset folder; choose another output folder');
+  }
 }
 
 async function existingManifest(dir: string): Promise<DatasetManifest | undefined> {

@@ -101,12 +101,12 @@ describe('data', function () {
   describe('ImageFolder ingest', () => {
     it('labels, ids, shape and pixels match sharp decoding directly', async () => {
       const out = fresh('if');
-      const progress: number[] = [];
-      const m = await ingest({ format: 'imagefolder', root: folder }, out, { imageSize: 32, shardSize: 4, onProgress: (d) => progress.push(d) });
+      const progress: string[] = [];
+      const m = await ingest({ format: 'imagefolder', root: folder }, out, { imageSize: 32, shardSize: 4, onProgress: (d, _t, p) => progress.push(`${p} ${d}`) });
       expect(m.classes).to.deep.equal(CLASSES3);
       expect(m.size).to.equal(15);
       expect(m.shards.map((s) => s.count)).to.deep.equal([4, 4, 4, 3]);
-      expect(progress[progress.length - 1]).to.equal(15);
+      expect(progress).to.deep.equal(['hash 15', ...Array.from({ length: 15 }, (_, i) => `decode ${i + 1}`)]);
       const ds = await openDataset(out);
       expect(ds.ids.slice(0, 6)).to.deep.equal(['bird/0000.jpg', 'bird/0001.jpg', 'bird/0002.jpg', 'bird/0003.jpg', 'bird/0004.jpg', 'cat/0000.jpg']);
       expect(Array.from(ds.labels)).to.deep.equal([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
@@ -165,10 +165,10 @@ describe('data', function () {
       const m2 = await ingest({ format: 'imagefolder', root: copy }, fresh('h2'), { imageSize: 32, shardSize: 2 });
       expect(m2.hash).to.equal(m1.hash); // same content, different folder and sharding
       // Reuse: same outDir and same data is recognised without decoding again.
-      const calls: number[][] = [];
-      const again = await ingest({ format: 'imagefolder', root: folder }, out1, { imageSize: 32, onProgress: (d, t) => calls.push([d, t]) });
+      const calls: string[] = [];
+      const again = await ingest({ format: 'imagefolder', root: folder }, out1, { imageSize: 32, onProgress: (d, t, phase) => calls.push(`${phase} ${d}/${t}`) });
       expect(again).to.deep.equal(m1);
-      expect(calls).to.deep.equal([[15, 15]]);
+      expect(calls).to.deep.equal(['hash 15/15', 'decode 15/15']);
       // Different size: different hash.
       const m16 = await ingest({ format: 'imagefolder', root: copy }, fresh('h16'), { imageSize: 16 });
       expect(m16.hash).to.not.equal(m1.hash);
@@ -197,6 +197,31 @@ describe('data', function () {
           expect(ids).to.deep.equal(Array.from({ length: 20 }, (_, i) => `${CIFAR10_CLASSES[c]}/${String(i).padStart(4, '0')}.jpg`));
         }
         await ds.close();
+      }
+    });
+  });
+
+  describe('ensureCifar10', () => {
+    it('extracts the shared archive into a fresh cache folder, then finds it there', async () => {
+      const cache = fresh('cache');
+      const got = await ensureCifar10(cache);
+      expect(got.train).to.equal(join(cache, 'cifar10-jpg', 'train'));
+      expect(await readdir(cache)).to.deep.equal(['cifar10-jpg']); // no temp folder left
+      expect((await readdir(join(got.test, 'truck'))).length).to.equal(900);
+      expect(await ensureCifar10(cache)).to.deep.equal(got);
+      await rm(cache, { recursive: true, force: true });
+    });
+
+    it('names the archive when it is missing', async () => {
+      const saved = process.env.BACKDOOR_AUDIT_SHARED_DATA;
+      process.env.BACKDOOR_AUDIT_SHARED_DATA = join(work, 'nowhere');
+      try {
+        let err: unknown;
+        await ensureCifar10(fresh('cache-missing')).catch((e: unknown) => (err = e));
+        expect((err as Error).message).to.include(join(work, 'nowhere', 'cifar10-jpg.tar.gz'));
+      } finally {
+        if (saved === undefined) delete process.env.BACKDOOR_AUDIT_SHARED_DATA;
+        else process.env.BACKDOOR_AUDIT_SHARED_DATA = saved;
       }
     });
   });
@@ -408,6 +433,20 @@ describe('data', function () {
       await expectDatasetError(() => ingest({ format: 'cifar-binary', files: [file] }, out, { imageSize: 32 }), file, out, /not a positive multiple of the 3073-byte/);
     });
 
+    it('refuses to replace an output folder that is not a dataset', async () => {
+      const out = fresh('not-dataset');
+      await mkdir(out);
+      await writeFile(join(out, 'precious.txt'), 'keep me');
+      let err: unknown;
+      await ingest({ format: 'imagefolder', root: folder }, out, { imageSize: 32 }).catch((e: unknown) => (err = e));
+      expect(err).to.be.instanceOf(DatasetError);
+      expect((err as DatasetError).file).to.equal(out);
+      expect(await readFile(join(out, 'precious.txt'), 'utf8')).to.equal('keep me');
+      err = undefined;
+      await ingest({ format: 'imagefolder', root: folder }, join(folder, 'out'), { imageSize: 32 }).catch((e: unknown) => (err = e));
+      expect((err as DatasetError).reason).to.match(/inside the input dataset/);
+    });
+
     it('abort stops the ingest and leaves nothing', async () => {
       const ctrl = new AbortController();
       const out = fresh('abort-out');
@@ -415,7 +454,7 @@ describe('data', function () {
       await ingest({ format: 'imagefolder', root: folder }, out, {
         imageSize: 32,
         signal: ctrl.signal,
-        onProgress: (d) => d === 3 && ctrl.abort(new Error('stop now')),
+        onProgress: (d, _t, phase) => phase === 'decode' && d === 3 && ctrl.abort(new Error('stop now')),
       }).catch((e: unknown) => (err = e));
       expect((err as Error).message).to.equal('stop now');
       const siblings = (await readdir(work)).filter((n) => n.startsWith(out.split('/').pop()!));
