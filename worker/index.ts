@@ -1,0 +1,130 @@
+// Worker processes: task queue `audit-cpu` runs the workflows, the cache probes and the CPU
+// stages; `audit-gpu` runs the GPU stages (SimCLR, retraining) one at a time. Usable embedded
+// (the CLI's `run` starts both in-process) or alone (`backdoor-audit worker --queue ...`).
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  Runtime,
+  Worker,
+  type LogLevel,
+  type NativeConnection,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
+import { ArtifactStore } from '../data/artifacts.js';
+import { createActivities } from '../activities/index.js';
+import { TASK_QUEUES, type QueueKind } from '../workflows/types.js';
+
+export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const workflowsPath = join(projectRoot, 'workflows', 'index.ts');
+
+/** State folder: BACKDOOR_AUDIT_STATE, else `.state/` under the project root. */
+export function stateDir(): string {
+  return resolve(process.env.BACKDOOR_AUDIT_STATE ?? join(projectRoot, '.state'));
+}
+
+/** Artifact store root: BACKDOOR_AUDIT_STORE, else `<state>/artifacts`. */
+export function defaultStoreRoot(): string {
+  return resolve(process.env.BACKDOOR_AUDIT_STORE ?? join(stateDir(), 'artifacts'));
+}
+
+let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/**
+ * The workflow bundle, built once per process. Sources are ESM TypeScript whose relative
+ * imports end in `.js` (NodeNext); webpack is told to try the `.ts` file for them.
+ */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundle ??= bundleWorkflowCode({
+    workflowsPath,
+    logger: new DefaultLogger('WARN'),
+    webpackConfigHook: (config) => ({
+      ...config,
+      resolve: { ...config.resolve, extensionAlias: { '.js': ['.ts', '.js'] } },
+    }),
+  }).catch((err: unknown) => {
+    bundle = undefined; // let a later call try again
+    throw err;
+  });
+  return bundle;
+}
+
+let runtimeInstalled = false;
+
+/** Sets the SDK's log level for this process (once, before the first worker or connection). */
+export function installRuntime(level: LogLevel = 'WARN'): void {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger(level) });
+  runtimeInstalled = true;
+}
+
+export interface WorkerSetup {
+  connection: NativeConnection;
+  namespace?: string;
+  /** Which queues to serve (default both). */
+  queues?: QueueKind[];
+  taskQueues?: { cpu: string; gpu: string };
+  /** Artifact store root (default defaultStoreRoot()). */
+  storeRoot?: string;
+  /** Lets training activities send epoch updates to the workflow's progress table. */
+  client?: Client;
+  log?: (line: string) => void;
+  /** Concurrent activities on the CPU queue (default 2: per-class flows in parallel). */
+  cpuConcurrency?: number;
+  /** How long a workflow's next task waits for this worker before any worker may take it (default 10 s). */
+  stickyQueueScheduleToStartTimeout?: string | number;
+  /** Extra identity suffix (process id is always there). */
+  identity?: string;
+}
+
+/** Creates (does not run) one Worker per requested queue. */
+export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
+  const queues = setup.queues ?? ['cpu', 'gpu'];
+  const names = setup.taskQueues ?? TASK_QUEUES;
+  const store = new ArtifactStore(setup.storeRoot ?? defaultStoreRoot());
+  await store.sweep();
+  const activities = createActivities({ store, ...(setup.client ? { client: setup.client } : {}), ...(setup.log ? { log: setup.log } : {}) });
+  const common = {
+    connection: setup.connection,
+    namespace: setup.namespace ?? 'default',
+    activities,
+    ...(setup.stickyQueueScheduleToStartTimeout !== undefined ? { stickyQueueScheduleToStartTimeout: setup.stickyQueueScheduleToStartTimeout } : {}),
+  };
+  const workers: Worker[] = [];
+  for (const queue of queues) {
+    const identity = `backdoor-audit-${queue}@${process.pid}${setup.identity ? `-${setup.identity}` : ''}`;
+    if (queue === 'cpu') {
+      workers.push(
+        await Worker.create({
+          ...common,
+          identity,
+          taskQueue: names.cpu,
+          workflowBundle: await workflowBundle(),
+          maxConcurrentActivityTaskExecutions: setup.cpuConcurrency ?? 2,
+          // Cache probes are local activities on this worker: hashing a large artifact takes a while.
+          maxConcurrentLocalActivityExecutions: 4,
+        }),
+      );
+    } else {
+      // One GPU job at a time: two trainings on one card only fight over its memory.
+      workers.push(await Worker.create({ ...common, identity, taskQueue: names.gpu, maxConcurrentActivityTaskExecutions: 1 }));
+    }
+  }
+  return workers;
+}
+
+/** Runs the workers until `signal` aborts (graceful shutdown) or one of them fails. */
+export async function runWorkers(workers: Worker[], signal?: AbortSignal): Promise<void> {
+  const stop = () => workers.forEach((w) => w.getState() === 'RUNNING' && w.shutdown());
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    await Promise.all(workers.map((w) => w.run()));
+  } catch (err) {
+    stop();
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
+}
