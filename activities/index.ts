@@ -119,8 +119,19 @@ export function createActivities(deps: ActivityDeps) {
     return store.dir(ref);
   }
 
-  const dataset = async (req: StageRequest<unknown>, role = 'dataset'): Promise<ShardedDataset> =>
-    openDataset(join(await input(req, role), 'dataset'));
+  /** Datasets opened by one stage run, closed when it ends (their shard file handles). */
+  class Scope {
+    private readonly opened: ShardedDataset[] = [];
+    constructor(private readonly req: StageRequest<unknown>) {}
+    async dataset(role = 'dataset'): Promise<ShardedDataset> {
+      const ds = await openDataset(join(await input(this.req, role), 'dataset'));
+      this.opened.push(ds);
+      return ds;
+    }
+    async close(): Promise<void> {
+      await Promise.all(this.opened.map((d) => d.close().catch(() => undefined)));
+    }
+  }
 
   interface Computed {
     info: StageInfo;
@@ -128,7 +139,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   /** Cache check, then compute into a fresh artifact. `work` is a scratch folder kept across retries. */
-  async function compute(req: StageRequest<unknown>, run: (tmp: string, work: string) => Promise<Computed>): Promise<StageOutcome> {
+  async function compute(req: StageRequest<unknown>, run: (tmp: string, work: string, scope: Scope) => Promise<Computed>): Promise<StageOutcome> {
     const ctx = Context.current();
     const key = await keyOf(req);
     const existing = await store.lookup(req.stage, key);
@@ -137,8 +148,13 @@ export function createActivities(deps: ActivityDeps) {
     await mkdir(work, { recursive: true });
     const t0 = performance.now();
     let computed: Computed | undefined;
+    const scope = new Scope(req);
     const ref = await store.publish(req.stage, key, async (tmp) => {
-      computed = await run(tmp, work);
+      try {
+        computed = await run(tmp, work, scope);
+      } finally {
+        await scope.close();
+      }
       await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed.info) + '\n');
     });
     const seconds = (performance.now() - t0) / 1000;
@@ -195,7 +211,7 @@ export function createActivities(deps: ActivityDeps) {
   // ---- stages ----
 
   async function ingestStage(req: StageRequest<IngestParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const p = req.params;
       const ctx = Context.current();
       const spec = await datasetSpec(p.source);
@@ -219,8 +235,8 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function attackStage(req: StageRequest<AttackParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
-      const clean = await dataset(req);
+    return compute(req, async (tmp, _work, scope) => {
+      const clean = await scope.dataset();
       const cfg = req.params.attack;
       const { poisoned, truth } = await poisonDataset(clean, cfg);
       const name = `${clean.manifest.name}-${cfg.name}`;
@@ -239,7 +255,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function encoderStage(req: StageRequest<EncoderParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp, work) => {
+    return compute(req, async (tmp, work, scope) => {
       const p = req.params;
       if (p.kind === 'pretrained') {
         // The model stays where it is (its fingerprint is in the key); the artifact points at it.
@@ -247,7 +263,7 @@ export function createActivities(deps: ActivityDeps) {
         return { info: { figure: `pretrained ${p.path}` } };
       }
       const be = await backend(p.backend, 'training');
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const { encoder, losses, resumedFromEpoch } = await trainSimclr(source, p.config, p.seed, trainingHooks(req, work));
       try {
         await saveModel(encoder, join(tmp, 'model'));
@@ -267,10 +283,10 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function featuresStage(req: StageRequest<FeaturesParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const ctx = Context.current();
       const be = await backend(req.params.backend, 'inference');
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const encoder = await loadEncoder(await input(req, 'encoder'), source.height);
       try {
         const features = await extractFeatures(encoder, source, {
@@ -287,12 +303,12 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function flowStage(req: StageRequest<FlowParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const ctx = Context.current();
       const p = req.params;
       await backend(p.backend, 'training');
       const features = await readMatrix(await input(req, 'features'), 'features');
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const rows = classMembers(source.labels, p.classIndex);
       if (rows.length === 0) throw ApplicationFailure.nonRetryable(`class ${p.classIndex} has no samples: a flow cannot be fitted`, 'PipelineInputError');
       let lastSignal = 0;
@@ -317,7 +333,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function densityStage(req: StageRequest<DensityParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const features = await readMatrix(await input(req, 'features'), 'features');
       const flows: ClassFlow[] = [];
       try {
@@ -332,9 +348,9 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function detectStage(req: StageRequest<DetectParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const density = await readMatrix(await input(req, 'density'), 'density');
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const detections = detectTargets(density, source.labels, req.params.config);
       await writeJson(join(tmp, 'detections.json'), detections);
       const targets = detections.filter((d) => d.kind !== 'clean');
@@ -350,10 +366,10 @@ export function createActivities(deps: ActivityDeps) {
     (await readFile(join(dir, 'cleansed.jsonl'), 'utf8')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as CleansedEntry);
 
   async function relabelStage(req: StageRequest<RelabelParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const density = await readMatrix(await input(req, 'density'), 'density');
       const detections = await readDetections(await input(req, 'detect'));
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const scores = poisonScores(density, source.labels);
       const cleansed = splitAndRelabel(source.ids, source.labels, density, scores, detections, req.params.config, source.classes);
       await writeFile(join(tmp, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
@@ -363,10 +379,10 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function retrainStage(req: StageRequest<RetrainParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp, work) => {
+    return compute(req, async (tmp, work, scope) => {
       const p = req.params;
       const be = await backend(p.backend, 'training');
-      const source = await dataset(req);
+      const source = await scope.dataset();
       const cleansed = await readCleansed(await input(req, 'relabel'));
       const { model, losses, resumedFromEpoch } = await trainClassifier(source, trainingLabels(cleansed), p.config, {
         seed: p.seed,
@@ -385,7 +401,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function evaluateStage(req: StageRequest<EvaluateParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp) => {
+    return compute(req, async (tmp, _work, scope) => {
       const ctx = Context.current();
       const p = req.params;
       const cleansed = await readCleansed(await input(req, 'relabel'));
@@ -399,7 +415,7 @@ export function createActivities(deps: ActivityDeps) {
       }
       if (req.inputs.model && req.inputs.test) {
         await backend(p.backend, 'inference');
-        const test = await dataset(req, 'test');
+        const test = await scope.dataset('test');
         const model = await loadModel(join(await input(req, 'model'), 'model'));
         try {
           evaluation.acc = accuracy(await predict(model, test, { signal: ctx.cancellationSignal }), test.labels);
@@ -413,7 +429,7 @@ export function createActivities(deps: ActivityDeps) {
         }
       }
       await writeJson(join(tmp, 'evaluation.json'), evaluation);
-      const parts = Object.entries(evaluation).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`);
+      const parts = Object.entries(evaluation).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`);
       const metrics: Record<string, number> = {};
       for (const [k, v] of Object.entries(evaluation)) if (typeof v === 'number') metrics[k] = v;
       return { info: { figure: parts.join(', ') || 'nothing to evaluate', metrics } };
@@ -425,8 +441,8 @@ export function createActivities(deps: ActivityDeps) {
     const p = req.params;
     let report: AuditReport | undefined;
     let cleansed: CleansedEntry[] = [];
-    const out = await compute(req, async (tmp) => {
-      const source = await dataset(req);
+    const out = await compute(req, async (tmp, _work, scope) => {
+      const source = await scope.dataset();
       const detections = await readDetections(await input(req, 'detect'));
       cleansed = await readCleansed(await input(req, 'relabel'));
       const featuresInfo = await readInfo(req.inputs.features as ArtifactRef);
