@@ -140,9 +140,13 @@ export interface Valley {
  * 3. Candidates: interior bins whose centre lies left of `lambda` on the [0, 1] axis (bins
  *    1..21 for 30 bins, lambda 0.75).
  * 4. A candidate b needs mass on both sides: L = highest smoothed bin left of b, R = highest
- *    right of b; its depth is min(L, R) - h(b). It must be a real valley, h(b) <= min(L, R) / 2
- *    (a dip on a rising flank has L ~ h(b) and fails); the deepest candidate wins, and among
- *    equally deep ones (a run of empty bins between two modes) the middle one.
+ *    right of b; its depth is min(L, R) - h(b). It must be a real valley: h(b) <= min(L, R) / 2
+ *    (a dip on a rising flank has L ~ h(b) and fails), and deeper than counting noise,
+ *    depth >= 2 * sqrt(min(L, R) + h(b)) (about 3 standard deviations of the difference of two
+ *    smoothed Poisson counts; without it a sparse left tail of a few hundred samples shows
+ *    "valleys" between bins of 1-3 samples that put 5-6% of a clean class below mu).
+ *    The deepest candidate wins, and among equally deep ones (a run of empty bins between two
+ *    modes) the middle one.
  *
  * This fixes the plain "argmin left of lambda": on a unimodal histogram the argmin is an empty
  * far-left tail bin (any b with no left mode has depth <= 0 here, so no valley), and on a
@@ -174,8 +178,8 @@ export function findValley(values: ArrayLike<number>, bins: number, lambda: numb
   let tied: number[] = [];
   for (let b = 1; b < bins - 1 && (b + 0.5) / bins <= lambda; b++) {
     const rim = Math.min(leftMax[b], rightMax[b]);
-    if (!(smooth[b] <= rim / 2)) continue;
     const depth = rim - smooth[b];
+    if (!(smooth[b] <= rim / 2) || depth < 2 * Math.sqrt(rim + smooth[b])) continue;
     if (depth > best + 1e-9) {
       best = depth;
       tied = [b];
