@@ -1,0 +1,307 @@
+// The audit pipeline on a real Temporal dev server (SQLite, loopback): the whole DAG, cache
+// hits, partial recomputation, a worker process killed during SimCLR, a server restart, a
+// corrupted artifact, attaching to a live run, schedules, search attributes and per-class
+// child workflows, and pipeline errors that start nothing. Tests share one server, one
+// artifact store and one tiny dataset (3 classes x 12 CIFAR-10 images), and run in order.
+import { expect } from 'chai';
+import { readFile, readdir, rm, mkdtemp, writeFile, stat, open } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Client, Connection } from '@temporalio/client';
+import { main } from '../client/cli.js';
+import { followAudit, queryProgress, startAudit, type AuditHandle } from '../client/audit.js';
+import { loadPipeline } from '../client/pipeline.js';
+import { ensureSearchAttributes } from '../client/connection.js';
+import { scheduleRuns } from '../client/schedule.js';
+import { datasetKey, stageKey, targetClassesKey, verdictKey } from '../workflows/definitions.js';
+import type { AuditProgress, AuditResult, StageProgress } from '../workflows/types.js';
+import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import {
+  connectClient,
+  InProcessWorkers,
+  TestServer,
+  tinyImageFolder,
+  waitFor,
+  WorkerProcess,
+  writeTinyPipeline,
+} from './temporal-helpers.js';
+
+describe('temporal pipeline (real dev server)', function () {
+  this.timeout(300_000);
+
+  let dir: string;
+  let server: TestServer;
+  let client: Client;
+  let connection: Connection;
+  let workers: InProcessWorkers | undefined;
+  let storeRoot: string;
+  let datasetRoot: string;
+  const log: string[] = [];
+  const savedEnv = { state: process.env.BACKDOOR_AUDIT_STATE };
+  const timings: Record<string, number> = {};
+
+  const pipelineFile = (name: string) => join(dir, `${name}.yaml`);
+  const stageStates = (p: AuditProgress) => Object.fromEntries(p.stages.map((s: StageProgress) => [s.id, s.state]));
+  const cliIo = () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const progressStream = { isTTY: false, write: (s: string) => (err.push(s), true) } as unknown as NodeJS.WriteStream;
+    return { io: { out: (t: string) => void out.push(t), err: (t: string) => void err.push(t), progressStream }, out, err };
+  };
+
+  async function runToEnd(file: string): Promise<{ result: AuditResult; seconds: number; workflowId: string }> {
+    const t0 = performance.now();
+    const started = await startAudit(client, await loadPipeline(file));
+    const result = await followAudit(started.handle, () => undefined, 200);
+    return { result, seconds: (performance.now() - t0) / 1000, workflowId: started.workflowId };
+  }
+
+  before(async function () {
+    dir = await mkdtemp(join(tmpdir(), 'backdoor-temporal-'));
+    process.env.BACKDOOR_AUDIT_STATE = join(dir, 'state');
+    storeRoot = join(dir, 'state', 'artifacts');
+    datasetRoot = await tinyImageFolder(join(dir, 'data'), 3, 12);
+    server = await TestServer.start(dir);
+    ({ client, connection } = await connectClient(server.address));
+    workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
+    await writeTinyPipeline(pipelineFile('base'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-base') });
+  });
+
+  after(async function () {
+    await workers?.stop();
+    await connection?.close();
+    await server?.stop();
+    process.env.BACKDOOR_AUDIT_STATE = savedEnv.state;
+    if (savedEnv.state === undefined) delete process.env.BACKDOOR_AUDIT_STATE;
+    if (Object.keys(timings).length) console.log(`      timings (s): ${JSON.stringify(timings)}`);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs the whole DAG through the CLI and writes report.json and cleansed.jsonl', async function () {
+    const { io, out, err } = cliIo();
+    const t0 = performance.now();
+    const code = await main(['run', pipelineFile('base'), '--address', server.address], io);
+    timings.firstRun = (performance.now() - t0) / 1000;
+    expect(code, err.join('\n')).to.equal(0);
+    const report = JSON.parse(await readFile(join(dir, 'out-base', 'report.json'), 'utf8')) as AuditReport;
+    const cleansed = (await readFile(join(dir, 'out-base', 'cleansed.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as CleansedEntry);
+    expect(report.dataset.samples).to.equal(36);
+    expect(report.dataset.classes).to.deep.equal(['airplane', 'automobile', 'bird']);
+    expect(report.classes).to.have.length(3);
+    expect(cleansed).to.have.length(36);
+    expect(new Set(cleansed.map((e) => e.id)).size).to.equal(36);
+    expect(report.counts.kept + report.counts.relabelled + report.counts.dropped).to.equal(36);
+    expect(report.evaluation?.targetDetected).to.be.a('boolean');
+    expect(out.join('\n')).to.contain('wrote');
+    // Progress lines reached the (non-TTY) progress stream.
+    expect(err.join('')).to.match(/encoder: done/);
+  });
+
+  it('shows the run in search attributes, memo and one child workflow per class', async function () {
+    const ids: string[] = [];
+    for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND WorkflowType = "auditWorkflow"` })) ids.push(wf.workflowId);
+    expect(ids).to.have.length(1);
+    const d = await client.workflow.getHandle(ids[0]).describe();
+    expect(d.typedSearchAttributes.get(datasetKey)).to.equal('tiny-base');
+    expect(d.typedSearchAttributes.get(stageKey)).to.equal('done');
+    const verdict = d.typedSearchAttributes.get(verdictKey);
+    const result = (await client.workflow.getHandle(ids[0]).result()) as AuditResult;
+    const targets = result.report.targetClasses.map((y) => result.report.dataset.classes[y]);
+    expect(verdict).to.equal(targets.length ? 'poisoned' : 'clean');
+    // An empty keyword list is stored as no value.
+    expect(d.typedSearchAttributes.get(targetClassesKey) ?? []).to.deep.equal(targets);
+    expect(await d.memo).to.deep.include({ pipeline: 'tiny' });
+    const children: string[] = [];
+    for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND BackdoorStage = "flow"` })) {
+      children.push(wf.workflowId);
+      expect(wf.type).to.equal('classFlowWorkflow');
+    }
+    expect(children.sort()).to.deep.equal([0, 1, 2].map((y) => `${ids[0]}/flow-${y}`));
+    const child = await client.workflow.getHandle(children[0]).describe();
+    expect(child.raw.workflowExecutionInfo?.parentExecution?.workflowId).to.equal(ids[0]);
+  });
+
+  it('serves a second run entirely from the cache', async function () {
+    const { result, seconds } = await runToEnd(pipelineFile('base'));
+    timings.cachedRun = seconds;
+    const states = stageStates(result.progress);
+    for (const [id, state] of Object.entries(states)) expect(state, id).to.equal(id === 'report' ? 'done' : 'cached');
+    expect(Object.keys(states)).to.include.members(['ingest', 'attack', 'encoder', 'features', 'flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate']);
+  });
+
+  it('recomputes only the stages downstream of a changed parameter', async function () {
+    await writeTinyPipeline(pipelineFile('flow3'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-flow3'), flowEpochs: 3 });
+    const { result } = await runToEnd(pipelineFile('flow3'));
+    const states = stageStates(result.progress);
+    for (const id of ['ingest', 'attack', 'encoder', 'features']) expect(states[id], id).to.equal('cached');
+    for (const id of ['flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate', 'report']) expect(states[id], id).to.equal('done');
+  });
+
+  it('detects a corrupted artifact by its hash and recomputes it', async function () {
+    const features = await artifactsOf(storeRoot, 'features');
+    expect(features).to.have.length(1);
+    const file = join(storeRoot, features[0], 'features.f32');
+    const size = (await stat(file)).size;
+    const fh = await open(file, 'r+');
+    const byte = Buffer.alloc(1);
+    await fh.read(byte, 0, 1, Math.floor(size / 2));
+    byte[0] ^= 0xff;
+    await fh.write(byte, 0, 1, Math.floor(size / 2));
+    await fh.close();
+    const { result } = await runToEnd(pipelineFile('base'));
+    const states = stageStates(result.progress);
+    expect(states.features).to.equal('done');
+    expect(states.encoder).to.equal('cached');
+    // Same key, same bytes again: everything after it is still a cache hit.
+    expect(states.density).to.equal('cached');
+    const quarantined = await readdir(join(storeRoot, '.quarantine'));
+    expect(quarantined.some((q) => q.startsWith(features[0]))).to.equal(true);
+    expect((await artifactsOf(storeRoot, 'features'))).to.deep.equal(features);
+  });
+
+  it('attaches a second run of the same pipeline to the live workflow', async function () {
+    await writeTinyPipeline(pipelineFile('attach'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-attach'), flowEpochs: 4 });
+    const a = cliIo();
+    const b = cliIo();
+    // No worker for a moment: the first run stays live while the second one arrives.
+    await workers?.stop();
+    workers = undefined;
+    const [codeA, codeB] = await Promise.all([
+      main(['run', pipelineFile('attach'), '--detach', '--address', server.address], a.io),
+      new Promise((r) => setTimeout(r, 300)).then(() => main(['run', pipelineFile('attach'), '--detach', '--address', server.address], b.io)),
+    ]);
+    expect(codeA, a.err.join('\n')).to.equal(0);
+    expect(codeB, b.err.join('\n')).to.equal(0);
+    expect(a.out[0]).to.equal(b.out[0]);
+    expect(b.err.join('\n')).to.contain('attached to the running audit');
+    workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
+    const result = (await client.workflow.getHandle(a.out[0]).result()) as AuditResult;
+    expect(result.report.dataset.samples).to.equal(36);
+    let runs = 0;
+    for await (const _ of client.workflow.list({ query: `WorkflowId = "${a.out[0]}"` })) runs++;
+    expect(runs).to.equal(1);
+  });
+
+  it('resumes SimCLR from its checkpoint after the worker process is killed', async function () {
+    // CPU stages stay in this process; the GPU queue (SimCLR) runs in a child process.
+    await workers?.stop();
+    workers = await InProcessWorkers.start(server.address, storeRoot, { client, queues: ['cpu'], log: (l) => log.push(l) });
+    await writeTinyPipeline(pipelineFile('crash'), {
+      datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-crash'), encoderEpochs: 4, seed: 7, heartbeatTimeouts: { encoder: '4s' },
+    });
+    const env = { BACKDOOR_AUDIT_STATE: join(dir, 'state') };
+    const args = ['--queue', 'audit-gpu', '--address', server.address, '--store', storeRoot];
+    const first = WorkerProcess.spawn(args, env);
+    await first.ready();
+    const started = await startAudit(client, await loadPipeline(pipelineFile('crash')));
+    const checkpoints = join(storeRoot, '.work');
+    await waitFor(async () => (await checkpointFiles(checkpoints)).length > 0, 240_000, () => `no checkpoint written:\n${first.output.join('\n')}`, 50);
+    const killedAt = performance.now();
+    await first.kill('SIGKILL');
+    const second = WorkerProcess.spawn(args, env);
+    try {
+      await second.ready();
+      const result = await followAudit(started.handle as AuditHandle, () => undefined, 200);
+      timings.crashRecovery = (performance.now() - killedAt) / 1000;
+      const encoder = result.progress.stages.find((s) => s.id === 'encoder');
+      expect(encoder?.state).to.equal('done');
+      expect(encoder?.resumedFromEpoch, second.output.join('\n')).to.be.at.least(1);
+      expect(encoder?.attempt).to.be.at.least(2);
+      expect(second.output.join('\n')).to.match(/resumed from epoch [1-9]/);
+      expect(second.output.join('\n')).to.match(/attempt 2; last heartbeat at epoch/);
+    } finally {
+      await second.kill('SIGTERM');
+    }
+    await workers.stop();
+    workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
+  });
+
+  it('finishes a run across a restart of the dev server (same SQLite file)', async function () {
+    await writeTinyPipeline(pipelineFile('restart'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-restart'), flowEpochs: 6 });
+    const started = await startAudit(client, await loadPipeline(pipelineFile('restart')));
+    await waitFor(async () => {
+      const p = await queryProgress(started.handle);
+      return p !== undefined && p.stages.some((s) => s.stage === 'flow' && s.state === 'running');
+    }, 60_000, () => 'flows never started');
+    await server.restart();
+    const result = (await started.handle.result()) as AuditResult;
+    expect(result.progress.done).to.equal(true);
+    expect(stageStates(result.progress).density).to.equal('done');
+    expect(existsSync(join(dir, 'out-restart', 'report.json'))).to.equal(true);
+  });
+
+  it('starts a run from a schedule created through the CLI and skips an overlapping trigger', async function () {
+    await writeTinyPipeline(pipelineFile('sched'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-sched') });
+    const c = cliIo();
+    expect(await main(['schedule', 'create', pipelineFile('sched'), '--cron', '0 3 * * *', '--id', 'nightly-test', '--address', server.address], c.io), c.err.join('\n')).to.equal(0);
+    expect(c.out).to.deep.equal(['nightly-test']);
+    // Without workers the first run stays live, so the second trigger overlaps it.
+    await workers?.stop();
+    workers = undefined;
+    expect(await main(['schedule', 'trigger', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
+    await waitFor(async () => (await scheduleRuns(client, 'nightly-test')).running.length === 1, 30_000, () => 'scheduled run did not start');
+    expect(await main(['schedule', 'trigger', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
+    await new Promise((r) => setTimeout(r, 2000));
+    const runs = await scheduleRuns(client, 'nightly-test');
+    expect(runs.workflowIds).to.have.length(1);
+    const d = await client.schedule.getHandle('nightly-test').describe();
+    expect(d.info.numActionsSkippedOverlap).to.be.at.least(1);
+    workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
+    const result = (await client.workflow.getHandle(runs.workflowIds[0]).result()) as AuditResult;
+    expect(result.report.dataset.samples).to.equal(36);
+    expect(existsSync(join(dir, 'out-sched', 'report.json'))).to.equal(true);
+    const list = cliIo();
+    expect(await main(['schedule', 'list', '--address', server.address], list.io)).to.equal(0);
+    expect(list.out.join('\n')).to.contain('nightly-test').and.contain('0 3 * * *');
+    expect(await main(['schedule', 'delete', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
+  });
+
+  it('rejects bad YAML and schema violations with file and line, starting nothing', async function () {
+    const count = async () => {
+      let n = 0;
+      for await (const _ of client.workflow.list({ query: 'WorkflowType = "auditWorkflow"' })) n++;
+      return n;
+    };
+    const before = await count();
+    const badYaml = join(dir, 'bad-yaml.yaml');
+    await writeFile(badYaml, 'name: x\ndataset: [unclosed\n');
+    const schema = join(dir, 'bad-schema.yaml');
+    await writeFile(schema, `name: x\ndataset:\n  format: imagefolder\n  root: ${datasetRoot}\n  imageSize: big\noutput: o\naudit:\n  flow: {epochs: 0}\n`);
+    for (const [file, pattern] of [
+      [badYaml, /bad-yaml\.yaml:\d+:\d+: .*YAML/],
+      [schema, /bad-schema\.yaml:5:\d+: dataset\.imageSize: expected integer, got string "big"/],
+    ] as const) {
+      const c = cliIo();
+      expect(await main(['run', file, '--address', server.address], c.io)).to.equal(2);
+      expect(c.err.join('\n')).to.match(pattern);
+    }
+    expect(await count()).to.equal(before);
+  });
+
+  it('registers missing search attributes idempotently', async function () {
+    // start-dev registered them; a second call finds nothing to add.
+    expect(await ensureSearchAttributes(connection, 'default')).to.deep.equal([]);
+  });
+});
+
+/** Keys of the published artifacts of one stage. */
+async function artifactsOf(root: string, stage: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of await readdir(root)) {
+    if (name.startsWith('.')) continue;
+    const manifest = await readFile(join(root, name, '.artifact.json'), 'utf8').catch(() => undefined);
+    if (manifest && (JSON.parse(manifest) as { stage: string }).stage === stage) out.push(name);
+  }
+  return out.sort();
+}
+
+async function checkpointFiles(workRoot: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const key of await readdir(workRoot).catch(() => [] as string[])) {
+    for (const f of await readdir(join(workRoot, key, 'checkpoint')).catch(() => [] as string[])) {
+      if (f === 'checkpoint.bin') out.push(join(workRoot, key, 'checkpoint', f)); // written atomically
+    }
+  }
+  return out;
+}
