@@ -1,0 +1,69 @@
+// docker-compose.yml: the services, images, environment and volumes a cluster deployment
+// relies on, and `docker compose config -q` where the compose plugin is installed.
+import { expect } from 'chai';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { projectRoot } from '../worker/index.js';
+
+interface Service {
+  image?: string;
+  build?: { context: string; target?: string };
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  ports?: string[];
+  depends_on?: Record<string, unknown> | string[];
+  profiles?: string[];
+  deploy?: { resources?: { reservations?: { devices?: { driver: string; count: number; capabilities: string[] }[] } } };
+}
+
+describe('docker-compose.yml', function () {
+  const file = join(projectRoot, 'docker-compose.yml');
+  const compose = parse(readFileSync(file, 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
+  const s = compose.services;
+
+  it('has the Temporal server on PostgreSQL, the UI, a CPU and a GPU worker', function () {
+    expect(Object.keys(s)).to.include.members(['postgresql', 'temporal', 'temporal-ui', 'worker-cpu', 'worker-gpu']);
+    expect(s.postgresql.image).to.match(/^postgres:/);
+    expect(s.temporal.image).to.match(/^temporalio\/auto-setup:\d/);
+    expect(s.temporal.environment).to.include({ DB: 'postgres12', POSTGRES_SEEDS: 'postgresql' });
+    expect(s['temporal-ui'].image).to.match(/^temporalio\/ui:\d/);
+    expect(s['temporal-ui'].environment?.TEMPORAL_ADDRESS).to.equal('temporal:7233');
+  });
+
+  it('runs each worker on its own task queue against the cluster', function () {
+    expect(s['worker-cpu'].command).to.deep.equal(['worker', '--queue', 'audit-cpu', '--concurrency', '2']);
+    expect(s['worker-gpu'].command).to.deep.equal(['worker', '--queue', 'audit-gpu']);
+    expect(s['worker-cpu'].build?.target).to.equal('cpu');
+    expect(s['worker-gpu'].build?.target).to.equal('gpu');
+    for (const w of ['worker-cpu', 'worker-gpu']) {
+      expect(s[w].environment?.TEMPORAL_ADDRESS, w).to.equal('temporal:7233');
+      expect(s[w].environment?.BACKDOOR_AUDIT_STORE, w).to.equal('/artifacts');
+    }
+    const gpu = s['worker-gpu'].deploy?.resources?.reservations?.devices?.[0];
+    expect(gpu).to.deep.include({ driver: 'nvidia' });
+    expect(gpu?.capabilities).to.include('gpu');
+  });
+
+  it('shares the artifact store between the workers through a named volume', function () {
+    for (const w of ['worker-cpu', 'worker-gpu', 'cli']) expect(s[w].volumes, w).to.include('artifacts:/artifacts');
+    expect(compose.volumes).to.have.property('artifacts');
+    expect(compose.volumes).to.have.property('temporal-db');
+    expect(s.postgresql.volumes).to.include('temporal-db:/var/lib/postgresql/data');
+  });
+
+  it('publishes ports on loopback only', function () {
+    for (const [name, svc] of Object.entries(s)) for (const p of svc.ports ?? []) expect(p, name).to.match(/^127\.0\.0\.1:/);
+  });
+
+  it('is accepted by `docker compose config -q` (when the compose plugin is installed)', function () {
+    const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
+    if (probe.status !== 0) {
+      console.log('      (docker compose plugin absent: `docker compose config -q` not run; structure checked above)');
+      return;
+    }
+    execFileSync('docker', ['compose', '-f', file, 'config', '-q'], { cwd: projectRoot, stdio: 'pipe' });
+  });
+});
