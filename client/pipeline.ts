@@ -6,7 +6,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
-import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { defaultAuditConfig, type AuditConfig, type EncoderConfig, type RetrainConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
 import { STAGES, TASK_QUEUES, type DatasetSource, type Pipeline, type PipelineTemporalOptions, type StageName } from '../workflows/types.js';
@@ -323,7 +323,8 @@ function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): 
     const id = `${target.join('.')}|${message}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    out.push({ path: target.join('.'), ...position(doc, lc, target), message });
+    const keyed = e.keyword === 'additionalProperties' || e.keyword === 'propertyNames';
+    out.push({ path: target.join('.'), ...position(doc, lc, target, keyed), message });
   }
   return out;
 }
@@ -363,20 +364,28 @@ function pointerToPath(pointer: string): (string | number)[] {
     .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
 }
 
-/** Line and column of the node at `path`, or of its nearest existing ancestor. */
-function position(doc: Document, lc: LineCounter, path: (string | number)[]): { line?: number; column?: number } {
-  for (let n = path.length; n >= 0; n--) {
-    const sub = path.slice(0, n);
-    let node: unknown = n === 0 ? doc.contents : doc.getIn(sub, true);
-    if (n < path.length && isMap(node)) {
-      // Point at the key of the missing/bad child when it exists, else at the mapping.
-      const pair = node.items.find((p) => isNode(p.key) && (p.key.toJSON() as unknown) === path[n]);
-      if (pair && isNode(pair.key)) node = pair.key;
-    }
-    if (isNode(node) && node.range) {
-      const pos = lc.linePos(node.range[0]);
-      return { line: pos.line, column: pos.col };
+/** Line and column of the value at `path` (or of its key), else of its nearest existing ancestor's key. */
+function position(doc: Document, lc: LineCounter, path: (string | number)[], preferKey = false): { line?: number; column?: number } {
+  const at = (node: unknown) => {
+    if (!isNode(node) || !node.range) return undefined;
+    const pos = lc.linePos(node.range[0]);
+    return { line: pos.line, column: pos.col };
+  };
+  if (!preferKey && path.length) {
+    const value = at(doc.getIn(path, true));
+    if (value) return value;
+  }
+  for (let n = path.length; n >= 1; n--) {
+    const parent: unknown = n === 1 ? doc.contents : doc.getIn(path.slice(0, n - 1), true);
+    const last = path[n - 1];
+    if (isMap(parent)) {
+      const pair = parent.items.find((p) => isNode(p.key) && (p.key.toJSON() as unknown) === last);
+      const found = pair ? at(pair.key) : undefined;
+      if (found) return found;
+    } else if (isSeq(parent) && typeof last === 'number') {
+      const found = at(parent.items[last]);
+      if (found) return found;
     }
   }
-  return {};
+  return at(doc.contents) ?? {};
 }

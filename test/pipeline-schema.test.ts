@@ -1,0 +1,121 @@
+// Pipeline files: the shipped pipelines load with defaults applied; every kind of mistake is
+// reported with the file, the line and the path inside the document; the workflow id follows
+// the audit's content and the dataset's identity.
+import { expect } from 'chai';
+import { mkdtemp, mkdir, rm, writeFile, utimes } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { auditIdentity, workflowIdFor } from '../client/audit.js';
+import { durationMs, loadPipeline, parsePipeline, PipelineError } from '../client/pipeline.js';
+import { defaultAuditConfig } from '../ml/config.js';
+import { projectRoot } from '../worker/index.js';
+
+async function problems(text: string, file = '/p/x.yaml'): Promise<string[]> {
+  try {
+    await parsePipeline(text, file);
+  } catch (err) {
+    expect(err).to.be.instanceOf(PipelineError);
+    return (err as PipelineError).message.split('\n').slice(1).map((l) => l.trim());
+  }
+  throw new Error('expected a PipelineError');
+}
+
+describe('pipeline files', function () {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'backdoor-pipeline-'));
+    await mkdir(join(dir, 'images', 'a'), { recursive: true });
+    await writeFile(join(dir, 'images', 'a', '0.png'), 'x');
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('loads demo.yaml with defaults merged and paths made absolute', async function () {
+    const p = await loadPipeline(join(projectRoot, 'pipelines', 'demo.yaml'));
+    expect(p.name).to.equal('demo');
+    expect(p.dataset).to.deep.equal({ source: { format: 'cifar10', split: 'train' }, imageSize: 32, limitPerClass: 50, name: 'cifar10-demo' });
+    expect(p.attack).to.deep.equal({ name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 });
+    expect(p.audit.encoder).to.deep.include({ kind: 'simclr', width: 8, lr: 3e-4, temperature: 0.5, stem: 'cifar' });
+    expect(p.audit.detection).to.deep.equal(defaultAuditConfig.detection);
+    expect(p.audit.imageSize).to.equal(32);
+    expect(p.audit.retrain).to.equal(undefined);
+    expect(p.output).to.equal(join(projectRoot, 'out', 'demo'));
+    expect(p.temporal.taskQueues).to.deep.equal({ cpu: 'audit-cpu', gpu: 'audit-gpu' });
+    expect(p.temporal.stageQueues.encoder).to.equal('gpu');
+    expect(p.temporal.stageQueues.flow).to.equal('cpu');
+    expect(p.temporal.heartbeatTimeouts.encoder).to.equal(5 * 60_000);
+  });
+
+  it('loads the paper pipeline with the paper retraining schedule', async function () {
+    const p = await loadPipeline(join(projectRoot, 'pipelines', 'cifar10-paper.yaml'));
+    expect(p.audit.encoder).to.deep.include({ width: 64, epochs: 200, batchSize: 256 });
+    expect(p.audit.retrain).to.deep.include({ epochs: 200, milestones: [100, 150], lr: 0.1, momentum: 0.9, weightDecay: 5e-4 });
+    expect(p.temporal.heartbeatTimeouts.encoder).to.equal(10 * 60_000);
+    expect(p.temporal.checkpointEvery).to.equal(5);
+  });
+
+  it('accepts the ImageNet pipeline except for the dataset folders it expects you to provide', async function () {
+    const list = await problems(
+      (await import('node:fs')).readFileSync(join(projectRoot, 'pipelines', 'imagenet-subset.yaml'), 'utf8'),
+      join(projectRoot, 'pipelines', 'imagenet-subset.yaml'),
+    );
+    expect(list).to.have.length(2);
+    expect(list[0]).to.match(/imagenet-subset\.yaml:\d+:\d+: dataset\.root: folder not found: .*data\/imagenet-subset\/train$/);
+    expect(list[1]).to.match(/testSet\.root: folder not found/);
+  });
+
+  it('names file, line and path for type errors, unknown keys and missing keys', async function () {
+    const list = await problems(['name: x', 'dataset:', '  format: cifar10', '  split: train', '  imageSize: "32"', 'audit:', '  flow: {epochs: 2, depth: 3}', ''].join('\n'));
+    expect(list).to.include('/p/x.yaml:5:14: dataset.imageSize: expected integer, got string "32"');
+    expect(list).to.include('/p/x.yaml:7:21: audit.flow.depth: unknown key "depth" (allowed: epochs, batchSize, lr, hidden)');
+    expect(list).to.include('/p/x.yaml:1:1: (top level): missing required key "output"');
+  });
+
+  it('explains which keys a dataset format or encoder kind does not allow', async function () {
+    const list = await problems(['name: x', 'dataset: {format: cifar10, split: train, root: /data, imageSize: 32}', 'output: o', 'audit:', '  encoder: {kind: pretrained}', ''].join('\n'));
+    expect(list.some((l) => /x\.yaml:2:\d+: dataset: "root" not allowed with format "cifar10"/.test(l))).to.equal(true);
+    expect(list.some((l) => /x\.yaml:5:\d+: audit\.encoder: missing required key "path"/.test(l))).to.equal(true);
+  });
+
+  it('rejects unknown stages and malformed durations in the temporal section', async function () {
+    const list = await problems(['name: x', 'dataset: {format: cifar10, split: train, imageSize: 32}', 'output: o', 'temporal:', '  heartbeatTimeouts: {simclr: 5s, flow: 3 weeks}', ''].join('\n'));
+    expect(list.some((l) => /:5:\d+: temporal\.heartbeatTimeouts\.simclr: unknown stage "simclr"/.test(l))).to.equal(true);
+    expect(list.some((l) => /:5:\d+: temporal\.heartbeatTimeouts\.flow: expected milliseconds or a duration/.test(l))).to.equal(true);
+  });
+
+  it('reports YAML syntax errors and duplicate keys with their line', async function () {
+    expect((await problems('name: x\ndataset: [a, b\n'))[0]).to.match(/^\/p\/x\.yaml:\d+:\d+: \(top level\): YAML: /);
+    expect((await problems('name: x\nname: y\n'))[0]).to.match(/^\/p\/x\.yaml:2:1: .*YAML: .*unique/i);
+    expect((await problems('- just\n- a list\n'))[0]).to.match(/expected a mapping/);
+  });
+
+  it('checks that input files exist, naming the resolved path', async function () {
+    const list = await problems('name: x\ndataset: {format: imagefolder, root: missing, imageSize: 32}\noutput: o\n', join(dir, 'p.yaml'));
+    expect(list).to.deep.equal([`${join(dir, 'p.yaml')}:2:38: dataset.root: folder not found: ${join(dir, 'missing')}`]);
+  });
+
+  it('parses durations', function () {
+    expect(durationMs(1500)).to.equal(1500);
+    expect(durationMs('30s')).to.equal(30_000);
+    expect(durationMs('1.5h')).to.equal(5_400_000);
+    expect(() => durationMs('soon')).to.throw(/not a duration/);
+  });
+
+  describe('workflow identity', function () {
+    const text = (extra = '') => `name: idt\ndataset: {format: imagefolder, root: images, imageSize: 32}\noutput: out\naudit: {flow: {epochs: 3}${extra}}\n`;
+
+    it('does not depend on key order, the file location or Temporal settings', async function () {
+      const a = await parsePipeline(text(), join(dir, 'a.yaml'));
+      const b = await parsePipeline(`output: out\ndataset: {imageSize: 32, root: images, format: imagefolder}\naudit: {flow: {epochs: 3}}\nname: idt\ntemporal: {checkpointEvery: 9}\n`, join(dir, 'b.yaml'));
+      expect(await workflowIdFor(a)).to.equal(await workflowIdFor(b));
+      expect(await workflowIdFor(a)).to.match(/^audit-idt-[0-9a-f]{16}$/);
+    });
+
+    it('changes with a parameter and with the dataset files', async function () {
+      const a = await parsePipeline(text(), join(dir, 'a.yaml'));
+      const before = await auditIdentity(a);
+      expect(await auditIdentity(await parsePipeline(text(', seed: 5'), join(dir, 'a.yaml')))).to.not.equal(before);
+      await utimes(join(dir, 'images', 'a', '0.png'), new Date(), new Date(Date.now() + 5000));
+      expect(await auditIdentity(a)).to.not.equal(before);
+    });
+  });
+});
