@@ -18,7 +18,8 @@ export interface InferenceOptions {
 export function checkImageInput(model: tfl.LayersModel, height: number, width: number, what: string): void {
   const shape = model.inputs[0]?.shape;
   if (model.inputs.length !== 1 || !shape || shape.length !== 4 || shape[1] !== height || shape[2] !== width || shape[3] !== 3) {
-    throw new Error(`${what}: model takes input [${shape?.join(', ')}], images are [N, ${height}, ${width}, 3]`);
+    const shown = shape ? shape.map((d) => d ?? 'N').join(', ') : '?';
+    throw new Error(`${what}: model takes input [${shown}], images are [N, ${height}, ${width}, 3]`);
   }
 }
 
