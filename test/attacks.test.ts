@@ -9,6 +9,7 @@ import { triggersDir } from '../attacks/triggers.js';
 import { bicubicUpsample, gridSample, identityGrid, warpGrid } from '../attacks/wanet.js';
 import { CIFAR10_CLASSES, ensureCifar10 } from '../data/cifar10.js';
 import { discoverDataset } from '../data/formats.js';
+import { ingest, openDataset } from '../data/ingest.js';
 import type { ImageSource } from '../data/types.js';
 import { Rng } from '../ml/random.js';
 
@@ -354,7 +355,7 @@ describe('attacks', function () {
     it('writes an ImageFolder of PNGs that reads back to identical pixels, with the truth in its order', async function () {
       const { poisoned, truth } = await poisonDataset(source, { name: 'wanet', targetClass: 0, rate: 0.1, seed: 8 });
       const saved = await savePoisoned(poisoned, truth, join(dir, 'wanet'));
-      expect((await readdir(dir)).sort()).to.deep.equal(['wanet']); // no temporary folder left
+      expect(await readdir(dir)).to.deep.equal(['wanet']); // no temporary folder left
       expect((await readdir(saved.dir)).sort()).to.deep.equal(['preview.png', 'train', 'truth.json']);
 
       // The project's own ImageFolder reader sees the ids, order and labels the truth assumes.
@@ -379,6 +380,14 @@ describe('attacks', function () {
         expect(found.samples[j].label).to.equal(0);
       });
       saved.truth.cover!.forEach((j, k) => expect(origin[j]).to.equal(truth.cover![k]));
+
+      // And the audit's ingest of the folder, like a user's upload, gives the same pixels and labels.
+      await ingest({ format: 'imagefolder', root: saved.datasetDir }, join(dir, 'ingested'), { imageSize: S });
+      const ingested = await openDataset(join(dir, 'ingested'));
+      expect(ingested.ids).to.deep.equal(saved.ids);
+      expect(Array.from(ingested.labels)).to.deep.equal(origin.map((i) => poisoned.labels[i]));
+      const all = Array.from({ length: ingested.size }, (_, j) => j);
+      expect(Buffer.compare(await ingested.readImages(all), want)).to.equal(0);
 
       const meta = await sharp(join(saved.dir, 'preview.png')).metadata();
       expect([meta.width, meta.height]).to.deep.equal([12 * 96 + 13 * 4, 4 * 96 + 5 * 4]);
