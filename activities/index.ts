@@ -204,8 +204,14 @@ export function createActivities(deps: ActivityDeps) {
     deps.client.workflow.getHandle(req.reportTo).signal(stageEpochSignal, update).catch(() => undefined);
   }
 
+  // Backend selection runs before every tensor stage; its explanation is logged once per process.
+  const backendLines = new Set<string>();
   async function backend(choice: Parameters<typeof selectBackend>[0], purpose: 'training' | 'inference'): Promise<BackendInfo> {
-    return selectBackend(choice, purpose, log);
+    return selectBackend(choice, purpose, (line) => {
+      if (backendLines.has(line)) return;
+      backendLines.add(line);
+      log(line);
+    });
   }
 
   // ---- stages ----
