@@ -34,7 +34,7 @@ async function tryNative(pkg: string): Promise<string | undefined> {
 
 /**
  * Whether the WebAssembly backend can run `purpose`. tfjs-backend-wasm ships no
- * convolution gradient kernels; `ml/wasm-grad-kernels.ts` registers them when present.
+ * convolution gradient kernels; `ml/wasm-kernels.ts` registers them when present.
  */
 function wasmSupports(purpose: BackendPurpose): string | undefined {
   if (purpose === 'inference') return undefined;
@@ -62,6 +62,8 @@ async function activate(name: BackendName, purpose: BackendPurpose): Promise<str
       } catch (err) {
         return `@tensorflow/tfjs-backend-wasm not loadable: ${(err as Error).message}`;
       }
+      const { registerWasmKernels } = await import('./wasm-kernels.js');
+      registerWasmKernels();
       const lacking = wasmSupports(purpose);
       if (lacking) return lacking;
       return (await tf.setBackend('wasm')) ? undefined : 'wasm backend failed to initialise';

@@ -1,0 +1,523 @@
+// Training kernels for the WebAssembly backend. tfjs-backend-wasm 4.22 runs inference but lacks
+// Conv2DBackpropFilter (and a few other gradient kernels), its Conv2DBackpropInput is a scalar
+// loop, and its BatchMatMul only reaches XNNPACK's fast GEMM when neither operand is
+// transposed — which is exactly the case in every backward pass. The kernels here route all
+// heavy work through the backend's own XNNPACK GEMM and convolution and keep the glue
+// (im2col, col2im) to plain copies on the wasm heap.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import '@tensorflow/tfjs-backend-wasm';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import type {
+  KernelBackend,
+  KernelConfig,
+  KernelFunc,
+  NamedAttrMap,
+  NamedTensorInfoMap,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
+
+const WASM = 'wasm';
+
+/** Floats per im2col/col2im scratch buffer; bounds the extra heap a convolution gradient takes. */
+const SCRATCH_FLOATS = 1 << 23;
+
+/** Target rows (output pixels) per GEMM of the filter gradient. */
+const FILTER_GRAD_ROWS = 1024;
+
+type Conv2DInfo = tf.backend_util.Conv2DInfo;
+const backend_util = tf.backend_util;
+
+/** Kernels this module adds to (or replaces on) the wasm backend, with how each is computed. */
+export const wasmTrainingKernels: Readonly<Record<string, string>> = {
+  Conv2DBackpropFilter: 'im2col + XNNPACK GEMM (new)',
+  Conv2DBackpropInput: 'stride 1: XNNPACK convolution with the flipped filter; else GEMM + col2im (replaces a scalar loop)',
+  BatchMatMul: 'transposed operands made explicit so XNNPACK GEMM applies (wraps the original)',
+  _FusedMatMul: 'same as BatchMatMul (wraps the original)',
+  Tile: 'repeat-whole case as doubling heap copies (wraps the original)',
+  Sum: 'reduction over leading axes as a column-sum loop (wraps the original)',
+  Mean: 'reduction over leading axes as a column-sum loop (wraps the original)',
+  UnsortedSegmentSum: 'row scatter-add on the heap (new; gradient of gather)',
+  Einsum: 'computed on the cpu backend (new; used by rgbToGrayscale)',
+  DepthwiseConv2dNativeBackpropFilter: 'computed on the cpu backend (new)',
+  DepthwiseConv2dNativeBackpropInput: 'computed on the cpu backend (new)',
+};
+
+let registered = false;
+
+/**
+ * Registers on the wasm backend every kernel that training ResNet/SimCLR/flow models needs and
+ * that tfjs-backend-wasm lacks or runs slowly. Idempotent; safe before or after
+ * `tf.setBackend('wasm')`.
+ */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  registered = true;
+  const originalMatMul = replaceKernel('BatchMatMul', (orig) => matMulKernel(orig));
+  replaceKernel('_FusedMatMul', (orig) => matMulKernel(orig));
+  replaceKernel('Conv2DBackpropInput', () => conv2DBackpropInput(originalMatMul));
+  addKernel('Conv2DBackpropFilter', conv2DBackpropFilter(originalMatMul));
+  replaceKernel('Tile', (orig) => tileKernel(orig));
+  replaceKernel('Sum', (orig) => leadingReduce(orig, false));
+  replaceKernel('Mean', (orig) => leadingReduce(orig, true));
+  addKernel('UnsortedSegmentSum', unsortedSegmentSum);
+  for (const name of ['Einsum', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput']) {
+    addKernel(name, onCpu(name));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration plumbing
+
+/** A wasm kernel together with the setup it needs; setup normally runs at backend start. */
+interface Wrapped {
+  call: (backend: BackendWasm, inputs: NamedTensorInfoMap, attrs: NamedAttrMap) => TensorInfo;
+}
+
+function wrapOriginal(config: KernelConfig): Wrapped {
+  // A replaced kernel's setupFunc (which binds its wasm export) is no longer called by the
+  // engine when the backend starts, so it is called here once per backend instance.
+  const readyFor = new WeakSet<object>();
+  return {
+    call(backend, inputs, attrs) {
+      if (config.setupFunc && !readyFor.has(backend)) {
+        config.setupFunc(backend);
+        readyFor.add(backend);
+      }
+      return config.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+    },
+  };
+}
+
+function replaceKernel(name: string, make: (orig: Wrapped) => KernelFunc): Wrapped {
+  const config = tf.getKernel(name, WASM);
+  if (config === undefined) throw new Error(`wasm-kernels: tfjs-backend-wasm has no ${name} kernel to wrap`);
+  const orig = wrapOriginal(config);
+  tf.unregisterKernel(name, WASM);
+  tf.registerKernel({ kernelName: name, backendName: WASM, kernelFunc: make(orig) });
+  return orig;
+}
+
+function addKernel(name: string, kernelFunc: KernelFunc): void {
+  if (tf.getKernel(name, WASM) !== undefined) return; // a newer tfjs-backend-wasm has its own
+  tf.registerKernel({ kernelName: name, backendName: WASM, kernelFunc });
+}
+
+/** Runs another registered wasm kernel (the current registration, wrapped or not). */
+function runWasm(name: string, backend: BackendWasm, inputs: NamedTensorInfoMap, attrs: NamedAttrMap = {}): TensorInfo {
+  const config = tf.getKernel(name, WASM);
+  if (config === undefined) throw new Error(`wasm-kernels: kernel ${name} missing on wasm`);
+  return config.kernelFunc({ inputs, backend, attrs }) as TensorInfo;
+}
+
+function dispose(backend: BackendWasm, ...infos: TensorInfo[]): void {
+  for (const info of infos) backend.disposeData(info.dataId);
+}
+
+/** A float32 view of the whole wasm heap. Re-take after every allocation: growth detaches it. */
+function heapF32(backend: BackendWasm): Float32Array {
+  return new Float32Array((backend.wasm as unknown as { HEAPU8: Uint8Array }).HEAPU8.buffer);
+}
+
+/** Index of a tensor's first float in `heapF32`. */
+function offsetF32(backend: BackendWasm, info: TensorInfo): number {
+  return backend.dataIdMap.get(info.dataId)!.memoryOffset / 4;
+}
+
+function reshaped(backend: BackendWasm, info: TensorInfo, shape: number[]): TensorInfo {
+  return runWasm('Reshape', backend, { x: info }, { shape });
+}
+
+function transposed2D(backend: BackendWasm, info: TensorInfo): TensorInfo {
+  return runWasm('Transpose', backend, { x: info }, { perm: [1, 0] });
+}
+
+/** A float32 tensor holding a copy of `rows` rows of width `width` of `src`, from row `from`. */
+function copyRows(backend: BackendWasm, src: TensorInfo, from: number, rows: number, width: number): TensorInfo {
+  const out = backend.makeOutput([rows, width], 'float32');
+  const heap = heapF32(backend);
+  const s = offsetF32(backend, src) + from * width;
+  heap.copyWithin(offsetF32(backend, out), s, s + rows * width);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix product
+
+/**
+ * The wasm backend's BatchMatMul reaches XNNPACK only for an untransposed single matrix pair;
+ * otherwise it falls back to a scalar blocked loop that is 5-20x slower. Materialising the
+ * transpose (a fast copy kernel) and taking the XNNPACK path is cheaper for any real size.
+ */
+function matMulKernel(orig: Wrapped): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const a = inputs['a']!;
+    const b = inputs['b']!;
+    const transposeA = attrs['transposeA'] === true;
+    const transposeB = attrs['transposeB'] === true;
+    const batchA = a.shape.slice(0, -2).reduce((p, d) => p * d, 1);
+    const batchB = b.shape.slice(0, -2).reduce((p, d) => p * d, 1);
+    const small = a.shape.reduce((p, d) => p * d, 1) < 4096 && b.shape.reduce((p, d) => p * d, 1) < 4096;
+    if ((!transposeA && !transposeB) || batchA !== 1 || batchB !== 1 || a.dtype !== 'float32' || small) {
+      return orig.call(wasm, inputs, attrs);
+    }
+    const temps: TensorInfo[] = [];
+    // The transposed copy keeps the operand's rank: _FusedMatMul reads its inputs as rank 3.
+    const explicit = (x: TensorInfo, flip: boolean): TensorInfo => {
+      if (!flip) return x;
+      const rank = x.shape.length;
+      const [r, c] = [x.shape[rank - 2]!, x.shape[rank - 1]!];
+      const m2 = reshaped(wasm, x, [r, c]);
+      const t = transposed2D(wasm, m2);
+      const back = reshaped(wasm, t, [...x.shape.slice(0, -2), c, r]);
+      temps.push(m2, t, back);
+      return back;
+    };
+    const out = orig.call(wasm, { ...inputs, a: explicit(a, transposeA), b: explicit(b, transposeB) }, {
+      ...attrs,
+      transposeA: false,
+      transposeB: false,
+    });
+    dispose(wasm, ...temps);
+    return out;
+  };
+}
+
+/** C[M,N] = A[M,K] · B[K,N] through the original XNNPACK path (neither operand transposed). */
+function gemm(orig: Wrapped, backend: BackendWasm, a: TensorInfo, b: TensorInfo): TensorInfo {
+  return orig.call(backend, { a, b }, { transposeA: false, transposeB: false });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution gradients
+
+function conv2DInfoFor(
+  xShape: number[],
+  filterShape: number[],
+  attrs: NamedAttrMap,
+): Conv2DInfo {
+  const dataFormat = backend_util.convertConv2DDataFormat((attrs['dataFormat'] as 'NHWC' | 'NCHW' | undefined) ?? 'NHWC');
+  if (dataFormat !== 'channelsLast') throw new Error('wasm-kernels: convolution gradients support NHWC only');
+  const dilations = (attrs['dilations'] as number | [number, number] | undefined) ?? 1;
+  const info = backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs['strides'] as number | [number, number],
+    dilations,
+    attrs['pad'] as 'same' | 'valid' | number | tf.backend_util.ExplicitPadding,
+    attrs['dimRoundingMode'] as 'floor' | 'round' | 'ceil' | undefined,
+    false,
+    dataFormat,
+  );
+  if (info.dilationHeight !== 1 || info.dilationWidth !== 1) {
+    throw new Error('wasm-kernels: convolution gradients support dilation 1 only');
+  }
+  return info;
+}
+
+/** How many images of the batch fit one scratch buffer of `floatsPerImage` each. */
+function imagesPerChunk(batch: number, floatsPerImage: number): number {
+  return Math.max(1, Math.min(batch, Math.floor(SCRATCH_FLOATS / Math.max(1, floatsPerImage))));
+}
+
+/**
+ * Writes the im2col rows of images [n0, n0+count) of x into `col` ([count·Ho·Wo, kh·kw·Cin]).
+ * The kw taps of one filter row read kw neighbouring pixels, which are contiguous in NHWC, so
+ * each (output pixel, filter row) is one copy of kw·Cin floats (3x fewer calls than per tap),
+ * with zeros where the taps fall in the padding.
+ */
+function im2col(heap: Float32Array, xAt: number, colAt: number, c: Conv2DInfo, n0: number, count: number): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo, filterHeight: KH, filterWidth: KW } = c;
+  const { strideHeight: SH, strideWidth: SW } = c;
+  const top = c.padInfo.top;
+  const left = c.padInfo.left;
+  const span = KW * C;
+  let dst = colAt;
+  for (let n = n0; n < n0 + count; n++) {
+    const image = xAt + n * H * W * C;
+    for (let ho = 0; ho < Ho; ho++) {
+      for (let wo = 0; wo < Wo; wo++) {
+        const w0 = wo * SW - left;
+        const lo = Math.max(0, w0);
+        const hi = Math.min(W, w0 + KW);
+        for (let i = 0; i < KH; i++) {
+          const h = ho * SH - top + i;
+          if (h < 0 || h >= H || hi <= lo) {
+            heap.fill(0, dst, dst + span);
+          } else {
+            if (lo > w0) heap.fill(0, dst, dst + (lo - w0) * C);
+            const at = dst + (lo - w0) * C;
+            const src = image + (h * W + lo) * C;
+            const len = (hi - lo) * C;
+            if (len < 32) {
+              // copyWithin's call overhead dominates for the stem's 3 channels.
+              for (let k = 0; k < len; k++) heap[at + k] = heap[src + k]!;
+            } else {
+              heap.copyWithin(at, src, src + len);
+            }
+            if (hi < w0 + KW) heap.fill(0, dst + (hi - w0) * C, dst + span);
+          }
+          dst += span;
+        }
+      }
+    }
+  }
+}
+
+/** Adds the col rows back onto the image pixels they were taken from (the adjoint of im2col). */
+function col2imAdd(heap: Float32Array, dxAt: number, colAt: number, c: Conv2DInfo, n0: number, count: number): void {
+  const { inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo, filterHeight: KH, filterWidth: KW } = c;
+  const { strideHeight: SH, strideWidth: SW } = c;
+  const top = c.padInfo.top;
+  const left = c.padInfo.left;
+  let src = colAt;
+  for (let n = n0; n < n0 + count; n++) {
+    const image = dxAt + n * H * W * C;
+    for (let ho = 0; ho < Ho; ho++) {
+      for (let wo = 0; wo < Wo; wo++) {
+        for (let i = 0; i < KH; i++) {
+          const h = ho * SH - top + i;
+          for (let j = 0; j < KW; j++) {
+            const w = wo * SW - left + j;
+            if (h >= 0 && h < H && w >= 0 && w < W) {
+              const dst = image + (h * W + w) * C;
+              for (let k = 0; k < C; k++) heap[dst + k]! += heap[src + k]!;
+            }
+            src += C;
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * dW = Σ_chunks (dy_chunkᵀ · im2col(x_chunk))ᵀ. dyᵀ is the GEMM's left operand and the im2col
+ * matrix its right one, so neither needs a transposed GEMM; one final small transpose gives
+ * [kh·kw·Cin, Cout].
+ */
+function conv2DBackpropFilter(matMul: Wrapped): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const x = inputs['x']!;
+    const dy = inputs['dy']!;
+    const filterShape = attrs['filterShape'] as number[];
+    const c = conv2DInfoFor(x.shape, filterShape, attrs);
+    const { batchSize: N, outHeight: Ho, outWidth: Wo, outChannels: Cout } = c;
+    const K = c.filterHeight * c.filterWidth * c.inChannels;
+    const pixels = Ho * Wo;
+    // The rows are the GEMM's reduction axis; XNNPACK does not block it, so long chunks fall
+    // out of cache (measured: 1024 rows is 1.7x faster than 32k rows at 32x32x64).
+    const per = Math.max(1, Math.min(imagesPerChunk(N, pixels * K), Math.round(FILTER_GRAD_ROWS / pixels)));
+    let sum: TensorInfo | undefined; // [Cout, K]
+    for (let n0 = 0; n0 < N; n0 += per) {
+      const count = Math.min(per, N - n0);
+      const rows = count * pixels;
+      const dyChunk = copyRows(wasm, dy, n0 * pixels, rows, Cout);
+      const dyT = transposed2D(wasm, dyChunk);
+      const col = wasm.makeOutput([rows, K], 'float32');
+      im2col(heapF32(wasm), offsetF32(wasm, x), offsetF32(wasm, col), c, n0, count);
+      const part = gemm(matMul, wasm, dyT, col);
+      dispose(wasm, dyChunk, dyT, col);
+      if (sum === undefined) sum = part;
+      else {
+        const next = runWasm('Add', wasm, { a: sum, b: part });
+        dispose(wasm, sum, part);
+        sum = next;
+      }
+    }
+    const t = transposed2D(wasm, sum!);
+    dispose(wasm, sum!);
+    const out = reshaped(wasm, t, filterShape);
+    dispose(wasm, t);
+    return out;
+  };
+}
+
+/**
+ * W'[i, j, co, ci] = W[KH-1-i, KW-1-j, ci, co]. Flipping both spatial axes reverses the
+ * flattened tap order, so this is one Cin/Cout transpose plus a reversed copy of the taps
+ * (the backend's Reverse kernel is 4x slower than the whole rest).
+ */
+function flippedTransposedFilter(backend: BackendWasm, filter: TensorInfo): TensorInfo {
+  const [KH, KW, Cin, Cout] = filter.shape as [number, number, number, number];
+  const taps = KH * KW;
+  const block = Cin * Cout;
+  const asBlocks = reshaped(backend, filter, [taps, Cin, Cout]);
+  const swapped = runWasm('Transpose', backend, { x: asBlocks }, { perm: [0, 2, 1] });
+  const out = backend.makeOutput([KH, KW, Cout, Cin], 'float32');
+  const heap = heapF32(backend);
+  const src = offsetF32(backend, swapped);
+  const dst = offsetF32(backend, out);
+  for (let t = 0; t < taps; t++) {
+    heap.copyWithin(dst + (taps - 1 - t) * block, src + t * block, src + (t + 1) * block);
+  }
+  dispose(backend, asBlocks, swapped);
+  return out;
+}
+
+/**
+ * dx for stride 1 is a plain convolution of dy with the spatially flipped, in/out-swapped
+ * filter and the complementary padding, which XNNPACK runs directly. Other strides use
+ * cols = dy · Wᵀ (GEMM) and scatter the cols back onto the input pixels (col2im).
+ */
+function conv2DBackpropInput(matMul: Wrapped): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const dy = inputs['dy']!;
+    const filter = inputs['filter']!;
+    const c = conv2DInfoFor(attrs['inputShape'] as number[], filter.shape, attrs);
+    const { filterHeight: KH, filterWidth: KW, inHeight: H, inWidth: W, outHeight: Ho, outWidth: Wo } = c;
+    if (c.strideHeight === 1 && c.strideWidth === 1) {
+      const top = KH - 1 - c.padInfo.top;
+      const left = KW - 1 - c.padInfo.left;
+      const bottom = H - Ho - top + KH - 1;
+      const right = W - Wo - left + KW - 1;
+      if (Math.min(top, left, bottom, right) >= 0) {
+        const flipped = flippedTransposedFilter(wasm, filter);
+        const dx = runWasm('Conv2D', wasm, { x: dy, filter: flipped }, {
+          strides: [1, 1],
+          pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
+          dataFormat: 'NHWC',
+          dilations: [1, 1],
+        });
+        dispose(wasm, flipped);
+        return dx;
+      }
+    }
+    const { batchSize: N, outChannels: Cout, inChannels: Cin } = c;
+    const K = KH * KW * Cin;
+    const pixels = Ho * Wo;
+    const w2 = reshaped(wasm, filter, [K, Cout]);
+    const wT = transposed2D(wasm, w2); // [Cout, K]
+    dispose(wasm, w2);
+    const dx = wasm.makeOutput([N, H, W, Cin], 'float32');
+    heapF32(wasm).fill(0, offsetF32(wasm, dx), offsetF32(wasm, dx) + N * H * W * Cin);
+    const per = imagesPerChunk(N, pixels * K);
+    for (let n0 = 0; n0 < N; n0 += per) {
+      const count = Math.min(per, N - n0);
+      const dyChunk = copyRows(wasm, dy, n0 * pixels, count * pixels, Cout);
+      const cols = gemm(matMul, wasm, dyChunk, wT); // [rows, K]
+      col2imAdd(heapF32(wasm), offsetF32(wasm, dx), offsetF32(wasm, cols), c, n0, count);
+      dispose(wasm, dyChunk, cols);
+    }
+    dispose(wasm, wT);
+    return dx;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch-norm helpers: the gradient of batch norm tiles per-channel vectors to the full
+// activation shape and reduces over N, H, W. The backend's Tile walks every element through an
+// index computation, and its Sum/Mean transpose the whole activation to make the reduced axes
+// innermost. Both patterns are plain strided loops on NHWC data.
+
+/** Tile where only leading unit axes are repeated: the output is the input repeated whole. */
+function tileKernel(orig: Wrapped): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const x = inputs['x']!;
+    const reps = attrs['reps'] as number[];
+    const firstData = x.shape.findIndex((d) => d !== 1);
+    const leading = firstData < 0 ? x.shape.length : firstData;
+    const simple = x.dtype === 'float32' && reps.every((r, i) => i < leading || r === 1);
+    if (!simple) return orig.call(wasm, inputs, attrs);
+    const outShape = x.shape.map((d, i) => d * reps[i]!);
+    const out = wasm.makeOutput(outShape, 'float32');
+    const heap = heapF32(wasm);
+    const size = x.shape.reduce((p, d) => p * d, 1);
+    const total = outShape.reduce((p, d) => p * d, 1);
+    const dst = offsetF32(wasm, out);
+    heap.copyWithin(dst, offsetF32(wasm, x), offsetF32(wasm, x) + size);
+    // Doubling copies: log2(repeats) memmoves instead of one per repeat.
+    for (let filled = size; filled < total; filled *= 2) {
+      heap.copyWithin(dst + filled, dst, dst + Math.min(filled, total - filled));
+    }
+    return out;
+  };
+}
+
+/** Sum or Mean over the leading axes [0, k) of a float32 tensor: per-column sums of [R, C]. */
+function leadingReduce(orig: Wrapped, mean: boolean): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const x = inputs['x']!;
+    const rank = x.shape.length;
+    const axis = attrs['axis'] as number | number[];
+    const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((a, b) => a - b);
+    const leadingOnly = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
+    if (x.dtype !== 'float32' || !leadingOnly) return orig.call(wasm, inputs, attrs);
+    const k = axes.length;
+    const rows = x.shape.slice(0, k).reduce((p, d) => p * d, 1);
+    const cols = x.shape.slice(k).reduce((p, d) => p * d, 1);
+    const outShape = attrs['keepDims'] === true ? [...new Array<number>(k).fill(1), ...x.shape.slice(k)] : x.shape.slice(k);
+    const out = wasm.makeOutput(outShape, 'float32');
+    const src = wasm.typedArrayFromHeap(x) as Float32Array;
+    const acc = new Float64Array(cols);
+    for (let r = 0, at = 0; r < rows; r++, at += cols) {
+      for (let c = 0; c < cols; c++) acc[c]! += src[at + c]!;
+    }
+    const dst = wasm.typedArrayFromHeap(out) as Float32Array;
+    const scale = mean ? 1 / rows : 1;
+    for (let c = 0; c < cols; c++) dst[c] = acc[c]! * scale;
+    return out;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small kernels
+
+/** out[s] = Σ_{i: ids[i] = s} x[i]; ids outside [0, numSegments) are dropped, as on cpu. */
+const unsortedSegmentSum: KernelFunc = ({ inputs, backend, attrs = {} }) => {
+  const wasm = backend as BackendWasm;
+  const x = inputs['x']!;
+  const ids = inputs['segmentIds']!;
+  const numSegments = attrs['numSegments'] as number;
+  const idCount = ids.shape.reduce((p, d) => p * d, 1);
+  const inner = x.shape.slice(ids.shape.length).reduce((p, d) => p * d, 1);
+  const out = wasm.makeOutput([numSegments, ...x.shape.slice(ids.shape.length)], x.dtype);
+  const dst = wasm.typedArrayFromHeap(out) as Float32Array | Int32Array;
+  dst.fill(0);
+  const src = wasm.typedArrayFromHeap(x) as Float32Array | Int32Array;
+  const seg = wasm.typedArrayFromHeap(ids) as Int32Array;
+  for (let i = 0; i < idCount; i++) {
+    const s = seg[i]!;
+    if (s < 0 || s >= numSegments) continue;
+    const from = i * inner;
+    const to = s * inner;
+    for (let k = 0; k < inner; k++) dst[to + k]! += src[from + k]!;
+  }
+  return out;
+};
+
+/**
+ * Runs the cpu backend's kernel on copies of the inputs. For rare, small kernels only: the
+ * copies cost more than the arithmetic.
+ */
+function onCpu(name: string): KernelFunc {
+  return ({ inputs, backend, attrs = {} }) => {
+    const wasm = backend as BackendWasm;
+    const cpu = tf.findBackend('cpu') as KernelBackend | null;
+    const kernel = tf.getKernel(name, 'cpu');
+    if (!cpu || !kernel) throw new Error(`wasm-kernels: ${name} needs the cpu backend's kernel`);
+    const owned: TensorInfo[] = [];
+    const toCpu = (t: TensorInfo): TensorInfo => {
+      const info = { dataId: cpu.write(wasm.readSync(t.dataId), t.shape, t.dtype), shape: t.shape, dtype: t.dtype };
+      owned.push(info);
+      return info;
+    };
+    const cpuInputs = (Array.isArray(inputs)
+      ? (inputs as TensorInfo[]).map(toCpu)
+      : Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, toCpu(t!)]))) as NamedTensorInfoMap;
+    const result = kernel.kernelFunc({ inputs: cpuInputs, backend: cpu, attrs });
+    const back = (t: TensorInfo): TensorInfo => {
+      const values = cpu.readSync(t.dataId);
+      cpu.disposeData(t.dataId);
+      return wasm.makeOutput(t.shape, t.dtype, undefined, values);
+    };
+    const out = Array.isArray(result) ? result.map(back) : back(result);
+    for (const t of owned) cpu.disposeData(t.dataId);
+    return out;
+  };
+}
