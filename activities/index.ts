@@ -192,16 +192,18 @@ export function createActivities(deps: ActivityDeps) {
         const now = Date.now();
         if (now - lastSignal >= 1000 || p.epoch === p.epochs) {
           lastSignal = now;
-          sendEpoch(req, { id: req.label, epoch: p.epoch, epochs: p.epochs, loss: p.loss, resumedFromEpoch: p.resumedFromEpoch ?? 0, attempt: ctx.info.attempt });
+          const sent = sendEpoch(req, { id: req.label, epoch: p.epoch, epochs: p.epochs, loss: p.loss, resumedFromEpoch: p.resumedFromEpoch ?? 0, attempt: ctx.info.attempt });
+          if (p.epoch === p.epochs) await sent; // the last one lands before the stage's completion
         }
       },
     };
   }
 
-  function sendEpoch(req: StageRequest<unknown>, update: EpochUpdate): void {
-    if (!deps.client || !req.reportTo) return;
-    // Progress display only: a lost update must never fail or slow the training.
-    deps.client.workflow.getHandle(req.reportTo).signal(stageEpochSignal, update).catch(() => undefined);
+  /** Progress display only: a lost update never fails the stage, and waiting for one is bounded. */
+  function sendEpoch(req: StageRequest<unknown>, update: EpochUpdate): Promise<void> {
+    if (!deps.client || !req.reportTo) return Promise.resolve();
+    const sent = deps.client.workflow.getHandle(req.reportTo).signal(stageEpochSignal, update).catch(() => undefined);
+    return Promise.race([sent, new Promise<void>((r) => setTimeout(r, 5000).unref())]);
   }
 
   // Backend selection runs before every tensor stage; its explanation is logged once per process.
@@ -325,7 +327,7 @@ export function createActivities(deps: ActivityDeps) {
           const now = Date.now();
           if (now - lastSignal >= 1000 || e.epoch === e.epochs) {
             lastSignal = now;
-            sendEpoch(req, { id: req.label, epoch: e.epoch, epochs: e.epochs, loss: e.nll, attempt: ctx.info.attempt });
+            void sendEpoch(req, { id: req.label, epoch: e.epoch, epochs: e.epochs, loss: e.nll, attempt: ctx.info.attempt });
           }
         },
       });

@@ -109,6 +109,11 @@ describe('temporal pipeline (real dev server)', function () {
     const result = (await client.workflow.getHandle(ids[0]).result()) as AuditResult;
     const targets = result.report.targetClasses.map((y) => result.report.dataset.classes[y]);
     expect(verdict).to.equal(targets.length ? 'poisoned' : 'clean');
+    const encoder = result.progress.stages.find((r) => r.id === 'encoder');
+    expect(encoder).to.include({ state: 'done', epoch: 2, epochs: 2 });
+    const status = cliIo();
+    expect(await main(['status', ids[0], '--address', server.address], status.io), status.err.join('\n')).to.equal(0);
+    expect(status.out.join('\n')).to.match(/encoder\s+done 2\/2/).and.match(/flow\[2\]\s+done/);
     // An empty keyword list is stored as no value.
     expect(d.typedSearchAttributes.get(targetClassesKey) ?? []).to.deep.equal(targets);
     expect(await d.memo).to.deep.include({ pipeline: 'tiny' });

@@ -49,14 +49,17 @@ export class ProgressTable {
 
   epoch(u: EpochUpdate): void {
     const row = this.rows.get(u.id);
-    if (!row || (row.state !== 'running' && row.state !== 'pending')) return; // late signal of a finished stage
+    // Signals are not ordered with activity completions: keep the highest epoch seen, and
+    // leave a finished row's figure alone.
+    if (!row || (row.epoch !== undefined && u.epoch < row.epoch)) return;
+    const live = row.state === 'running' || row.state === 'pending';
     this.rows.set(u.id, {
       ...row,
       epoch: u.epoch,
       epochs: u.epochs,
-      ...(u.loss !== undefined ? { loss: u.loss, figure: `loss ${u.loss.toFixed(4)}` } : {}),
+      ...(live && u.loss !== undefined ? { loss: u.loss, figure: `loss ${u.loss.toFixed(4)}` } : {}),
       ...(u.resumedFromEpoch ? { resumedFromEpoch: u.resumedFromEpoch } : {}),
-      ...(u.attempt !== undefined ? { attempt: u.attempt } : {}),
+      ...(live && u.attempt !== undefined ? { attempt: u.attempt } : {}),
     });
   }
 
