@@ -92,7 +92,7 @@ describe('buildResNet18', () => {
   });
 });
 
-describe('fast cpu Conv2DBackpropFilter', () => {
+describe('fast cpu kernels', () => {
   /** Filter gradient by the definition: dW[r,c,i,o] = sum over b, y, x of in[b, y*s+r-top, x*s+c-left, i] * dy[b, y, x, o]. */
   function reference(x: tf.Tensor4D, dy: tf.Tensor4D, k: number, s: number, top: number, left: number, cout: number): number[] {
     const [n, h, w, cin] = x.shape;
@@ -115,7 +115,7 @@ describe('fast cpu Conv2DBackpropFilter', () => {
     return out;
   }
 
-  it('matches the definition for strides 1 and 2, same and valid padding, 1x1 to 7x7 kernels', () => {
+  it('Conv2DBackpropFilter matches the definition for strides 1 and 2, same and valid padding, 1x1 to 7x7 kernels', () => {
     registerCpuKernels();
     const cases = [
       { k: 3, s: 1, pad: 'same' as const, h: 5, top: 1 },
@@ -135,6 +135,37 @@ describe('fast cpu Conv2DBackpropFilter', () => {
       const want = reference(x, dy, c.k, c.s, c.top, c.top, 4);
       got.forEach((v, i) => expect(v, `k${c.k} s${c.s} ${c.pad} #${i}`).to.be.closeTo(want[i], 1e-4));
     }
+  });
+
+  it('reduce over leading axes and broadcast [1, 1, 1, C] operands with numpy semantics', () => {
+    registerCpuKernels();
+    const rng = new Rng(9);
+    const shape = [2, 3, 4, 5];
+    const xv = Float32Array.from({ length: 120 }, () => rng.normal());
+    const x = tf.tensor4d(xv, shape as [number, number, number, number]);
+    const at = (n: number, h: number, w: number, c: number) => xv[((n * 3 + h) * 4 + w) * 5 + c];
+    // Sum over N, H, W (leading axes): per-channel totals; keepDims keeps rank 4.
+    const perChannel = [0, 1, 2, 3, 4].map((c) => {
+      let t = 0;
+      for (let n = 0; n < 2; n++) for (let h = 0; h < 3; h++) for (let w = 0; w < 4; w++) t += at(n, h, w, c);
+      return t;
+    });
+    values(tf.sum(x, [0, 1, 2])).forEach((v, c) => expect(v).to.be.closeTo(perChannel[c], 1e-4));
+    expect(tf.sum(x, [2, 0, 1], true).shape).to.deep.equal([1, 1, 1, 5]);
+    values(tf.mean(x, [0, 1, 2])).forEach((v, c) => expect(v).to.be.closeTo(perChannel[c] / 24, 1e-5));
+    // Sum over H, W only (not leading): the stock kernel, same definition.
+    const hw = values(tf.sum(x, [1, 2]));
+    expect(hw[1 * 5 + 3]).to.be.closeTo(Array.from({ length: 12 }, (_, i) => at(1, Math.floor(i / 4), i % 4, 3)).reduce((p, q) => p + q), 1e-4);
+    // Broadcasting in both operand orders, and equal shapes with leading 1s keep their rank.
+    const g = tf.tensor4d([1, 2, 3, 4, 5], [1, 1, 1, 5]);
+    const prod = values(tf.mul(x, g));
+    const diff = values(tf.sub(g, x));
+    expect(prod[((1 * 3 + 2) * 4 + 3) * 5 + 4]).to.be.closeTo(at(1, 2, 3, 4) * 5, 1e-5);
+    expect(diff[((0 * 3 + 1) * 4 + 2) * 5 + 1]).to.be.closeTo(2 - at(0, 1, 2, 1), 1e-5);
+    expect(tf.add(tf.ones([1, 1, 2, 3]), tf.ones([1, 1, 2, 3])).shape).to.deep.equal([1, 1, 2, 3]);
+    const q = tf.div(x, tf.fill([1, 3, 1, 5], 2));
+    expect(q.shape).to.deep.equal(shape);
+    expect(values(q)[7]).to.be.closeTo(xv[7] / 2, 1e-6);
   });
 });
 
