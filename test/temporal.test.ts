@@ -8,7 +8,7 @@ import { readFile, readdir, rm, mkdtemp, writeFile, stat, open } from 'node:fs/p
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Client, Connection } from '@temporalio/client';
+import { CancelledFailure, WorkflowFailedError, type Client, type Connection } from '@temporalio/client';
 import { main } from '../client/cli.js';
 import { followAudit, queryProgress, startAudit, type AuditHandle } from '../client/audit.js';
 import { loadPipeline } from '../client/pipeline.js';
@@ -260,6 +260,24 @@ describe('temporal pipeline (real dev server)', function () {
     expect(await main(['schedule', 'list', '--address', server.address], list.io)).to.equal(0);
     expect(list.out.join('\n')).to.contain('nightly-test').and.contain('0 3 * * *');
     expect(await main(['schedule', 'delete', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
+  });
+
+  it('stops SimCLR at the next batch when the audit is cancelled, keeping its checkpoint', async function () {
+    await writeTinyPipeline(pipelineFile('cancel'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-cancel'), encoderEpochs: 200, seed: 11 });
+    const started = await startAudit(client, await loadPipeline(pipelineFile('cancel')));
+    await waitFor(async () => ((await queryProgress(started.handle))?.stages.find((r) => r.id === 'encoder')?.epoch ?? 0) >= 1, 240_000, () => 'SimCLR made no progress');
+    await started.handle.cancel();
+    let failure: unknown;
+    await started.handle.result().catch((err: unknown) => (failure = err));
+    expect(failure).to.be.instanceOf(WorkflowFailedError);
+    expect((failure as WorkflowFailedError).cause).to.be.instanceOf(CancelledFailure);
+    const d = await started.handle.describe();
+    expect(d.status.name).to.equal('CANCELLED');
+    expect(d.raw.pendingActivities ?? []).to.have.length(0);
+    // The activity ended well before its 200 epochs; its checkpoint stays for a later run to resume.
+    const epochsLogged = log.filter((l) => /^simclr: epoch \d+\/200/.test(l)).length;
+    expect(epochsLogged).to.be.below(200);
+    expect(await checkpointFiles(join(storeRoot, '.work'))).to.have.length.at.least(1);
   });
 
   it('rejects bad YAML and schema violations with file and line, starting nothing', async function () {

@@ -7,6 +7,7 @@ import type { Client } from '@temporalio/client';
 import {
   bundleWorkflowCode,
   DefaultLogger,
+  makeTelemetryFilterString,
   Runtime,
   Worker,
   type LogLevel,
@@ -56,7 +57,12 @@ let runtimeInstalled = false;
 /** Sets the SDK's log level for this process (once, before the first worker or connection). */
 export function installRuntime(level: LogLevel = 'WARN'): void {
   if (runtimeInstalled) return;
-  Runtime.install({ logger: new DefaultLogger(level) });
+  // Native (Rust core) log lines obey the same level and go through the same logger.
+  const core = level === 'TRACE' || level === 'DEBUG' || level === 'INFO' || level === 'WARN' ? level : 'ERROR';
+  Runtime.install({
+    logger: new DefaultLogger(level),
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core, other: core }), forward: {} } },
+  });
   runtimeInstalled = true;
 }
 
@@ -90,6 +96,12 @@ export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
     connection: setup.connection,
     namespace: setup.namespace ?? 'default',
     activities,
+    // Cancellation reaches an activity in a heartbeat response: heartbeat at least every 5 s so
+    // a cancelled training stops within seconds, whatever its heartbeat timeout.
+    maxHeartbeatThrottleInterval: '5s',
+    defaultHeartbeatThrottleInterval: '5s',
+    // Let a running stage finish its batch and report cancellation before the process exits.
+    shutdownGraceTime: '30s',
     ...(setup.stickyQueueScheduleToStartTimeout !== undefined ? { stickyQueueScheduleToStartTimeout: setup.stickyQueueScheduleToStartTimeout } : {}),
   };
   const workers: Worker[] = [];

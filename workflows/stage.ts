@@ -2,6 +2,7 @@
 // run the stage's activity on its queue only on a miss, and keep the progress table that the
 // `progress` query returns and the UI shows as the workflow's current details.
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   log,
@@ -99,6 +100,9 @@ export function stageOptions(t: PipelineTemporalOptions, stage: StageName): Acti
     taskQueue: t.taskQueues[t.stageQueues[stage]],
     startToCloseTimeout: t.startToCloseTimeouts[stage],
     heartbeatTimeout: t.heartbeatTimeouts[stage],
+    // Explicit: an unset cancellationType is encoded as TRY_CANCEL, and a cancelled audit must
+    // not close while its training still runs on a worker.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
       maximumAttempts: t.maximumAttempts,
       initialInterval: '1s',
