@@ -12,13 +12,15 @@ import { CancelledFailure, WorkflowFailedError, type Client, type Connection } f
 import { main } from '../client/cli.js';
 import { followAudit, queryProgress, startAudit, type AuditHandle } from '../client/audit.js';
 import { loadPipeline } from '../client/pipeline.js';
-import { ensureSearchAttributes } from '../client/connection.js';
+import { ensureSearchAttributes, openTemporal } from '../client/connection.js';
+import { devServerArgs } from '../client/server.js';
 import { scheduleRuns } from '../client/schedule.js';
 import { datasetKey, stageKey, targetClassesKey, verdictKey } from '../workflows/definitions.js';
 import type { AuditProgress, AuditResult, StageProgress } from '../workflows/types.js';
 import type { AuditReport, CleansedEntry } from '../ml/config.js';
 import {
   connectClient,
+  freePort,
   InProcessWorkers,
   TestServer,
   tinyImageFolder,
@@ -327,4 +329,71 @@ async function checkpointFiles(workRoot: string): Promise<string[]> {
     }
   }
   return out;
+}
+
+describe('embedded dev server (no address configured)', function () {
+  this.timeout(120_000);
+  const saved = { state: process.env.BACKDOOR_AUDIT_STATE, port: process.env.BACKDOOR_AUDIT_TEMPORAL_PORT, address: process.env.TEMPORAL_ADDRESS };
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'backdoor-embedded-'));
+    process.env.BACKDOOR_AUDIT_STATE = dir;
+    process.env.BACKDOOR_AUDIT_TEMPORAL_PORT = String(await freePort());
+    delete process.env.TEMPORAL_ADDRESS;
+  });
+
+  after(async () => {
+    const pid = Number((await readFile(join(dir, 'temporal.db.pid'), 'utf8').catch(() => '0')).trim());
+    if (pid > 0) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+      await waitFor(() => !alive(pid), 15_000, () => `dev server ${pid} did not stop`);
+    }
+    for (const [k, v] of [['BACKDOOR_AUDIT_STATE', saved.state], ['BACKDOOR_AUDIT_TEMPORAL_PORT', saved.port], ['TEMPORAL_ADDRESS', saved.address]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('starts a loopback dev server with a SQLite file and the search attributes, then reuses it', async function () {
+    const first = await openTemporal({ ui: false });
+    try {
+      expect(first.server?.started).to.equal(true);
+      expect(first.address).to.equal(`127.0.0.1:${process.env.BACKDOOR_AUDIT_TEMPORAL_PORT}`);
+      expect(existsSync(join(dir, 'temporal.db'))).to.equal(true);
+      const { customAttributes } = await first.connection.operatorService.listSearchAttributes({ namespace: 'default' });
+      expect(Object.keys(customAttributes ?? {})).to.include.members(['BackdoorDataset', 'BackdoorStage', 'BackdoorTargetClasses', 'BackdoorVerdict']);
+    } finally {
+      await first.close();
+    }
+    const second = await openTemporal({ ui: false });
+    try {
+      expect(second.server?.started).to.equal(false);
+      expect(second.server?.pid).to.equal(first.server?.pid);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('binds the server and its UI to loopback', function () {
+    const args = devServerArgs({ dbFile: '/s/temporal.db', port: 7233 }).join(' ');
+    expect(args).to.contain('server start-dev --ip 127.0.0.1 --port 7233 --db-filename /s/temporal.db');
+    expect(args).to.contain('--ui-port 8233 --ui-ip 127.0.0.1');
+    expect(args).to.contain('--search-attribute BackdoorTargetClasses=KeywordList');
+    expect(devServerArgs({ dbFile: '/s/t.db', port: 7300, ui: false })).to.include('--headless').and.not.include('--ui-port');
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
