@@ -41,9 +41,13 @@ fallback() {
   say "FAILED at step '$STEP'${1:+: $1}"
   # A package that cannot load is worse than none: importing it registers kernels before it
   # throws. Remove it so the project is exactly as after a plain `npm install`.
-  if [[ -d "$PKG" ]] && ! native_works; then rm -rf "$PKG"; fi
   [[ -f "$GPU_PKG/lib/napi-v8/tfjs_binding.node" ]] || rm -rf "$GPU_PKG"
-  say "native TensorFlow backend NOT installed; training uses the pure-JS 'cpu' backend."
+  if [[ -d "$PKG" ]] && native_works; then
+    say "the native backend installed before still works and is left in place."
+  else
+    rm -rf "$PKG"
+    say "native TensorFlow backend NOT installed; training uses the pure-JS 'cpu' backend."
+  fi
   exit 0
 }
 trap 'fallback "command failed (exit $?) on line $LINENO"' ERR
@@ -134,6 +138,10 @@ fi
 ln -sf libtensorflow_cc.so.2 "$PKG/deps/lib/libtensorflow.so"
 ln -sf libtensorflow_cc.so.2 "$PKG/deps/lib/libtensorflow.so.2"
 ln -sf libtensorflow_framework.so.2 "$PKG/deps/lib/libtensorflow_framework.so"
+# tfjs-node's own install script (should npm ever run it, e.g. `npm rebuild`) deletes deps/ and
+# re-downloads unless it finds libtensorflow.so.<its version>; with it, it only recompiles.
+ln -sf libtensorflow_cc.so.2 "$PKG/deps/lib/libtensorflow.so.2.9.1"
+ln -sf libtensorflow_framework.so.2 "$PKG/deps/lib/libtensorflow_framework.so.2.9.1"
 [[ -f "$PKG/deps/include/tensorflow/c/eager/c_api.h" ]] || fallback "wheel has no tensorflow/c/eager/c_api.h"
 say "deps/lib: $(cd "$PKG/deps/lib" && ls | tr '\n' ' ')"
 
