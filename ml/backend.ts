@@ -3,6 +3,9 @@
 // libtensorflow downloads, so their absence is logged and the next backend is tried.
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+// tfjs-core's node build registers no gradient functions; tfjs-layers' build registers them
+// all, and every training path needs them.
+import '@tensorflow/tfjs-layers';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 export type BackendChoice = BackendName | 'auto';
@@ -24,6 +27,8 @@ const PREFERENCE: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'was
 type Log = (line: string) => void;
 
 async function tryNative(pkg: string): Promise<string | undefined> {
+  // TensorFlow's C++ start-up banner goes to stderr in every process; keep warnings and errors.
+  process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
   try {
     await import(pkg);
     return undefined;
@@ -49,7 +54,10 @@ async function activate(name: BackendName, purpose: BackendPurpose): Promise<str
     case 'tensorflow-gpu': {
       const why = await tryNative('@tensorflow/tfjs-node-gpu');
       if (why) return why;
-      return (await tf.setBackend('tensorflow')) ? undefined : 'tensorflow backend failed to initialise';
+      if (!(await tf.setBackend('tensorflow'))) return 'tensorflow backend failed to initialise';
+      // Without CUDA/cuDNN libtensorflow only warns and runs on the CPU: don't call that a GPU.
+      const gpu = (tf.backend() as { isUsingGpuDevice?: boolean }).isUsingGpuDevice;
+      return gpu ? undefined : 'tfjs-node-gpu loaded but sees no GPU device (CUDA 11.2 / cuDNN 8.1 libraries missing?)';
     }
     case 'tensorflow': {
       const why = await tryNative('@tensorflow/tfjs-node');
