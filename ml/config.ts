@@ -97,7 +97,7 @@ export const defaultAuditConfig: AuditConfig = {
   imageSize: 32,
   encoder: defaultSimclrEncoder,
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 512 },
-  detection: { ndNormalization: 'robust-z', betaND: -3, betaD: 0.05, bins: 30, lambda: 0.75 },
+  detection: { ndNormalization: 'own-gap', betaND: 0.4, betaD: 0.05, bins: 30, lambda: 0.75 },
   relabel: { alpha: 0.15 },
   retrain: {
     width: 64,

@@ -312,7 +312,7 @@ export interface FlowEpochEvent {
   epochs: number;
   /** Mean NLL (nats per sample) over this epoch's batches. */
   nll: number;
-  /** Snapshot of the run after this epoch, for `hooks.resume`. */
+  /** Snapshot of the run after this epoch, for `hooks.resume`; call it before onEpoch returns. */
   checkpoint: () => Promise<FlowCheckpoint>;
 }
 
@@ -345,6 +345,10 @@ export async function trainClassFlow(
   validateFlowConfig(cfg);
   if (features.rows < 1) throw new Error('trainClassFlow: no samples');
   if (features.cols < 2) throw new Error(`trainClassFlow: features need >= 2 columns, got ${features.cols}`);
+  for (let i = 0; i < features.data.length; i++) {
+    if (!Number.isFinite(features.data[i]))
+      throw new Error(`trainClassFlow: feature ${i % features.cols} of row ${Math.floor(i / features.cols)} is ${features.data[i]}`);
+  }
   const { resume, signal, onEpoch } = hooks;
   let flow: ClassFlow;
   let rng: Rng;
