@@ -33,7 +33,7 @@ import { trainSimclr } from '../ml/simclr.js';
 import { predict, trainClassifier } from '../ml/train.js';
 import { stageEpochSignal } from '../workflows/definitions.js';
 import { datasetFingerprint, folderFingerprint } from './fingerprint.js';
-import { readJson, readMatrix, writeJson, writeMatrix } from './io.js';
+import { loadFlowCheckpoint, readJson, readMatrix, saveFlowCheckpoint, writeJson, writeMatrix } from './io.js';
 import { CORRUPT_ARTIFACT } from '../workflows/types.js';
 import type {
   AttackParams,
@@ -311,7 +311,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function flowStage(req: StageRequest<FlowParams>): Promise<StageOutcome> {
-    return compute(req, async (tmp, _work, scope) => {
+    return compute(req, async (tmp, work, scope) => {
       const ctx = Context.current();
       const p = req.params;
       await backend(p.backend, 'training');
@@ -319,15 +319,21 @@ export function createActivities(deps: ActivityDeps) {
       const source = await scope.dataset();
       const rows = classMembers(source.labels, p.classIndex);
       if (rows.length === 0) throw ApplicationFailure.nonRetryable(`class ${p.classIndex} has no samples: a flow cannot be fitted`, 'PipelineInputError');
+      const checkpointFile = join(work, 'flow-checkpoint.json');
+      const every = req.options?.checkpointEvery ?? 1;
+      const resume = await loadFlowCheckpoint(checkpointFile);
+      if (resume) log(`${req.label}: resumed from epoch ${resume.epoch} (attempt ${ctx.info.attempt})`);
       let lastSignal = 0;
       const { flow, nll } = await trainClassFlow(selectRows(features, rows), p.config, p.seed, {
         signal: ctx.cancellationSignal,
-        onEpoch: (e) => {
-          ctx.heartbeat({ epoch: e.epoch, epochs: e.epochs, loss: e.nll } satisfies TrainingHeartbeat);
+        ...(resume ? { resume } : {}),
+        onEpoch: async (e) => {
+          if (e.epoch % every === 0 && e.epoch < e.epochs) await saveFlowCheckpoint(checkpointFile, await e.checkpoint());
+          ctx.heartbeat({ epoch: e.epoch, epochs: e.epochs, loss: e.nll, checkpoint: checkpointFile } satisfies TrainingHeartbeat);
           const now = Date.now();
           if (now - lastSignal >= 1000 || e.epoch === e.epochs) {
             lastSignal = now;
-            void sendEpoch(req, { id: req.label, epoch: e.epoch, epochs: e.epochs, loss: e.nll, attempt: ctx.info.attempt });
+            void sendEpoch(req, { id: req.label, epoch: e.epoch, epochs: e.epochs, loss: e.nll, resumedFromEpoch: resume?.epoch ?? 0, attempt: ctx.info.attempt });
           }
         },
       });
@@ -336,7 +342,7 @@ export function createActivities(deps: ActivityDeps) {
       } finally {
         flow.dispose();
       }
-      return { info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}` } };
+      return { info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}` }, ...(resume ? { resumedFromEpoch: resume.epoch } : {}) };
     });
   }
 

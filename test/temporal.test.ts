@@ -397,3 +397,36 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+describe('flow checkpoint files (activities/io.ts)', function () {
+  it('resume from a saved checkpoint gives the same flow as an uninterrupted run', async function () {
+    const { trainClassFlow } = await import('../ml/flow.js');
+    const { Rng } = await import('../ml/random.js');
+    const { saveFlowCheckpoint, loadFlowCheckpoint } = await import('../activities/io.js');
+    const rng = new Rng(3);
+    const data = Float32Array.from({ length: 40 * 6 }, () => rng.normal());
+    const features = { rows: 40, cols: 6, data };
+    const cfg = { epochs: 3, batchSize: 8, lr: 1e-3, hidden: 8 };
+    const dir = await mkdtemp(join(tmpdir(), 'flow-ckpt-'));
+    const file = join(dir, 'ckpt.json');
+    try {
+      const full = await trainClassFlow(features, cfg, 5);
+      const first = await trainClassFlow(features, { ...cfg, epochs: 1 }, 5, {
+        onEpoch: async (e) => saveFlowCheckpoint(file, await e.checkpoint()),
+      });
+      first.flow.dispose();
+      const resume = await loadFlowCheckpoint(file);
+      expect(resume?.epoch).to.equal(1);
+      const resumed = await trainClassFlow(features, cfg, 5, { resume });
+      expect(resumed.nll).to.deep.equal(full.nll);
+      const a = full.flow.toJSON().weights;
+      const b = resumed.flow.toJSON().weights;
+      for (const k of Object.keys(a)) expect(Array.from(b[k]), k).to.deep.equal(Array.from(a[k]));
+      full.flow.dispose();
+      resumed.flow.dispose();
+      expect(await loadFlowCheckpoint(join(dir, 'missing.json'))).to.equal(undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
