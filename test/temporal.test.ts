@@ -209,7 +209,11 @@ describe('temporal pipeline (real dev server)', function () {
     const second = WorkerProcess.spawn(args, env);
     try {
       await second.ready();
-      const result = await followAudit(started.handle as AuditHandle, () => undefined, 200);
+      const finished = followAudit(started.handle as AuditHandle, () => undefined, 200);
+      finished.catch(() => undefined);
+      await waitFor(() => second.output.some((l) => l.includes('attempt 2')), 120_000, () => second.output.join('\n'), 50);
+      timings.killToRetry = (performance.now() - killedAt) / 1000;
+      const result = await finished;
       timings.crashRecovery = (performance.now() - killedAt) / 1000;
       const encoder = result.progress.stages.find((s) => s.id === 'encoder');
       expect(encoder?.state).to.equal('done');
