@@ -34,6 +34,7 @@ export const wasmTrainingKernels: Readonly<Record<string, string>> = {
   Conv2DBackpropInput: 'stride 1: XNNPACK convolution with the flipped filter; else GEMM + col2im (replaces a scalar loop)',
   BatchMatMul: 'transposed operands made explicit so XNNPACK GEMM applies (wraps the original)',
   _FusedMatMul: 'same as BatchMatMul (wraps the original)',
+  Identity: 'shares the input buffer instead of copying it (replaces the original)',
   Tile: 'repeat-whole case as doubling heap copies (wraps the original)',
   Sum: 'reduction over leading axes as a column-sum loop (wraps the original)',
   Mean: 'reduction over leading axes as a column-sum loop (wraps the original)',
@@ -57,6 +58,7 @@ export function registerWasmKernels(): void {
   replaceKernel('_FusedMatMul', (orig) => matMulKernel(orig));
   replaceKernel('Conv2DBackpropInput', () => conv2DBackpropInput(originalMatMul));
   addKernel('Conv2DBackpropFilter', conv2DBackpropFilter(originalMatMul));
+  replaceKernel('Identity', () => identityKernel);
   replaceKernel('Tile', (orig) => tileKernel(orig));
   replaceKernel('Sum', (orig) => leadingReduce(orig, false));
   replaceKernel('Mean', (orig) => leadingReduce(orig, true));
@@ -406,6 +408,22 @@ function conv2DBackpropInput(matMul: Wrapped): KernelFunc {
     return dx;
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identity
+
+/**
+ * The engine clones every tensor it saves for the backward pass through Identity; the wasm
+ * kernel copies the buffer, doubling the memory of a training step's saved activations (the
+ * heap is capped at 4 GiB). Tensor buffers are never written after creation (a Variable's
+ * assign swaps buffers), so sharing with a reference count — what Reshape already does — is
+ * safe, as on the cpu backend.
+ */
+const identityKernel: KernelFunc = ({ inputs, backend }) => {
+  const x = inputs['x']!;
+  (backend as BackendWasm).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+};
 
 // ---------------------------------------------------------------------------------------------
 // Batch-norm helpers: the gradient of batch norm tiles per-channel vectors to the full

@@ -1,0 +1,427 @@
+// Side-by-side speed of our tensor backends against PyTorch on the CPU, in one run on one
+// machine:
+//   (a) a SimCLR training step of ResNet-18 (CIFAR stem) on 32x32 images: images/s;
+//   (b) inference (backbone features) with the same network: images/s;
+//   (c) per-class flow training + the density matrix on classes x perClass features: seconds.
+// Every measurement runs in its own child process (a fresh wasm heap, no backend left over from
+// the previous one). PyTorch runs from .venv-bench (scripts/setup-bench-venv.sh).
+//
+//   npm run bench -- speed [--quick] [--backends tensorflow,wasm,cpu] [--batch 256] [--steps 2]
+//                          [--width 64] [--wasm-batch 32] [--cpu-batch 1] [--native-batch 256] [--flow-epochs 1] [--torch-threads 2]
+//                          [--skip-torch] [--skip-flows] [--skip-resnet] [--json out.json]
+//
+// Timings are wall-clock seconds per step after one warm-up step; CPU seconds (all threads of
+// the process) are printed beside them because on a shared machine the wall time of a
+// multi-threaded run suffers most from other load. Images/s measured at a smaller batch than
+// requested (the pure-JS cpu backend, quick mode) assume cost linear in the batch, and flow
+// training measured for fewer epochs is scaled linearly to the configured 50 epochs; the table
+// says where.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import { selectBackend, type BackendName } from '../ml/backend.js';
+import { defaultAuditConfig, defaultSimclrEncoder } from '../ml/config.js';
+import { densityMatrix } from '../ml/density.js';
+import { trainClassFlow, type ClassFlow } from '../ml/flow.js';
+import { gradientStep, trainableVariables } from '../ml/loop.js';
+import { matrix, selectRows } from '../ml/matrix.js';
+import { Adam } from '../ml/optim.js';
+import { Rng } from '../ml/random.js';
+import { buildResNet18, featureDim } from '../ml/resnet.js';
+import { buildProjectionHead, ntXentLoss, SIMCLR_BETAS } from '../ml/simclr.js';
+import { simclrAugment } from '../ml/augment.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const TORCH_PYTHON = join(root, '.venv-bench', 'bin', 'python');
+
+// ---------------------------------------------------------------------------------------------
+// Worker side: one measurement, one JSON line on stdout.
+
+interface SimclrTask {
+  kind: 'simclr';
+  backend: BackendName;
+  width: number;
+  batch: number;
+  steps: number;
+  inferBatches: number;
+}
+
+interface FlowTask {
+  kind: 'flows';
+  backend: BackendName;
+  classes: number;
+  perClass: number;
+  dim: number;
+  hidden: number;
+  epochs: number;
+  /** Only the first `trainClasses` flows are trained; the density matrix uses all (same cost). */
+  trainClasses: number;
+}
+
+type Task = SimclrTask | FlowTask;
+
+interface SimclrResult {
+  stepS: number;
+  stepCpuS: number;
+  augmentS: number;
+  inferS: number;
+  inferCpuS: number;
+  loss: number;
+}
+
+interface FlowResult {
+  trainS: number;
+  trainCpuS: number;
+  densityS: number;
+  densityCpuS: number;
+  finite: boolean;
+}
+
+/** Wall and CPU seconds of `f` (CPU: all threads of this process). */
+async function timed<T>(f: () => Promise<T> | T): Promise<{ value: T; s: number; cpuS: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await f();
+  const c = process.cpuUsage(c0);
+  return { value, s: (performance.now() - t0) / 1000, cpuS: (c.user + c.system) / 1e6 };
+}
+
+async function runSimclr(t: SimclrTask): Promise<SimclrResult> {
+  const seed = 0;
+  const encoder = buildResNet18({ stem: 'cifar', width: t.width, inputSize: 32, seed });
+  const head = buildProjectionHead(featureDim(t.width), defaultSimclrEncoder.projectionDim, seed + 1);
+  const vars = trainableVariables([...encoder.trainableWeights, ...head.trainableWeights]);
+  const optimizer = new Adam(vars, 3e-4, SIMCLR_BETAS[0], SIMCLR_BETAS[1]);
+  const rng = new Rng(seed);
+  const pixels = (n: number) => Float32Array.from({ length: n * 32 * 32 * 3 }, () => rng.next());
+  // Both views of the batch go through the network together, as in ml/simclr.ts.
+  const views = tf.tensor4d(pixels(2 * t.batch), [2 * t.batch, 32, 32, 3]);
+  const step = () =>
+    gradientStep(
+      () => {
+        const z = head.apply(encoder.apply(views, { training: true }) as tf.Tensor, { training: true }) as tf.Tensor2D;
+        const [z1, z2] = tf.split(z, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+        return ntXentLoss(z1, z2, 0.5);
+      },
+      vars,
+      optimizer,
+    );
+  await step(); // warm-up: kernel setup, XNNPACK operator creation, heap growth
+  const train = await timed(async () => {
+    let loss = 0;
+    for (let i = 0; i < t.steps; i++) loss = await step();
+    return loss;
+  });
+  views.dispose();
+
+  const images = tf.tensor4d(pixels(t.batch), [t.batch, 32, 32, 3]);
+  const augment = await timed(() => {
+    const augRng = new Rng(1);
+    const [a, b] = [simclrAugment(images, augRng), simclrAugment(images, augRng)];
+    a.dataSync();
+    b.dataSync();
+    tf.dispose([a, b]);
+  });
+  const infer1 = () => {
+    const f = tf.tidy(() => encoder.predict(images, { batchSize: t.batch }) as tf.Tensor);
+    f.dataSync();
+    f.dispose();
+  };
+  infer1();
+  const infer = await timed(() => {
+    for (let i = 0; i < t.inferBatches; i++) infer1();
+  });
+  images.dispose();
+  return {
+    stepS: train.s / t.steps,
+    stepCpuS: train.cpuS / t.steps,
+    augmentS: augment.s,
+    inferS: infer.s / t.inferBatches,
+    inferCpuS: infer.cpuS / t.inferBatches,
+    loss: train.value,
+  };
+}
+
+async function runFlows(t: FlowTask): Promise<FlowResult> {
+  // Class-conditional Gaussians: each class a random centre plus unit noise.
+  const rng = new Rng(0);
+  const n = t.classes * t.perClass;
+  const features = matrix(n, t.dim);
+  const centres = Float32Array.from({ length: t.classes * t.dim }, () => rng.normal());
+  for (let i = 0; i < n; i++) {
+    const c = Math.floor(i / t.perClass);
+    for (let j = 0; j < t.dim; j++) features.data[i * t.dim + j] = centres[c * t.dim + j]! + rng.normal();
+  }
+  const cfg = { ...defaultAuditConfig.flow, hidden: t.hidden, epochs: t.epochs };
+  const flows: ClassFlow[] = [];
+  const train = await timed(async () => {
+    for (let c = 0; c < t.classes; c++) {
+      const rows = Int32Array.from({ length: t.perClass }, (_, i) => c * t.perClass + i);
+      const classCfg = c < t.trainClasses ? cfg : { ...cfg, epochs: 0 };
+      flows.push((await trainClassFlow(selectRows(features, rows), classCfg, c)).flow);
+    }
+  });
+  const density = await timed(() => densityMatrix(flows, features));
+  flows.forEach((f) => f.dispose());
+  return {
+    trainS: train.s,
+    trainCpuS: train.cpuS,
+    densityS: density.s,
+    densityCpuS: density.cpuS,
+    finite: density.value.data.every((v) => Number.isFinite(v)),
+  };
+}
+
+async function worker(task: Task): Promise<void> {
+  const info = await selectBackend(task.backend, 'training', () => {});
+  const result = task.kind === 'simclr' ? await runSimclr(task) : await runFlows(task);
+  process.stdout.write(`\nRESULT ${JSON.stringify({ backend: info.name, ...result })}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side: spawn the measurements, print the table.
+
+interface Outcome<T> {
+  ok: boolean;
+  result?: T;
+  error?: string;
+}
+
+function runChild<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv, parse: (stdout: string) => T): Promise<Outcome<T>> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => {
+      if (code !== 0) {
+        const lines = stderr.split('\n').filter((l) => /error|Error/.test(l));
+        resolve({ ok: false, error: (lines[0] ?? stderr.trim().split('\n').pop() ?? `exit ${code}`).trim().slice(0, 200) });
+        return;
+      }
+      try {
+        resolve({ ok: true, result: parse(stdout) });
+      } catch (err) {
+        resolve({ ok: false, error: `unreadable output: ${(err as Error).message}` });
+      }
+    });
+  });
+}
+
+function ours<T>(task: Task): Promise<Outcome<T & { backend: string }>> {
+  const self = fileURLToPath(import.meta.url);
+  // Native TensorFlow reads these; single-threaded wasm and cpu ignore them.
+  const env = { TF_NUM_INTRAOP_THREADS: String(threads), TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: String(threads) };
+  return runChild(process.execPath, ['--import', 'tsx', self, '--worker', JSON.stringify(task)], env, (out) => {
+    const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+    if (!line) throw new Error('no RESULT line');
+    return JSON.parse(line.slice('RESULT '.length)) as T & { backend: string };
+  });
+}
+
+function torch<T>(script: string, args: string[]): Promise<Outcome<T>> {
+  if (!existsSync(TORCH_PYTHON)) {
+    return Promise.resolve({ ok: false, error: 'no .venv-bench (run scripts/setup-bench-venv.sh)' });
+  }
+  return runChild(TORCH_PYTHON, [join(root, 'bench', 'torch', script), ...args], {}, (out) => {
+    const line = out.trim().split('\n').pop() ?? '';
+    return JSON.parse(line) as T;
+  });
+}
+
+const execFileP = promisify(execFile);
+
+async function versions(): Promise<string> {
+  const { version_core: core } = await import('@tensorflow/tfjs-core');
+  let torchVersion = 'not installed';
+  if (existsSync(TORCH_PYTHON)) {
+    try {
+      const { stdout } = await execFileP(TORCH_PYTHON, ['-c', 'import torch, platform; print(torch.__version__, "python", platform.python_version())']);
+      torchVersion = stdout.trim();
+    } catch (err) {
+      torchVersion = `broken (${(err as Error).message.split('\n')[0]})`;
+    }
+  }
+  return `node ${process.version}, tfjs ${core}, torch ${torchVersion}`;
+}
+
+const f1 = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+let threads = 2;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      worker: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      backends: { type: 'string', default: 'tensorflow,wasm,cpu' },
+      batch: { type: 'string' },
+      steps: { type: 'string' },
+      width: { type: 'string', default: '64' },
+      'cpu-batch': { type: 'string' },
+      'wasm-batch': { type: 'string' },
+      'native-batch': { type: 'string' },
+      'infer-batches': { type: 'string' },
+      'flow-epochs': { type: 'string' },
+      'flow-classes': { type: 'string', default: '10' },
+      'flow-per-class': { type: 'string', default: '5000' },
+      'flow-train-classes': { type: 'string' },
+      'flow-dim': { type: 'string', default: '512' },
+      threads: { type: 'string', default: '2' },
+      'torch-threads': { type: 'string' },
+      'skip-torch': { type: 'boolean', default: false },
+      'skip-flows': { type: 'boolean', default: false },
+      'skip-resnet': { type: 'boolean', default: false },
+      json: { type: 'string' },
+    },
+  });
+  if (values.worker !== undefined) {
+    await worker(JSON.parse(values.worker) as Task);
+    return;
+  }
+  const quick = values.quick;
+  const int = (s: string | undefined, fallback: number, what: string): number => {
+    const v = s === undefined ? fallback : Number(s);
+    if (!Number.isInteger(v) || v < 1) throw new Error(`bench speed: --${what} must be a positive integer, got ${s}`);
+    return v;
+  };
+  threads = int(values.threads, 2, 'threads');
+  const width = int(values.width, 64, 'width');
+  const batch = int(values.batch, quick ? 64 : 256, 'batch');
+  const steps = int(values.steps, quick ? 1 : 2, 'steps');
+  // tfjs keeps every tensor of the forward pass until the gradients are taken: ~24 MB per view
+  // at width 64 (measured), so the 4 GiB wasm heap holds 2 x 32 views; the pure-JS backend
+  // needs minutes per view pair (its Conv2DBackpropFilter is a scalar loop).
+  const batchFor: Record<string, number> = {
+    cpu: Math.min(batch, int(values['cpu-batch'], 1, 'cpu-batch')),
+    wasm: Math.min(batch, int(values['wasm-batch'], 32, 'wasm-batch')),
+    tensorflow: Math.min(batch, int(values['native-batch'], batch, 'native-batch')),
+  };
+  const inferBatches = int(values['infer-batches'], quick ? 1 : 3, 'infer-batches');
+  const flowEpochs = int(values['flow-epochs'], 1, 'flow-epochs');
+  const flowClasses = int(values['flow-classes'], 10, 'flow-classes');
+  const flowPerClass = int(values['flow-per-class'], 5000, 'flow-per-class');
+  const flowTrainClasses = Math.min(flowClasses, int(values['flow-train-classes'], quick ? 2 : flowClasses, 'flow-train-classes'));
+  const flowDim = int(values['flow-dim'], 512, 'flow-dim');
+  // Also one thread: wasm and cpu are single-threaded, and on a busy machine two PyTorch
+  // threads can lose more to contention than they gain.
+  const torchThreads = (values['torch-threads'] ?? (threads === 1 ? '1' : `${threads},1`)).split(',').map((s) => int(s, threads, 'torch-threads'));
+  const backends = values.backends.split(',').map((s) => s.trim()) as BackendName[];
+  const configuredEpochs = defaultAuditConfig.flow.epochs;
+  const hidden = defaultAuditConfig.flow.hidden;
+
+  console.log(`# Speed: ours vs PyTorch (CPU), ${new Date().toISOString()}`);
+  console.log(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`versions: ${await versions()}`);
+  console.log(
+    `threads: PyTorch ${torchThreads.join(', ')} (torch.set_num_threads); tensorflow (native) ${threads} intra-op; ` +
+      'wasm 1 (tfjs-backend-wasm disables its threaded build under Node; SIMD build in use); cpu 1 (plain JS)',
+  );
+  if (loadavg()[0]! > 1) console.log('note: the machine is busy (load average > 1); wall times are inflated, multi-threaded runs most.');
+  const report: Record<string, unknown> = { width, batch, steps, threads, torchThreads, flowEpochs };
+
+  if (!values['skip-resnet']) {
+    type Row = { impl: string; threads: string; measuredBatch: number; stepS?: number; stepCpuS?: number; trainIps?: number; inferIps?: number; augmentS?: number; note?: string };
+    const rows: Row[] = [];
+    for (const tt of values['skip-torch'] ? [] : torchThreads) {
+      const r = await torch<{ train_step_s: number; train_step_cpu_s: number; infer_batch_s: number; train_images_per_s: number; infer_images_per_s: number }>(
+        'resnet_simclr.py',
+        ['--width', String(width), '--batch', String(batch), '--steps', String(steps), '--infer-batches', String(inferBatches), '--threads', String(tt)],
+      );
+      rows.push(
+        r.ok && r.result
+          ? { impl: 'PyTorch', threads: String(tt), measuredBatch: batch, stepS: r.result.train_step_s, stepCpuS: r.result.train_step_cpu_s, trainIps: r.result.train_images_per_s, inferIps: r.result.infer_images_per_s }
+          : { impl: 'PyTorch', threads: String(tt), measuredBatch: batch, note: r.error },
+      );
+      console.error(`resnet: PyTorch ${tt} threads done`);
+    }
+    for (const backend of backends) {
+      if (backend === 'cpu' && quick) {
+        rows.push({ impl: 'ours: cpu', threads: '1', measuredBatch: 0, note: 'skipped in --quick (minutes per step at width 64)' });
+        continue;
+      }
+      const b = batchFor[backend] ?? batch;
+      const r = await ours<SimclrResult>({ kind: 'simclr', backend, width, batch: b, steps, inferBatches });
+      const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
+      rows.push(
+        r.ok && r.result
+          ? { impl: `ours: ${r.result.backend}`, threads: t, measuredBatch: b, stepS: r.result.stepS, stepCpuS: r.result.stepCpuS, trainIps: b / r.result.stepS, inferIps: b / r.result.inferS, augmentS: r.result.augmentS }
+          : { impl: `ours: ${backend}`, threads: t, measuredBatch: b, note: r.error },
+      );
+      console.error(`resnet: ${backend} done`);
+    }
+    const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainIps !== undefined);
+    console.log(`\n## (a) SimCLR training step and (b) feature inference: ResNet-18 width ${width}, CIFAR stem, 32x32, batch ${batch} (${2 * batch} views per step)`);
+    console.log('| implementation | threads | batch measured | s / step | CPU s / step | train images/s | PyTorch / ours (train) | inference images/s | PyTorch / ours (inference) | augmentation s / batch |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      if (r.trainIps === undefined) {
+        console.log(`| ${r.impl} | ${r.threads} | - | - | - | unavailable: ${r.note ?? '?'} | - | - | - | - |`);
+        continue;
+      }
+      const ratio = (mine?: number, theirs?: number) => (mine && theirs ? `${f1(theirs / mine)}x` : '-');
+      const scaled = r.measuredBatch !== batch ? ' (images/s taken as batch-independent)' : '';
+      console.log(
+        `| ${r.impl} | ${r.threads} | ${r.measuredBatch}${scaled} | ${f1(r.stepS!)} | ${f1(r.stepCpuS!)} | ${f1(r.trainIps)} | ${ratio(r.trainIps, ref?.trainIps)} | ` +
+          `${f1(r.inferIps!)} | ${ratio(r.inferIps, ref?.inferIps)} | ${r.augmentS === undefined ? '-' : f1(r.augmentS)} |`,
+      );
+    }
+    report['resnet'] = rows;
+  }
+
+  if (!values['skip-flows']) {
+    type Row = { impl: string; threads: string; trainS?: number; trainCpuS?: number; densityS?: number; note?: string };
+    const rows: Row[] = [];
+    // Classes train independently on equal-sized sets, so the time is linear in both.
+    const scale = (configuredEpochs / flowEpochs) * (flowClasses / flowTrainClasses);
+    for (const tt of values['skip-torch'] ? [] : torchThreads) {
+      const r = await torch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
+        '--classes', String(flowClasses), '--per-class', String(flowPerClass), '--dim', String(flowDim),
+        '--hidden', String(hidden), '--epochs', String(flowEpochs), '--threads', String(tt), '--train-classes', String(flowTrainClasses),
+      ]);
+      rows.push(r.ok && r.result ? { impl: 'PyTorch', threads: String(tt), trainS: r.result.train_s, trainCpuS: r.result.train_cpu_s, densityS: r.result.density_s } : { impl: 'PyTorch', threads: String(tt), note: r.error });
+      console.error(`flows: PyTorch ${tt} threads done`);
+    }
+    for (const backend of backends) {
+      if (backend === 'cpu' && quick) {
+        rows.push({ impl: 'ours: cpu', threads: '1', note: 'skipped in --quick (~0.4 s per batch of 16)' });
+        continue;
+      }
+      const r = await ours<FlowResult>({ kind: 'flows', backend, classes: flowClasses, perClass: flowPerClass, dim: flowDim, hidden, epochs: flowEpochs, trainClasses: flowTrainClasses });
+      const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
+      rows.push(r.ok && r.result ? { impl: `ours: ${r.result.backend}`, threads: t, trainS: r.result.trainS, trainCpuS: r.result.trainCpuS, densityS: r.result.densityS } : { impl: `ours: ${backend}`, threads: t, note: r.error });
+      console.error(`flows: ${backend} done`);
+    }
+    const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
+    console.log(
+      `\n## (c) Per-class flows: ${flowClasses} classes x ${flowPerClass} features of ${flowDim} dims, hidden ${hidden}, batch 16; ` +
+        `${flowTrainClasses} of the ${flowClasses} flows trained for ${flowEpochs} epoch(s), time scaled x${f1(scale)} to all ${flowClasses} for ${configuredEpochs} epochs; ` +
+        `then the ${flowClasses * flowPerClass} x ${flowClasses} density matrix`,
+    );
+    console.log(`| implementation | threads | train s (measured) | CPU s | train s (${flowClasses} flows x ${configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`);
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      if (r.trainS === undefined) {
+        console.log(`| ${r.impl} | ${r.threads} | unavailable: ${r.note ?? '?'} | - | - | - | - | - |`);
+        continue;
+      }
+      const total = r.trainS * scale + r.densityS!;
+      const refTotal = ref ? ref.trainS! * scale + ref.densityS! : undefined;
+      console.log(
+        `| ${r.impl} | ${r.threads} | ${f1(r.trainS)} | ${f1(r.trainCpuS!)} | ${f1(r.trainS * scale)} | ${f1(r.densityS!)} | ${f1(total)} | ${refTotal ? `${f1(total / refTotal)}x` : '-'} |`,
+      );
+    }
+    report['flows'] = rows;
+  }
+  console.log('\nRatios above 1x mean PyTorch is faster.');
+  if (values.json) await writeFile(values.json, JSON.stringify(report, null, 2));
+}
+
+await main();
