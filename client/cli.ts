@@ -101,8 +101,7 @@ function summary(result: AuditResult): string {
   return lines.join('\n');
 }
 
-async function follow(handle: AuditHandle, io: CliIo): Promise<AuditResult> {
-  const view = progressView(io.progressStream ?? process.stderr);
+async function follow(handle: AuditHandle, io: CliIo, view = progressView(io.progressStream ?? process.stderr)): Promise<AuditResult> {
   try {
     return await followAudit(handle, (p) => view.update(p));
   } finally {
@@ -133,6 +132,8 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       const inProcess = opts.worker !== false && (embedded || opts.worker === true) && !opts.detach;
       const stopWorkers = new AbortController();
       let workersDone: Promise<void> | undefined;
+      // Worker log lines go through the progress display so they do not break its bars.
+      const view = progressView(io.progressStream ?? process.stderr);
       if (inProcess) {
         installRuntime('WARN');
         const workers = await createWorkers({
@@ -140,7 +141,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
           namespace: t.config.namespace,
           taskQueues: pipeline.temporal.taskQueues,
           client: t.client,
-          log: (line) => io.err(line),
+          log: (line) => view.log(line),
         });
         workersDone = runWorkers(workers, stopWorkers.signal);
       }
@@ -148,12 +149,13 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         const started = await startAudit(t.client, pipeline);
         io.err(`${started.attached ? 'attached to the running audit' : 'started audit'} ${started.workflowId}`);
         if (opts.detach) {
+          view.stop();
           io.out(started.workflowId);
           return;
         }
         const abort = () => stopWorkers.abort();
         io.signal?.addEventListener('abort', abort, { once: true });
-        const result = await follow(started.handle, io);
+        const result = await follow(started.handle, io, view);
         const files = await ensureLocalOutputs(result, pipeline, io);
         io.out(summary(result));
         for (const f of files) io.out(`wrote ${f}`);

@@ -5,6 +5,8 @@ import type { AuditProgress, StageProgress } from '../workflows/types.js';
 
 export interface ProgressView {
   update(p: AuditProgress | undefined): void;
+  /** A log line (worker output) printed without breaking the display. */
+  log(line: string): void;
   stop(): void;
 }
 
@@ -58,6 +60,9 @@ export function lineView(write: (text: string) => void): ProgressView {
         }
       }
     },
+    log(text) {
+      write(text);
+    },
     stop() {},
   };
 }
@@ -85,6 +90,9 @@ export function barView(stream: NodeJS.WriteStream = process.stderr): ProgressVi
           bar.update(value, payload);
         }
       }
+    },
+    log(text) {
+      multi.log(`${text}\n`);
     },
     stop() {
       multi.stop();

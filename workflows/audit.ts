@@ -98,6 +98,7 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
     const clean = await stage('ingest', 'ingest', ingestParams(pipeline.dataset.source, pipeline.dataset.limitPerClass, pipeline.dataset.name), {});
     const classes = clean.info.classes ?? [];
     if (classes.length < 2) throw new Error(`ingest reported ${classes.length} classes; an audit needs at least 2`);
+    classes.forEach((_, y) => progress.plan(`flow[${y}]`, 'flow'));
     // The test set is only needed at the end: ingest it alongside the encoder.
     const testSet = pipeline.testSet;
     const testPromise = testSet

@@ -14,7 +14,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { AuditActivities } from '../activities/index.js';
-import { CORRUPT_ARTIFACT, NON_RETRYABLE } from './types.js';
+import { CORRUPT_ARTIFACT, NON_RETRYABLE, STAGES } from './types.js';
 import type {
   ArtifactRef,
   AuditProgress,
@@ -70,15 +70,21 @@ export class ProgressTable {
       currentStage: this.currentStage,
       verdict: this.verdict,
       targetClasses: [...this.targetClasses],
-      stages: [...this.rows.values()].map((r) => ({ ...r })),
+      stages: this.ordered().map((r) => ({ ...r })),
       done: this.done,
     };
+  }
+
+  /** Rows in DAG order (flows before density even when they were added later), else as added. */
+  private ordered(): StageProgress[] {
+    const rank = (r: StageProgress) => STAGES.indexOf(r.stage);
+    return [...this.rows.values()].map((r, i) => ({ r, i })).sort((a, b) => rank(a.r) - rank(b.r) || a.i - b.i).map(({ r }) => r);
   }
 
   /** The table as Temporal markdown: the UI shows it as the workflow's current details. */
   publish(): void {
     const lines = ['| stage | state | time | figure |', '|---|---|---|---|'];
-    for (const r of this.rows.values()) {
+    for (const r of this.ordered()) {
       const time = r.seconds !== undefined ? `${r.seconds.toFixed(1)} s` : '';
       const epochs = r.epochs ? ` (epoch ${r.epoch ?? 0}/${r.epochs})` : '';
       lines.push(`| ${r.id} | ${r.state}${epochs} | ${time} | ${r.figure ?? ''} |`);
