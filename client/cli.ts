@@ -135,7 +135,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       // Worker log lines go through the progress display so they do not break its bars.
       const view = progressView(io.progressStream ?? process.stderr);
       if (inProcess) {
-        installRuntime('WARN');
+        installRuntime('ERROR'); // stage progress is shown by the display; SDK warnings would only clutter it
         const workers = await createWorkers({
           connection: await t.nativeConnection(),
           namespace: t.config.namespace,
