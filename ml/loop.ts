@@ -2,7 +2,6 @@
 // cooperative yielding, cancellation at the next batch, checkpoint and exact resume.
 import * as tf from '@tensorflow/tfjs-core';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { registerCpuKernels } from './cpu-kernels.js';
 import type { Optimizer } from './optim.js';
 import { Rng } from './random.js';
 
@@ -73,7 +72,6 @@ export interface EpochLoop {
 
 /** Runs (or resumes) the epochs; returns the per-epoch mean losses of the whole run. */
 export async function runEpochs(l: EpochLoop): Promise<{ losses: number[]; resumedFromEpoch: number }> {
-  registerCpuKernels(); // the stock cpu filter gradient is too slow to train a ResNet
   const hooks = l.hooks ?? {};
   const log = hooks.log ?? (() => {});
   const every = hooks.checkpointEvery ?? 1;
