@@ -16,8 +16,8 @@ import type { PoisonTruth } from '../data/types.js';
 import { createAttack, poisonDataset, triggeredTestSet } from '../attacks/index.js';
 import { classMembers } from '../ml/audit.js';
 import { selectBackend, type BackendInfo } from '../ml/backend.js';
-import { countActions, trainingLabels, writeAuditOutputs } from '../ml/cleansed.js';
-import type { AuditReport, ClassReport, CleansedEntry, Evaluation } from '../ml/config.js';
+import { buildReport, countActions, trainingLabels, writeAuditOutputs } from '../ml/cleansed.js';
+import type { AuditReport, CleansedEntry, Evaluation } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { detectTargets, type ClassDetection } from '../ml/detect.js';
 import { loadPretrainedEncoder } from '../ml/encoder.js';
@@ -461,7 +461,15 @@ export function createActivities(deps: ActivityDeps) {
       cleansed = await readCleansed(await input(req, 'relabel'));
       const featuresInfo = await readInfo(req.inputs.features as ArtifactRef);
       const evaluation = req.inputs.evaluate ? await readJson<Evaluation>(join(await input(req, 'evaluate'), 'evaluation.json')) : undefined;
-      report = buildReport(source, detections, cleansed, p, (featuresInfo.backend ?? 'cpu') as AuditReport['backend'], evaluation);
+      report = buildReport({
+        dataset: { name: source.manifest.name, hash: source.manifest.hash, samples: source.size, classes: source.classes },
+        backend: (featuresInfo.backend ?? 'cpu') as AuditReport['backend'],
+        config: p.config,
+        detections,
+        cleansed,
+        timings: p.timings,
+        ...(evaluation ? { evaluation } : {}),
+      });
       await writeAuditOutputs(tmp, report, cleansed);
       return { info: { figure: `${report.targetClasses.length} target class(es); kept ${report.counts.kept}, relabelled ${report.counts.relabelled}, dropped ${report.counts.dropped}` } };
     });
@@ -522,34 +530,4 @@ async function datasetSpec(source: DatasetSource): Promise<DatasetSpec> {
   if (source.format !== 'cifar10') return source;
   const cifar = await ensureCifar10();
   return { format: 'imagefolder', root: source.split === 'train' ? cifar.train : cifar.test };
-}
-
-function buildReport(
-  source: ShardedDataset,
-  detections: ClassDetection[],
-  cleansed: CleansedEntry[],
-  p: ReportParams,
-  backendName: AuditReport['backend'],
-  evaluation: Evaluation | undefined,
-): AuditReport {
-  const classes: ClassReport[] = detections.map((d) => ({
-    index: d.index,
-    name: source.classes[d.index] ?? String(d.index),
-    count: d.count,
-    sND: d.sND,
-    sNDNormalized: d.sNDNormalized,
-    sD: d.sD,
-    flagged: d.kind !== 'clean',
-    kind: d.kind,
-  }));
-  return {
-    dataset: { name: source.manifest.name, hash: source.manifest.hash, samples: source.size, classes: [...source.classes] },
-    backend: backendName,
-    config: p.config,
-    classes,
-    targetClasses: classes.filter((c) => c.flagged).map((c) => c.index),
-    counts: countActions(cleansed),
-    timings: p.timings,
-    ...(evaluation && Object.keys(evaluation).length ? { evaluation } : {}),
-  };
 }

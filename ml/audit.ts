@@ -4,16 +4,15 @@
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import type { ImageSource, PoisonTruth } from '../data/types.js';
 import { selectBackend } from './backend.js';
-import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation } from './config.js';
+import type { AuditConfig, AuditReport, CleansedEntry, Evaluation, FlowConfig } from './config.js';
 import { detectTargets } from './detect.js';
 import { densityMatrix } from './density.js';
 import { loadPretrainedEncoder } from './encoder.js';
 import { accuracy, attackSuccessRate, cleansingMetrics } from './evaluate.js';
 import { extractFeatures } from './features.js';
 import { trainClassFlow, type ClassFlow } from './flow.js';
-import { countActions, trainingLabels } from './cleansed.js';
+import { buildReport, trainingLabels } from './cleansed.js';
 import { selectRows, type Matrix } from './matrix.js';
-import type { FlowConfig } from './config.js';
 import { splitAndRelabel } from './relabel.js';
 import { poisonScores } from './score.js';
 import { trainSimclr } from './simclr.js';
@@ -78,20 +77,10 @@ export async function auditDataset(
 
   const detections = await stage('detection', async () => detectTargets(density, train.labels, config.detection));
   const cleansed = await stage('relabel', async () =>
-    splitAndRelabel(train.ids, train.labels, density, poisonScores(density, train.labels), detections, config.relabel),
+    splitAndRelabel(train.ids, train.labels, density, poisonScores(density, train.labels), detections, config.relabel, train.classes),
   );
 
-  const classes: ClassReport[] = detections.map((d) => ({
-    index: d.index,
-    name: train.classes[d.index],
-    count: d.count,
-    sND: d.sND,
-    sNDNormalized: d.sNDNormalized,
-    sD: d.sD,
-    flagged: d.kind !== 'clean',
-    kind: d.kind,
-  }));
-  const targetClasses = classes.filter((c) => c.flagged).map((c) => c.index);
+  const targetClasses = detections.filter((d) => d.kind !== 'clean').map((d) => d.index);
 
   let evaluation: Evaluation | undefined;
   if (dataset.truth) evaluation = { ...cleansingMetrics(cleansed, dataset.truth, targetClasses) };
@@ -112,17 +101,15 @@ export async function auditDataset(
     model.dispose();
   }
 
-  const counts = countActions(cleansed);
-  const report: AuditReport = {
-    dataset: { name: dataset.name, hash: dataset.hash, samples: train.size, classes: [...train.classes] },
+  const report = buildReport({
+    dataset: { name: dataset.name, hash: dataset.hash, samples: train.size, classes: train.classes },
     backend: backend.name,
     config,
-    classes,
-    targetClasses,
-    counts,
+    detections,
+    cleansed,
     timings,
     ...(evaluation ? { evaluation } : {}),
-  };
+  });
   return { report, cleansed };
 }
 

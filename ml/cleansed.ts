@@ -2,7 +2,9 @@
 // retraining labels and counts from it, and writing both atomically.
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AuditReport, CleansedEntry } from './config.js';
+import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation } from './config.js';
+import type { BackendName } from './backend.js';
+import type { ClassDetection } from './detect.js';
 
 /** Label each sample is retrained with: its new label, its own label, or -1 when dropped. */
 export function trainingLabels(cleansed: readonly CleansedEntry[]): Int32Array {
@@ -36,4 +38,36 @@ export async function writeAuditOutputs(dir: string, report: AuditReport, cleans
   await writeFileAtomic(join(dir, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
   // The report last: its presence means both files are complete.
   await writeFileAtomic(join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+}
+
+/** Everything report.json says, assembled in one place for the library and the pipeline. */
+export function buildReport(r: {
+  dataset: { name: string; hash: string; samples: number; classes: readonly string[] };
+  backend: BackendName;
+  config: AuditConfig;
+  detections: readonly ClassDetection[];
+  cleansed: readonly CleansedEntry[];
+  timings: Record<string, number>;
+  evaluation?: Evaluation;
+}): AuditReport {
+  const classes: ClassReport[] = r.detections.map((d) => ({
+    index: d.index,
+    name: r.dataset.classes[d.index] ?? String(d.index),
+    count: d.count,
+    sND: d.sND,
+    sNDNormalized: d.sNDNormalized,
+    sD: d.sD,
+    flagged: d.kind !== 'clean',
+    kind: d.kind,
+  }));
+  return {
+    dataset: { ...r.dataset, classes: [...r.dataset.classes] },
+    backend: r.backend,
+    config: r.config,
+    classes,
+    targetClasses: classes.filter((c) => c.flagged).map((c) => c.index),
+    counts: countActions(r.cleansed),
+    timings: r.timings,
+    ...(r.evaluation && Object.keys(r.evaluation).length ? { evaluation: r.evaluation } : {}),
+  };
 }
