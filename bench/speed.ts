@@ -12,10 +12,12 @@
 //
 // Timings are wall-clock seconds per step after one warm-up step; CPU seconds (all threads of
 // the process) are printed beside them because on a shared machine the wall time of a
-// multi-threaded run suffers most from other load. Images/s measured at a smaller batch than
-// requested (the pure-JS cpu backend, quick mode) assume cost linear in the batch, and flow
-// training measured for fewer epochs is scaled linearly to the configured 50 epochs; the table
-// says where.
+// multi-threaded run suffers most from other load. tfjs keeps every tensor of the forward pass
+// until the gradients are taken (~24 MB per 32x32 view at width 64), so wasm (4 GiB heap) is
+// measured at --wasm-batch 32 and the pure-JS cpu backend (minutes per step) at --cpu-batch 1;
+// their images/s are taken as batch-independent. Flow training measured for fewer epochs or
+// classes is scaled linearly to all classes for the configured 50 epochs. The table says where.
+// --quick (< 15 min on 2 cores): batch 64, one step, 2 of 10 flows, cpu backend skipped.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -377,7 +379,7 @@ async function main(): Promise<void> {
   }
 
   if (!values['skip-flows']) {
-    type Row = { impl: string; threads: string; trainS?: number; trainCpuS?: number; densityS?: number; note?: string };
+    type Row = { impl: string; threads: string; trainS?: number; trainCpuS?: number; densityS?: number; scale?: number; note?: string };
     const rows: Row[] = [];
     // Classes train independently on equal-sized sets, so the time is linear in both.
     const scale = (configuredEpochs / flowEpochs) * (flowClasses / flowTrainClasses);
@@ -386,7 +388,7 @@ async function main(): Promise<void> {
         '--classes', String(flowClasses), '--per-class', String(flowPerClass), '--dim', String(flowDim),
         '--hidden', String(hidden), '--epochs', String(flowEpochs), '--threads', String(tt), '--train-classes', String(flowTrainClasses),
       ]);
-      rows.push(r.ok && r.result ? { impl: 'PyTorch', threads: String(tt), trainS: r.result.train_s, trainCpuS: r.result.train_cpu_s, densityS: r.result.density_s } : { impl: 'PyTorch', threads: String(tt), note: r.error });
+      rows.push(r.ok && r.result ? { impl: 'PyTorch', threads: String(tt), trainS: r.result.train_s, trainCpuS: r.result.train_cpu_s, densityS: r.result.density_s, scale } : { impl: 'PyTorch', threads: String(tt), note: r.error });
       console.error(`flows: PyTorch ${tt} threads done`);
     }
     for (const backend of backends) {
@@ -394,9 +396,12 @@ async function main(): Promise<void> {
         rows.push({ impl: 'ours: cpu', threads: '1', note: 'skipped in --quick (~0.4 s per batch of 16)' });
         continue;
       }
-      const r = await ours<FlowResult>({ kind: 'flows', backend, classes: flowClasses, perClass: flowPerClass, dim: flowDim, hidden, epochs: flowEpochs, trainClasses: flowTrainClasses });
+      // The pure-JS backend takes ~0.4 s per batch: one class stands for all.
+      const trainClasses = backend === 'cpu' ? 1 : flowTrainClasses;
+      const r = await ours<FlowResult>({ kind: 'flows', backend, classes: flowClasses, perClass: flowPerClass, dim: flowDim, hidden, epochs: flowEpochs, trainClasses });
       const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
-      rows.push(r.ok && r.result ? { impl: `ours: ${r.result.backend}`, threads: t, trainS: r.result.trainS, trainCpuS: r.result.trainCpuS, densityS: r.result.densityS } : { impl: `ours: ${backend}`, threads: t, note: r.error });
+      const rowScale = (configuredEpochs / flowEpochs) * (flowClasses / trainClasses);
+      rows.push(r.ok && r.result ? { impl: `ours: ${r.result.backend}`, threads: t, trainS: r.result.trainS, trainCpuS: r.result.trainCpuS, densityS: r.result.densityS, scale: rowScale, note: trainClasses !== flowTrainClasses ? `${trainClasses} flow trained` : undefined } : { impl: `ours: ${backend}`, threads: t, note: r.error });
       console.error(`flows: ${backend} done`);
     }
     const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
@@ -412,10 +417,11 @@ async function main(): Promise<void> {
         console.log(`| ${r.impl} | ${r.threads} | unavailable: ${r.note ?? '?'} | - | - | - | - | - |`);
         continue;
       }
-      const total = r.trainS * scale + r.densityS!;
-      const refTotal = ref ? ref.trainS! * scale + ref.densityS! : undefined;
+      const total = r.trainS * r.scale! + r.densityS!;
+      const refTotal = ref ? ref.trainS! * ref.scale! + ref.densityS! : undefined;
+      const note = r.note ? ` (${r.note}, x${f1(r.scale!)})` : '';
       console.log(
-        `| ${r.impl} | ${r.threads} | ${f1(r.trainS)} | ${f1(r.trainCpuS!)} | ${f1(r.trainS * scale)} | ${f1(r.densityS!)} | ${f1(total)} | ${refTotal ? `${f1(total / refTotal)}x` : '-'} |`,
+        `| ${r.impl} | ${r.threads} | ${f1(r.trainS)}${note} | ${f1(r.trainCpuS!)} | ${f1(r.trainS * r.scale!)} | ${f1(r.densityS!)} | ${f1(total)} | ${refTotal ? `${f1(total / refTotal)}x` : '-'} |`,
       );
     }
     report['flows'] = rows;
