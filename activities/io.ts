@@ -1,10 +1,11 @@
 // File formats of the stage artifacts that ml/ and data/ do not already define: matrices
 // (features, density) as raw little-endian float32 with a JSON header, and JSON that keeps
 // NaN and +-Infinity (detection statistics use them; plain JSON would turn them into null).
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FlowCheckpoint } from '../ml/flow.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
+import { writeFileAtomic } from '../data/files.js';
 
 export async function writeMatrix(dir: string, name: string, m: Matrix): Promise<void> {
   await writeFile(join(dir, `${name}.json`), JSON.stringify({ rows: m.rows, cols: m.cols, dtype: 'float32', endian: 'little' }) + '\n');
@@ -71,9 +72,7 @@ export async function saveFlowCheckpoint(file: string, c: FlowCheckpoint): Promi
     flow: { dim: c.flow.dim, hidden: c.flow.hidden, weights: Object.fromEntries(Object.entries(c.flow.weights).map(([k, v]) => [k, b64(v)])) },
     optimizer: c.optimizer.map((o) => ({ name: o.name, shape: o.shape, data: b64(o.data) })),
   };
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(body));
-  await rename(tmp, file);
+  await writeFileAtomic(file, JSON.stringify(body));
 }
 
 /** The checkpoint in `file`, or undefined when there is none or it is unreadable (then training starts over). */

@@ -1,7 +1,7 @@
 // The `backdoor-audit` command line: run / worker / status / watch / report / schedule / server.
 // Without an address (flag or TEMPORAL_ADDRESS) it uses the embedded dev server and, for
 // `run`, an in-process worker.
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -15,6 +15,7 @@ import { formatProgress, progressView } from './progress-view.js';
 import { createSchedule, deleteSchedule, listSchedules, triggerSchedule } from './schedule.js';
 import { startDevServer } from './server.js';
 import type { AuditResult, Pipeline, QueueKind } from '../workflows/types.js';
+import { writeFileAtomic } from '../data/files.js';
 
 export interface CliIo {
   out: (text: string) => void;
@@ -81,13 +82,13 @@ async function ensureLocalOutputs(result: AuditResult, pipeline: Pipeline, io: C
     io.err(`the outputs were written by a remote worker (${result.outputs.join(', ')}); this machine cannot see its artifact store`);
     return [];
   }
-  await mkdir(pipeline.output, { recursive: true });
-  for (const name of ['cleansed.jsonl', 'report.json']) {
-    const tmp = join(pipeline.output, `.${name}.tmp-${process.pid}`);
-    await writeFile(tmp, await readFile(join(storeDir, name)));
-    await rename(tmp, join(pipeline.output, name));
-  }
+  await copyOutputs(storeDir, pipeline.output);
   return files;
+}
+
+/** Copies the report artifact's cleansed.jsonl and report.json (last) into `dir`, atomically. */
+async function copyOutputs(storeDir: string, dir: string): Promise<void> {
+  for (const name of ['cleansed.jsonl', 'report.json']) await writeFileAtomic(join(dir, name), await readFile(join(storeDir, name)));
 }
 
 function summary(result: AuditResult): string {
@@ -231,12 +232,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       if (typeof opts.out === 'string') {
         const dir = resolve(opts.out);
         const storeDir = new ArtifactStore(defaultStoreRoot()).dir(result.reportRef);
-        await mkdir(dir, { recursive: true });
-        for (const name of ['cleansed.jsonl', 'report.json']) {
-          const tmp = join(dir, `.${name}.tmp-${process.pid}`);
-          await writeFile(tmp, await readFile(join(storeDir, name)));
-          await rename(tmp, join(dir, name));
-        }
+        await copyOutputs(storeDir, dir);
         io.out(`wrote ${join(dir, 'report.json')} and ${join(dir, 'cleansed.jsonl')}`);
       } else {
         io.out(JSON.stringify(result.report, null, 2));

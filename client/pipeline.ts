@@ -2,7 +2,7 @@
 // absolute. Every problem is reported with the file, the line and the path inside it, and
 // nothing is started when there is one.
 import { readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -10,6 +10,7 @@ import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 
 import { defaultAuditConfig, type AuditConfig, type EncoderConfig, type RetrainConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
 import { STAGES, TASK_QUEUES, type DatasetSource, type Pipeline, type PipelineTemporalOptions, type StageName } from '../workflows/types.js';
+import { pathExists } from '../data/files.js';
 
 export const schemaPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
 
@@ -100,7 +101,7 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   const source = await resolveSource(sourceOf(dataset), base, ['dataset'], at);
   const testSource = raw.testSet ? await resolveSource(sourceOf({ ...raw.testSet }), base, ['testSet'], at) : undefined;
   const audit = auditConfig(raw.audit ?? {}, dataset.imageSize, base);
-  if (audit.encoder.kind === 'pretrained' && !(await exists(audit.encoder.path))) {
+  if (audit.encoder.kind === 'pretrained' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `pretrained encoder not found: ${audit.encoder.path}`);
   }
   if (raw.attack && audit.retrain && !raw.testSet) {
@@ -188,15 +189,15 @@ async function resolveSource(
   switch (raw.format) {
     case 'imagefolder':
       out = { format: 'imagefolder', root: abs(raw.root as string) };
-      if (!(await exists(out.root))) problem([...at, 'root'], `folder not found: ${out.root}`);
+      if (!(await pathExists(out.root))) problem([...at, 'root'], `folder not found: ${out.root}`);
       return out;
     case 'cifar-binary':
       out = { format: 'cifar-binary', files: (raw.files as string[]).map(abs), ...classes };
-      for (const [i, f] of out.files.entries()) if (!(await exists(f))) problem([...at, 'files', i], `file not found: ${f}`);
+      for (const [i, f] of out.files.entries()) if (!(await pathExists(f))) problem([...at, 'files', i], `file not found: ${f}`);
       return out;
     case 'manifest':
       out = { format: 'manifest', path: abs(raw.path as string), ...(raw.root ? { root: abs(raw.root) } : {}), ...classes };
-      if (!(await exists(out.path))) problem([...at, 'path'], `file not found: ${out.path}`);
+      if (!(await pathExists(out.path))) problem([...at, 'path'], `file not found: ${out.path}`);
       return out;
     case 'cifar10':
       return { format: 'cifar10', split: raw.split as 'train' | 'test' };
@@ -258,15 +259,6 @@ export function durationMs(value: number | string): number {
   if (!m) throw new Error(`not a duration: ${JSON.stringify(value)} (use e.g. 500ms, 30s, 5m, 2h)`);
   const unit = { ms: 1, s: 1000, m: MINUTE, h: HOUR, d: 24 * HOUR }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Math.round(Number(m[1]) * unit);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 // ---- error messages ----

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { canonicalJson, sha256File, sha256Hex } from './hash.js';
+import { pathExists } from './files.js';
 
 export interface ArtifactRef {
   stage: string;
@@ -76,7 +77,7 @@ export class ArtifactStore {
       text = await readFile(join(dir, ARTIFACT_MANIFEST), 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      if (await exists(dir)) await this.quarantine(key); // folder without manifest: never published properly
+      if (await pathExists(dir)) await this.quarantine(key); // folder without manifest: never published properly
       return undefined;
     }
     const manifest = parseArtifactManifest(text);
@@ -190,10 +191,6 @@ export class ArtifactStore {
 
 function checkKey(key: string): void {
   if (!KEY_PATTERN.test(key)) throw new Error(`invalid artifact key ${JSON.stringify(key)}: use letters, digits, '.', '_', '-' (at most 200)`);
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined)) !== undefined;
 }
 
 function totalBytes(m: ArtifactManifest): number {

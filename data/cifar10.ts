@@ -7,6 +7,7 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { pathExists } from './files.js';
 
 /** Class names in label order (index 0..9), as in the shared data README. */
 export const CIFAR10_CLASSES: readonly string[] = [
@@ -55,7 +56,7 @@ export async function ensureCifar10(
       throw new Error(`${archive}: archive does not contain a complete ${FOLDER}/{train,test}/<class> tree`);
     }
     // An incomplete earlier copy is moved aside first, since rename cannot replace a non-empty folder.
-    if (await exists(target)) {
+    if (await pathExists(target)) {
       if (await isComplete(target)) return result; // another process finished first
       const aside = `${target}.old-${randomBytes(6).toString('hex')}`;
       await rename(target, aside);
@@ -69,15 +70,6 @@ export async function ensureCifar10(
     return result;
   } finally {
     await rm(tmp, { recursive: true, force: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from './model-io.js';
+import { writeFileAtomic } from '../data/files.js';
 import type { OptimizerState } from './optim.js';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';

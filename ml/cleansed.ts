@@ -1,7 +1,8 @@
 // The cleansed manifest (cleansed.jsonl) and the report (report.json): deriving the
 // retraining labels and counts from it, and writing both atomically.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../data/files.js';
 import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation } from './config.js';
 import type { BackendName } from './backend.js';
 import type { ClassDetection } from './detect.js';
@@ -23,13 +24,6 @@ export function countActions(cleansed: readonly CleansedEntry[]): AuditReport['c
     else counts.dropped++;
   }
   return counts;
-}
-
-/** Writes `text` to `file` through a temporary file and a rename, so readers never see half of it. */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, text);
-  await rename(tmp, file);
 }
 
 /** Writes report.json and cleansed.jsonl into `dir` (created if needed). */

@@ -19,11 +19,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all.
 import '@tensorflow/tfjs-layers';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { FlowConfig } from './config.js';
 import type { Matrix } from './matrix.js';
 import { Rng } from './random.js';
+import { writeFileAtomic } from '../data/files.js';
 
 /** Bound on each coupling's log-scale (see the header). */
 export const SCALE_BOUND = 3;
@@ -429,10 +429,7 @@ export async function saveFlow(flow: ClassFlow, file: string): Promise<void> {
   const p = flow.toJSON();
   const body: FlowFile = { format: FILE_FORMAT, dim: p.dim, hidden: p.hidden, weights: {} };
   for (const [k, v] of Object.entries(p.weights)) body.weights[k] = toBase64(v);
-  await mkdir(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  await writeFile(tmp, JSON.stringify(body));
-  await rename(tmp, file);
+  await writeFileAtomic(file, JSON.stringify(body));
 }
 
 export async function loadFlow(file: string): Promise<ClassFlow> {

@@ -4,16 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ARTIFACT_MANIFEST, ArtifactStore, cacheKey, type ArtifactRef } from '../data/artifacts.js';
 import { sha256Hex } from '../data/hash.js';
+import { pathExists } from '../data/files.js';
 
 let work: string;
 let n = 0;
 function newStore(): ArtifactStore {
   n++;
   return new ArtifactStore(join(work, `store-${n}`));
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined)) !== undefined;
 }
 
 /** Writes a small two-file artifact (one in a sub-folder). */
@@ -90,7 +87,7 @@ describe('artifacts', () => {
       await writeFile(file, bytes);
       expect(await store.verify(ref)).to.equal(false);
       expect(await store.lookup('features', key)).to.equal(undefined);
-      expect(await exists(store.dir(key))).to.equal(false);
+      expect(await pathExists(store.dir(key))).to.equal(false);
       const quarantined = await readdir(join(store.root, '.quarantine'));
       expect(quarantined).to.have.length(1);
       expect(quarantined[0]!.startsWith(key)).to.equal(true);
@@ -113,7 +110,7 @@ describe('artifacts', () => {
         await store.publish('retrain', key, writeModel('01234567'));
         await damage(store.dir(key));
         expect(await store.lookup('retrain', key), name).to.equal(undefined);
-        expect(await exists(store.dir(key)), name).to.equal(false);
+        expect(await pathExists(store.dir(key)), name).to.equal(false);
       }
     });
 
@@ -128,7 +125,7 @@ describe('artifacts', () => {
         })
         .catch((e: unknown) => (err = e));
       expect((err as Error).message).to.equal('worker died');
-      expect(await exists(store.dir(key))).to.equal(false);
+      expect(await pathExists(store.dir(key))).to.equal(false);
       expect(await readdir(join(store.root, '.tmp'))).to.deep.equal([]);
       expect(await store.lookup('simclr', key)).to.equal(undefined);
     });
@@ -156,7 +153,7 @@ describe('artifacts', () => {
       const { symlink } = await import('node:fs/promises');
       await store.publish('x', key, (dir) => symlink('/etc/hostname', join(dir, 'link'))).catch((e: unknown) => (err = e));
       expect((err as Error).message).to.match(/only regular files/);
-      expect(await exists(store.dir(key))).to.equal(false);
+      expect(await pathExists(store.dir(key))).to.equal(false);
     });
 
     it('sweep removes stale temporary folders of crashed publishers', async () => {
