@@ -19,6 +19,8 @@ cd "$ROOT"
 # 2.15.1 is the oldest wheel whose C API lives in libtensorflow_cc.so.2; earlier wheels (2.9.1,
 # the version tfjs-node 4.22 was built against) export it only from the Python extension
 # _pywrap_tensorflow_internal.so, which cannot load without libpython. The C API is ABI-stable.
+# Newer wheels (2.18.1, 2.21.0 tried) work too but are no faster and have the same oneDNN
+# Conv2DBackpropFilter bug (docs/backends.md), so the tested version stays the default.
 TF_WHEEL_VERSION="${TF_WHEEL_VERSION:-2.15.1}"
 PYTHON="${PYTHON:-python3}"
 CACHE="$ROOT/.cache/native-tf"
@@ -89,9 +91,11 @@ WHEEL="$(ls "$CACHE"/tensorflow_cpu-"$TF_WHEEL_VERSION"-*manylinux*x86_64.whl 2>
 if [[ -z "$WHEEL" ]]; then
   command -v "$PYTHON" >/dev/null || fallback "$PYTHON not found (pip is needed to fetch the wheel)"
   say "pip download tensorflow-cpu==$TF_WHEEL_VERSION (about 250 MB) into .cache/native-tf"
-  # The wheel is only unpacked, never installed, so the target Python tag is arbitrary.
+  # The wheel is only unpacked, never installed, so the target Python tag is arbitrary. Wheels
+  # up to 2.20 are tagged manylinux2014 (glibc 2.17); 2.21 only manylinux_2_27.
   "$PYTHON" -m pip download "tensorflow-cpu==$TF_WHEEL_VERSION" --no-deps --only-binary=:all: \
-    --python-version 3.11 --platform manylinux2014_x86_64 --dest "$CACHE" --quiet
+    --python-version 3.11 --platform manylinux_2_27_x86_64 --platform manylinux2014_x86_64 \
+    --dest "$CACHE" --quiet
   WHEEL="$(ls "$CACHE"/tensorflow_cpu-"$TF_WHEEL_VERSION"-*manylinux*x86_64.whl | head -n1)"
 else
   say "using cached wheel $(basename "$WHEEL")"
@@ -104,9 +108,11 @@ mkdir -p "$PKG/deps/lib" "$PKG/deps/include"
 import fnmatch, os, shutil, sys, zipfile
 wheel, deps = sys.argv[1], sys.argv[2]
 libs = {'tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_framework.so.2'}
-# The C API headers and the string-layout headers they include (found with `g++ -M`).
+# The C API headers and the string-layout headers they include (found with `g++ -M`). The
+# status headers moved from tsl/c to xla/tsl/c in later wheels (2.18 and 2.21 have them there).
 headers = ['tensorflow/include/tensorflow/c/*', 'tensorflow/include/tensorflow/core/platform/ctstring*.h',
-           'tensorflow/include/tsl/c/*', 'tensorflow/include/tsl/platform/ctstring*.h']
+           'tensorflow/include/tsl/c/*', 'tensorflow/include/tsl/platform/ctstring*.h',
+           'tensorflow/include/xla/tsl/c/*']
 found = set()
 with zipfile.ZipFile(wheel) as z:
     for name in z.namelist():
