@@ -5,7 +5,7 @@ import type { LayersModel } from '@tensorflow/tfjs-layers';
 import type { ImageSource, PoisonTruth } from '../data/types.js';
 import { selectBackend } from './backend.js';
 import type { AuditConfig, AuditReport, CleansedEntry, Evaluation, FlowConfig } from './config.js';
-import { detectTargets } from './detect.js';
+import { detectTargets, type ClassDetection } from './detect.js';
 import { densityMatrix } from './density.js';
 import { loadPretrainedEncoder } from './encoder.js';
 import { accuracy, attackSuccessRate, cleansingMetrics } from './evaluate.js';
@@ -41,6 +41,9 @@ export interface AuditOptions {
 export interface AuditResult {
   report: AuditReport;
   cleansed: CleansedEntry[];
+  /** N x C log-densities (step 5), for analyses beyond the report. */
+  density: Matrix;
+  detections: ClassDetection[];
 }
 
 /** Runs every stage of the method on `dataset` and returns the report and the cleansed manifest. */
@@ -110,7 +113,7 @@ export async function auditDataset(
     timings,
     ...(evaluation ? { evaluation } : {}),
   });
-  return { report, cleansed };
+  return { report, cleansed, density, detections };
 }
 
 /** Indices of the samples labelled `y`. */
