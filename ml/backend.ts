@@ -30,11 +30,10 @@ type Log = (line: string) => void;
 async function tryNative(pkg: string): Promise<string | undefined> {
   // TensorFlow's C++ start-up banner goes to stderr in every process; keep warnings and errors.
   process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
-  // The oneDNN convolution kernels of the TensorFlow 2.15 C library corrupt the heap in
-  // Conv2DBackpropFilter for odd batch sizes (reproduced: batches of 1, 3, 5, 7, 9, 11, 13, 15
-  // abort with "free(): invalid pointer"; even ones pass). Eigen's kernels are ~1.7x slower
-  // on a ResNet-18 step here but correct; set TF_ENABLE_ONEDNN_OPTS=1 to take the risk.
-  process.env.TF_ENABLE_ONEDNN_OPTS ??= '0';
+  // oneDNN stays on (TensorFlow's default; a ResNet step is ~1.5x faster than with Eigen). Its
+  // AVX2 filter gradient of a 1x1 conv with stride 2 and few channels corrupts the heap on odd
+  // batches (libtensorflow 2.15-2.21; docs/backends.md). ml/resnet.ts never builds that conv;
+  // other models with strided 1x1 convs should run with TF_ENABLE_ONEDNN_OPTS=0.
   try {
     await import(pkg);
     return undefined;

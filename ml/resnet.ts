@@ -50,6 +50,15 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
   const bn = (x: SymbolicTensor, name: string) =>
     tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-5, name }).apply(x) as SymbolicTensor;
   const relu = (x: SymbolicTensor, name: string) => tfl.layers.reLU({ name }).apply(x) as SymbolicTensor;
+  // x[:, ::s, ::s, :], as a 1x1 average pool (a mean of one value is exact; tfjs-backend-wasm's
+  // MaxPoolGrad is wrong for more than one channel). A 1x1 'same' conv with stride s reads exactly
+  // these pixels (TF pads nothing for a 1x1 kernel), so subsample + stride-1 conv is that conv
+  // with the same weights. It avoids oneDNN's strided 1x1 filter-gradient kernel, which corrupts
+  // the heap for odd batches and few channels (docs/backends.md).
+  const subsample = (x: SymbolicTensor, strides: number, name: string) =>
+    strides === 1
+      ? x
+      : (tfl.layers.averagePooling2d({ poolSize: 1, strides, padding: 'valid', name }).apply(x) as SymbolicTensor);
 
   const basicBlock = (x: SymbolicTensor, filters: number, strides: number, name: string): SymbolicTensor => {
     const inChannels = x.shape[x.shape.length - 1];
@@ -58,7 +67,7 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
     // Projection shortcut only where the shape changes (option B of the ResNet paper).
     const shortcut =
       strides !== 1 || inChannels !== filters
-        ? bn(conv(x, filters, 1, strides, `${name}_proj`), `${name}_proj_bn`)
+        ? bn(conv(subsample(x, strides, `${name}_proj_subsample`), filters, 1, 1, `${name}_proj`), `${name}_proj_bn`)
         : x;
     const sum = tfl.layers.add({ name: `${name}_add` }).apply([y, shortcut]) as SymbolicTensor;
     return relu(sum, `${name}_out`);

@@ -2,6 +2,8 @@
 // pure-JS backend computes, and selectBackend must take it when it loads. Where the native
 // install failed or was never run, the same tests check the fallback path instead: the skip
 // reason is reported and training still gets a working backend.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all
@@ -131,5 +133,29 @@ describe('native TensorFlow backend', function () {
       const worst = g.reduce((m, v, j) => Math.max(m, Math.abs(v - want[j]!)), 0);
       expect(worst, `gradient ${i} differs by ${worst}`).to.be.at.most(tolerance);
     });
+  });
+
+  it('a width-4 ResNet-18 trains on odd batches with oneDNN on (the strided 1x1 shortcut kernel is avoided)', async function () {
+    if (loadError !== undefined) {
+      console.log(`      (tfjs-node not loadable, oneDNN check not applicable: ${loadError.split('\n')[0]})`);
+      return;
+    }
+    // In a child process: the oneDNN bug corrupts the heap and would abort mocha itself.
+    const script = fileURLToPath(new URL('./fixtures/onednn-odd-batch.ts', import.meta.url));
+    const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', script], {
+      cwd: repoRoot,
+      env: { ...process.env, TF_ENABLE_ONEDNN_OPTS: '1', TF_CPP_MIN_LOG_LEVEL: '2' },
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c, s) => resolve([c, s]));
+    });
+    const why = `exit ${code}, signal ${signal}: ${output.slice(-800)}`;
+    expect(code, why).to.equal(0);
+    expect(output).to.match(/^ok( \d+\.\d+){6}$/m);
   });
 });
