@@ -6,7 +6,7 @@
 // keeps every density matrix in the format `npm run bench -- nd-normalization --from dir` reads,
 // to compare the S_ND normalisations on real SimCLR features.
 //
-//   npm run bench -- detection-scale [--per-class 100,500] [--epochs 3,12] [--width 8]
+//   npm run bench -- detection-scale [--per-class 100,500] [--epochs 3,12] [--width 8] [--flow-hidden 64] [--flow-epochs 5]
 //                                    [--conditions badnets,clean] [--save dir] [--seed 0]
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,8 @@ const { values } = parseArgs({
     'per-class': { type: 'string', default: '100,300' },
     epochs: { type: 'string', default: '2,10' },
     width: { type: 'string', default: '16' },
-    'flow-epochs': { type: 'string', default: '20' },
+    'flow-epochs': { type: 'string', default: '5' },
+    'flow-hidden': { type: 'string', default: String(defaultAuditConfig.flow.hidden) },
     seed: { type: 'string', default: '0' },
     conditions: { type: 'string', default: 'badnets,clean' },
     save: { type: 'string' },
@@ -52,7 +53,7 @@ try {
           ...defaultAuditConfig,
           seed: Number(values.seed),
           encoder: { ...defaultSimclrEncoder, width: Number(values.width), epochs },
-          flow: { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']) },
+          flow: { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']), hidden: Number(values['flow-hidden']) },
           retrain: undefined,
         };
         const t0 = performance.now();

@@ -5,7 +5,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import type { ImageSource } from '../data/types.js';
 import { toFloatImages } from './augment.js';
 import { throwIfAborted, yieldToEventLoop } from './loop.js';
-import { matrix, type Matrix } from './matrix.js';
+import { matrix, standardizeColumns, type Matrix } from './matrix.js';
 
 export interface InferenceOptions {
   /** Images per forward pass (default 128). */
@@ -57,12 +57,15 @@ export async function inferBatches(
   }
 }
 
-/** Features of every sample of `source` (row i = sample i), in inference mode. */
+/**
+ * Features of every sample of `source` (row i = sample i), in inference mode, standardised over
+ * the dataset (zero mean, unit variance per dimension; see `standardizeColumns`).
+ */
 export async function extractFeatures(encoder: tfl.LayersModel, source: ImageSource, o: InferenceOptions = {}): Promise<Matrix> {
   let out: Matrix | undefined;
   await inferBatches(encoder, source, o, 'extractFeatures', (start, rows, cols) => {
     out ??= matrix(source.size, cols);
     out.data.set(rows, start * cols);
   });
-  return out ?? matrix(0, encoder.outputs[0].shape[1] ?? 0);
+  return out ? standardizeColumns(out) : matrix(0, encoder.outputs[0].shape[1] ?? 0);
 }

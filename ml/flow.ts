@@ -21,14 +21,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers';
 import { readFile } from 'node:fs/promises';
 import type { FlowConfig } from './config.js';
-import type { Matrix } from './matrix.js';
+import { featureMoments, type Matrix } from './matrix.js';
 import { Rng } from './random.js';
 import { writeFileAtomic } from '../data/files.js';
 
 /** Bound on each coupling's log-scale (see the header). */
 export const SCALE_BOUND = 3;
 const LOG_2PI = Math.log(2 * Math.PI);
-const STD_FLOOR = 1e-3;
 
 /** A flow as plain data: what is saved, checkpointed, and sent between processes. */
 export interface FlowParams {
@@ -246,33 +245,6 @@ function validateParams(p: FlowParams, where: string): void {
   for (let i = 0; i < p.dim; i++) if (!(p.weights.std[i] > 0)) throw new Error(`${where}: std[${i}] must be > 0`);
 }
 
-/** Per-dimension mean and floored standard deviation of the rows of `x`. */
-export function featureMoments(x: Matrix): { mean: Float32Array; std: Float32Array } {
-  const { rows, cols, data } = x;
-  const mean = new Float64Array(cols);
-  const sq = new Float64Array(cols);
-  for (let i = 0; i < rows; i++) {
-    const o = i * cols;
-    for (let j = 0; j < cols; j++) mean[j] += data[o + j];
-  }
-  for (let j = 0; j < cols; j++) mean[j] /= rows;
-  for (let i = 0; i < rows; i++) {
-    const o = i * cols;
-    for (let j = 0; j < cols; j++) {
-      const d = data[o + j] - mean[j];
-      sq[j] += d * d;
-    }
-  }
-  const std = new Float32Array(cols);
-  let meanStd = 0;
-  for (let j = 0; j < cols; j++) {
-    std[j] = Math.sqrt(sq[j] / Math.max(1, rows - 1));
-    meanStd += std[j] / cols;
-  }
-  const floor = Math.max(STD_FLOOR * meanStd, 1e-12);
-  for (let j = 0; j < cols; j++) std[j] = Math.max(std[j], floor);
-  return { mean: Float32Array.from(mean), std };
-}
 
 // ---- training ----
 

@@ -26,3 +26,49 @@ export function selectRows(m: Matrix, rows: ArrayLike<number>): Matrix {
 export function row(m: Matrix, r: number): Float32Array {
   return m.data.subarray(r * m.cols, (r + 1) * m.cols);
 }
+
+/** A constant dimension's std is raised to this fraction of the mean std (no division by zero). */
+const STD_FLOOR = 1e-3;
+
+/** Per-dimension mean and floored standard deviation of the rows of `x`. */
+export function featureMoments(x: Matrix): { mean: Float32Array; std: Float32Array } {
+  const { rows, cols, data } = x;
+  const mean = new Float64Array(cols);
+  const sq = new Float64Array(cols);
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) mean[j] += data[o + j];
+  }
+  for (let j = 0; j < cols; j++) mean[j] /= rows;
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) {
+      const d = data[o + j] - mean[j];
+      sq[j] += d * d;
+    }
+  }
+  const std = new Float32Array(cols);
+  let meanStd = 0;
+  for (let j = 0; j < cols; j++) {
+    std[j] = Math.sqrt(sq[j] / Math.max(1, rows - 1));
+    meanStd += std[j] / cols;
+  }
+  const floor = Math.max(STD_FLOOR * meanStd, 1e-12);
+  for (let j = 0; j < cols; j++) std[j] = Math.max(std[j], floor);
+  return { mean: Float32Array.from(mean), std };
+}
+
+/**
+ * The matrix with every column shifted and scaled to zero mean and unit variance. Features
+ * are standardised over the whole dataset before the flows see them, so that NLLs are in units
+ * that do not depend on the encoder's output scale (S_ND's ratio to the median needs that).
+ */
+export function standardizeColumns(m: Matrix): Matrix {
+  const { mean, std } = featureMoments(m);
+  const out = new Float32Array(m.data.length);
+  for (let i = 0; i < m.rows; i++) {
+    const o = i * m.cols;
+    for (let j = 0; j < m.cols; j++) out[o + j] = (m.data[o + j] - mean[j]) / std[j];
+  }
+  return { rows: m.rows, cols: m.cols, data: out };
+}

@@ -16,7 +16,8 @@ import {
 } from '../ml/augment.js';
 import { selectBackend } from '../ml/backend.js';
 import type { SimclrEncoderConfig } from '../ml/config.js';
-import { extractFeatures } from '../ml/features.js';
+import { extractFeatures, inferBatches } from '../ml/features.js';
+import { matrix, standardizeColumns } from '../ml/matrix.js';
 import { Rng } from '../ml/random.js';
 import { AbortError, ntXentLoss, trainSimclr, type TrainProgress } from '../ml/simclr.js';
 import { cifarSubset, type Subset } from './cifar-subset.js';
@@ -308,9 +309,17 @@ describe('trainSimclr and extractFeatures', () => {
     expect(progress).to.have.length(3);
     expect(progress[2]).to.equal(1);
     f7.data.forEach((v, i) => expect(v).to.be.closeTo(f30.data[i], 1e-4));
-    // Row i is sample i: compare with a direct forward pass on samples 0..5.
+    // Row i is sample i: the raw rows match a direct forward pass on samples 0..5, and the
+    // features are those rows standardised over the dataset.
+    const raw = matrix(20, 32);
+    await inferBatches(encoder, subset.source, { batchSize: 7 }, 'test', (start, rows) => raw.data.set(rows, start * 32));
     const direct = (encoder.predict(images) as tf.Tensor).dataSync();
-    direct.forEach((v, i) => expect(f7.data[i]).to.be.closeTo(v, 1e-4));
+    direct.forEach((v, i) => expect(raw.data[i]).to.be.closeTo(v, 1e-4));
+    standardizeColumns(raw).data.forEach((v, i) => expect(f7.data[i]).to.be.closeTo(v, 1e-4));
+    for (let j = 0; j < 32; j++) {
+      const col = Array.from({ length: 20 }, (_, i) => f7.data[i * 32 + j]);
+      expect(col.reduce((a, b) => a + b, 0) / 20).to.be.closeTo(0, 1e-4);
+    }
     // Trained features are not constant across samples.
     expect(Math.abs(f7.data[0] - f7.data[32])).to.be.greaterThan(0);
     encoder.dispose();
