@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { sha256Hex, canonicalJson } from '../data/hash.js';
-import { ingest, openDataset } from '../data/ingest.js';
+import { ingest, openDataset, type ShardedDataset } from '../data/ingest.js';
 import { createAttack, poisonDataset, triggeredTestSet } from '../attacks/index.js';
 import { auditDataset, type AuditDataset } from '../ml/audit.js';
 import { writeAuditOutputs } from '../ml/cleansed.js';
@@ -18,6 +18,7 @@ describe('auditDataset end to end (CIFAR-10 subset, BadNets 10%)', function () {
   this.timeout(20 * 60_000);
   let dir: string;
   let dataset: AuditDataset;
+  let opened: ShardedDataset[] = [];
   const config: AuditConfig = tinyAuditConfig;
 
   before(async () => {
@@ -30,6 +31,7 @@ describe('auditDataset end to end (CIFAR-10 subset, BadNets 10%)', function () {
     await ingest({ format: 'imagefolder', root: cifar.test }, join(dir, 'test'), { imageSize: 32, limitPerClass: 10 });
     const clean = await openDataset(join(dir, 'train'));
     const test = await openDataset(join(dir, 'test'));
+    opened = [clean, test];
     const attackConfig = { name: 'badnets' as const, targetClass: 0, rate: 0.1, seed: 1 };
     const { poisoned, truth } = await poisonDataset(clean, attackConfig);
     const attack = await createAttack(attackConfig, 32);
@@ -42,7 +44,10 @@ describe('auditDataset end to end (CIFAR-10 subset, BadNets 10%)', function () {
       truth,
     };
   });
-  after(async () => rm(dir, { recursive: true, force: true }));
+  after(async () => {
+    await Promise.all(opened.map((d) => d.close()));
+    await rm(dir, { recursive: true, force: true });
+  });
 
   let first: { report: AuditReport; cleansed: CleansedEntry[] };
 
