@@ -42,6 +42,7 @@ export const wasmTrainingKernels: Readonly<Record<string, string>> = {
   Einsum: 'computed on the cpu backend (new; used by rgbToGrayscale)',
   DepthwiseConv2dNativeBackpropFilter: 'computed on the cpu backend (new)',
   DepthwiseConv2dNativeBackpropInput: 'computed on the cpu backend (new)',
+  MaxPoolGrad: 'argmax per window recomputed on the heap, as on cpu (replaces the original, wrong for non-positive maxima and ties)',
 };
 
 let registered = false;
@@ -63,6 +64,7 @@ export function registerWasmKernels(): void {
   replaceKernel('Sum', (orig) => leadingReduce(orig, false));
   replaceKernel('Mean', (orig) => leadingReduce(orig, true));
   addKernel('UnsortedSegmentSum', unsortedSegmentSum);
+  replaceKernel('MaxPoolGrad', () => maxPoolGrad);
   for (const name of ['Einsum', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput']) {
     addKernel(name, onCpu(name));
   }
@@ -482,6 +484,82 @@ function leadingReduce(orig: Wrapped, mean: boolean): KernelFunc {
     return out;
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pooling
+
+const maxPoolGradOnCpu = onCpu('MaxPoolGrad');
+
+/**
+ * dx of a max pool: each output's gradient goes to the first strictly largest pixel of its
+ * window in row-major order (the cpu rule; NaN never wins, padding is not a candidate).
+ * tfjs-backend-wasm 4.22's kernel is exact only where a window's maximum is positive and unique:
+ * it misroutes windows whose maximum is zero or negative and gives ties to the last pixel. Sums are kept in float64 in output order and rounded once, which is the
+ * order and precision of the cpu kernel, so overlapping windows give bit-identical results.
+ */
+const maxPoolGrad: KernelFunc = (args) => {
+  const { inputs, backend, attrs = {} } = args;
+  const wasm = backend as BackendWasm;
+  const dy = inputs['dy']!;
+  const x = inputs['input']!;
+  if (x.dtype !== 'float32' || dy.dtype !== 'float32') return maxPoolGradOnCpu(args);
+  const p = backend_util.computePool2DInfo(
+    x.shape as [number, number, number, number],
+    attrs['filterSize'] as number | [number, number],
+    attrs['strides'] as number | [number, number],
+    1,
+    attrs['pad'] as 'same' | 'valid' | number | tf.backend_util.ExplicitPadding,
+    attrs['dimRoundingMode'] as 'floor' | 'round' | 'ceil' | undefined,
+  );
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: C, outHeight: Ho, outWidth: Wo } = p;
+  const { strideHeight: SH, strideWidth: SW, effectiveFilterHeight: KH, effectiveFilterWidth: KW } = p;
+  const top = p.padInfo.top;
+  const left = p.padInfo.left;
+  const dx = wasm.makeOutput(x.shape, 'float32');
+  const heap = heapF32(wasm);
+  const xAt = offsetF32(wasm, x);
+  const dyAt = offsetF32(wasm, dy);
+  const dxAt = offsetF32(wasm, dx);
+  const imageSize = H * W * C;
+  const acc = new Float64Array(imageSize); // one image at a time bounds the scratch memory
+  const best = new Float64Array(C);
+  const where = new Int32Array(C);
+  for (let n = 0; n < N; n++) {
+    acc.fill(0);
+    const image = xAt + n * imageSize;
+    let g = dyAt + n * Ho * Wo * C;
+    for (let ho = 0; ho < Ho; ho++) {
+      const h0 = ho * SH - top;
+      const hLo = Math.max(0, h0);
+      const hHi = Math.min(H, h0 + KH);
+      for (let wo = 0; wo < Wo; wo++, g += C) {
+        const w0 = wo * SW - left;
+        const wLo = Math.max(0, w0);
+        const wHi = Math.min(W, w0 + KW);
+        best.fill(-Infinity);
+        where.fill(-1);
+        for (let h = hLo; h < hHi; h++) {
+          for (let w = wLo; w < wHi; w++) {
+            const pixel = (h * W + w) * C;
+            for (let c = 0; c < C; c++) {
+              const v = heap[image + pixel + c]!;
+              if (v > best[c]!) {
+                best[c] = v;
+                where[c] = pixel + c;
+              }
+            }
+          }
+        }
+        for (let c = 0; c < C; c++) {
+          const at = where[c]!;
+          if (at >= 0) acc[at]! += heap[g + c]!;
+        }
+      }
+    }
+    heap.set(acc, dxAt + n * imageSize); // rounds each sum to float32 once
+  }
+  return dx;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Small kernels

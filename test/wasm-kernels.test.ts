@@ -182,6 +182,7 @@ describe('wasm training kernels', function () {
         tf.fused.matMul({ a, b: a, transposeB: true, bias: tf.zeros([40]) }).dataSync();
         tf.tile(tf.zeros([1, 1, 1, 4]), [2, 3, 3, 1]).dataSync();
         tf.sum(x, [0, 1, 2]).dataSync();
+        tf.grad((p: tf.Tensor) => tf.sum(tf.avgPool(tf.maxPool(p as tf.Tensor4D, 3, 2, 'same'), 1, 2, 'valid')))(x).dataSync();
       });
     }
     expect(backend.numDataIds()).to.equal(before);
@@ -231,35 +232,134 @@ describe('wasm training kernels', function () {
     ]);
   });
 
-  it('a SimCLR step of the real ResNet-18 gives the same loss and gradients as cpu', async function () {
-    const n = 3;
-    const pixels = Float32Array.from({ length: n * 16 * 16 * 3 }, () => rng.next());
-    const results: { loss: number; grads: Float32Array[] }[] = [];
-    for (const backend of ['cpu', 'wasm']) {
-      await tf.setBackend(backend);
-      const encoder = buildResNet18({ stem: 'cifar', width: 4, inputSize: 16, seed: 7 });
-      const head = buildProjectionHead(featureDim(4), 8, 8);
-      const vars = trainableVariables([...encoder.trainableWeights, ...head.trainableWeights]);
-      const augmentRng = new Rng(9);
-      results.push(
-        tf.tidy(() => {
-          const x = tf.tensor4d(pixels, [n, 16, 16, 3]);
-          const views = tf.concat([simclrAugment(x, augmentRng), simclrAugment(x, augmentRng)], 0);
-          const { value, grads } = tf.variableGrads(() => {
-            const z = head.apply(encoder.apply(views, { training: true }) as tf.Tensor, { training: true }) as tf.Tensor2D;
-            const [z1, z2] = tf.split(z, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-            return ntXentLoss(z1, z2, 0.5);
-          }, vars);
-          return { loss: value.dataSync()[0]!, grads: vars.map((v) => Float32Array.from(grads[v.name]!.dataSync())) };
+  // [x shape, window, stride, padding]: 1 and several channels, batch 1 and 3, the ImageNet stem's
+  // 3x3/2 'same' pool (odd and even sizes), 2x2/2 'valid', the projection shortcut's 1x1/2
+  // subsample and a 3x3/1 'same' pool (every pixel in up to 9 windows).
+  const poolCases: [Shape4, number, number, 'same' | 'valid'][] = [
+    [[1, 8, 8, 1], 3, 2, 'same'],
+    [[1, 8, 8, 2], 3, 2, 'same'],
+    [[3, 9, 9, 3], 3, 2, 'same'],
+    [[3, 8, 8, 1], 2, 2, 'valid'],
+    [[1, 8, 8, 4], 2, 2, 'valid'],
+    [[1, 7, 7, 1], 1, 2, 'valid'],
+    [[3, 8, 8, 1], 1, 2, 'valid'],
+    [[3, 7, 7, 5], 1, 2, 'valid'],
+    [[1, 6, 6, 1], 3, 1, 'same'],
+    [[3, 7, 7, 4], 3, 1, 'same'],
+  ];
+
+  /** max |cpu - wasm| over all arrays; NaN where one side is NaN and the other is not. */
+  async function maxAbsDiff(f: () => tf.Tensor | tf.Tensor[]): Promise<number> {
+    const { cpu, wasm } = await onBoth(f);
+    let diff = 0;
+    cpu.forEach((r, i) => r.forEach((v, j) => (diff = Math.max(diff, Number.isNaN(v) ? (Number.isNaN(wasm[i]![j]!) ? 0 : NaN) : Math.abs(v - wasm[i]![j]!)))));
+    return diff;
+  }
+
+  for (const [xShape, window, strides, pad] of poolCases) {
+    const tag = `x [${xShape}] ${window}x${window} stride ${strides} ${pad}`;
+    const yShape = tf.backend_util.computePool2DInfo(xShape, window, strides, 1, pad).outShape;
+
+    it(`MaxPoolGrad equals cpu bit for bit: ${tag}`, async function () {
+      const distinct = normal(size(xShape));
+      // Post-ReLU-like integers: many windows hold ties, which must go to the same pixel as on cpu.
+      const tied = distinct.map((v) => Math.max(0, Math.round(v)));
+      const dy = normal(size(yShape));
+      const diff = await maxAbsDiff(() =>
+        [distinct, tied].map((x) => {
+          const input = tf.tensor4d(x, xShape);
+          const output = tf.maxPool(input, window, strides, pad);
+          return tf.engine().runKernel('MaxPoolGrad', { dy: tf.tensor4d(dy, yShape), input, output }, { filterSize: window, strides, pad }) as tf.Tensor;
         }),
       );
-      encoder.dispose();
-      head.dispose();
-    }
-    const [cpu, wasm] = results as [(typeof results)[0], (typeof results)[0]];
-    expect(wasm.loss).to.be.closeTo(cpu.loss, 1e-4 * Math.abs(cpu.loss));
-    expect(wasm.grads.length).to.equal(cpu.grads.length);
-    // Per variable, so a small gradient is not hidden behind a large one.
-    cpu.grads.forEach((g, i) => expect(relativeDiff([g], [wasm.grads[i]!]), `variable ${i}`).to.be.below(1e-3));
+      expect(diff).to.equal(0);
+    });
+
+    it(`AvgPoolGrad matches cpu: ${tag}`, async function () {
+      const dy = normal(size(yShape));
+      await expectSameOnBoth(
+        () =>
+          tf.engine().runKernel('AvgPoolGrad', { dy: tf.tensor4d(dy, yShape), input: tf.zeros(xShape) }, { filterSize: window, strides, pad }) as tf.Tensor,
+        1e-6,
+      );
+    });
+  }
+
+  it('MaxPoolGrad sends each gradient to the first largest pixel of its window (known answer)', async function () {
+    await tf.setBackend('wasm');
+    // Channel 0 ties at 3 on pixels 0, 1 and 3 (the first wins); channel 1's maximum is pixel 3.
+    const dx = tf.tidy(() => {
+      const input = tf.tensor4d([3, 4, 3, 2, 2, 1, 3, 5], [1, 2, 2, 2]);
+      const output = tf.maxPool(input, 2, 2, 'valid');
+      const dy = tf.tensor4d([10, 20], [1, 1, 1, 2]);
+      return (tf.engine().runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 2, strides: 2, pad: 'valid' }) as tf.Tensor).dataSync();
+    });
+    expect(Array.from(dx)).to.deep.equal([10, 0, 0, 0, 0, 0, 0, 20]);
   });
+
+  it('MaxPoolGrad honours explicit padding with dimRoundingMode like cpu', async function () {
+    const xShape: Shape4 = [2, 8, 8, 3];
+    const x = normal(size(xShape));
+    const diff = await maxAbsDiff(() => {
+      const input = tf.tensor4d(x, xShape);
+      const output = tf.maxPool(input, 3, 2, 1, 'ceil');
+      const dy = tf.reshape(tf.range(1, size(output.shape) + 1), output.shape);
+      return tf.engine().runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 3, strides: 2, pad: 1, dimRoundingMode: 'ceil' }) as tf.Tensor;
+    });
+    expect(diff).to.equal(0);
+  });
+
+  it('maxPool and avgPool gradients through tf.grads match cpu (stem pool, projection subsample)', async function () {
+    // Signed inputs: the stock wasm kernel is only wrong where a window's maximum is not positive.
+    const x = normal(3 * 11 * 11 * 6);
+    const { cpu, wasm } = await onBoth(() => {
+      const loss = (t: tf.Tensor) => {
+        const stem = tf.maxPool(t as tf.Tensor4D, 3, 2, 'same');
+        const sub = tf.avgPool(stem, 1, 2, 'valid');
+        return tf.add(tf.sum(tf.square(stem)), tf.sum(tf.mul(sub, sub)));
+      };
+      const { value, grad } = tf.valueAndGrad(loss)(tf.tensor4d(x, [3, 11, 11, 6]));
+      return [value, grad];
+    });
+    expect(relativeDiff([cpu[0]!], [wasm[0]!])).to.be.below(1e-5); // a sum of ~300 squares
+    expect(relativeDiff([cpu[1]!], [wasm[1]!])).to.be.below(1e-6); // element-wise ops and the pool gradients
+    expect(wasm[1]!.some((g) => g !== 0)).to.equal(true);
+  });
+
+  // The ImageNet stem adds the 3x3/2 max pool (after a ReLU, which hides the stock wasm kernel's
+  // errors, so the pool tests above are the ones that catch them); both stems have 1x1/2
+  // average-pool shortcuts.
+  for (const stem of ['cifar', 'imagenet'] as const) {
+    it(`a SimCLR step of the real ResNet-18 (${stem} stem) gives the same loss and gradients as cpu`, async function () {
+      const n = 3;
+      const pixels = Float32Array.from({ length: n * 16 * 16 * 3 }, () => rng.next());
+      const results: { loss: number; grads: Float32Array[] }[] = [];
+      for (const backend of ['cpu', 'wasm']) {
+        await tf.setBackend(backend);
+        const encoder = buildResNet18({ stem, width: 4, inputSize: 16, seed: 7 });
+        const head = buildProjectionHead(featureDim(4), 8, 8);
+        const vars = trainableVariables([...encoder.trainableWeights, ...head.trainableWeights]);
+        const augmentRng = new Rng(9);
+        results.push(
+          tf.tidy(() => {
+            const x = tf.tensor4d(pixels, [n, 16, 16, 3]);
+            const views = tf.concat([simclrAugment(x, augmentRng), simclrAugment(x, augmentRng)], 0);
+            const { value, grads } = tf.variableGrads(() => {
+              const z = head.apply(encoder.apply(views, { training: true }) as tf.Tensor, { training: true }) as tf.Tensor2D;
+              const [z1, z2] = tf.split(z, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
+              return ntXentLoss(z1, z2, 0.5);
+            }, vars);
+            return { loss: value.dataSync()[0]!, grads: vars.map((v) => Float32Array.from(grads[v.name]!.dataSync())) };
+          }),
+        );
+        encoder.dispose();
+        head.dispose();
+      }
+      const [cpu, wasm] = results as [(typeof results)[0], (typeof results)[0]];
+      expect(wasm.loss).to.be.closeTo(cpu.loss, 1e-4 * Math.abs(cpu.loss));
+      expect(wasm.grads.length).to.equal(cpu.grads.length);
+      // Per variable, so a small gradient is not hidden behind a large one.
+      cpu.grads.forEach((g, i) => expect(relativeDiff([g], [wasm.grads[i]!]), `variable ${i}`).to.be.below(1e-3));
+    });
+  }
 });
