@@ -50,8 +50,8 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
   const bn = (x: SymbolicTensor, name: string) =>
     tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-5, name }).apply(x) as SymbolicTensor;
   const relu = (x: SymbolicTensor, name: string) => tfl.layers.reLU({ name }).apply(x) as SymbolicTensor;
-  // x[:, ::s, ::s, :], as a 1x1 average pool (a mean of one value is exact; tfjs-backend-wasm's
-  // MaxPoolGrad is wrong for more than one channel). A 1x1 'same' conv with stride s reads exactly
+  // x[:, ::s, ::s, :], as a 1x1 average pool (a mean of one value is exact, and its gradient
+  // routes no ties). A 1x1 'same' conv with stride s reads exactly
   // these pixels (TF pads nothing for a 1x1 kernel), so subsample + stride-1 conv is that conv
   // with the same weights. It avoids oneDNN's strided 1x1 filter-gradient kernel, which corrupts
   // the heap for odd batches and few channels (docs/backends.md).
