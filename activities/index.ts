@@ -61,7 +61,17 @@ import type {
  * computes: every key of that stage, and so of everything downstream, changes with it.
  */
 export const STAGE_VERSIONS: Record<StageName, number> = {
-  ingest: 1, attack: 1, encoder: 1, features: 2, flow: 1, density: 1, detect: 1, relabel: 1, retrain: 1, evaluate: 1, report: 1,
+  ingest: 1,
+  attack: 1,
+  encoder: 1,
+  features: 2,
+  flow: 1,
+  density: 1,
+  detect: 1,
+  relabel: 1,
+  retrain: 1,
+  evaluate: 1,
+  report: 1,
 };
 
 const INFO_FILE = 'info.json';
@@ -139,7 +149,10 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   /** Cache check, then compute into a fresh artifact. `work` is a scratch folder kept across retries. */
-  async function compute(req: StageRequest<unknown>, run: (tmp: string, work: string, scope: Scope) => Promise<Computed>): Promise<StageOutcome> {
+  async function compute(
+    req: StageRequest<unknown>,
+    run: (tmp: string, work: string, scope: Scope) => Promise<Computed>,
+  ): Promise<StageOutcome> {
     const ctx = Context.current();
     const key = await keyOf(req);
     const existing = await store.lookup(req.stage, key);
@@ -176,9 +189,15 @@ export function createActivities(deps: ActivityDeps) {
     const ctx = Context.current();
     const last = ctx.info.heartbeatDetails as TrainingHeartbeat | undefined;
     if (ctx.info.attempt > 1) {
-      log(`${req.label}: attempt ${ctx.info.attempt}; last heartbeat ${last ? `at epoch ${last.epoch}/${last.epochs}${last.checkpoint ? `, checkpoint ${last.checkpoint}` : ''}` : 'none'}`);
+      log(
+        `${req.label}: attempt ${ctx.info.attempt}; last heartbeat ${last ? `at epoch ${last.epoch}/${last.epochs}${last.checkpoint ? `, checkpoint ${last.checkpoint}` : ''}` : 'none'}`,
+      );
     }
-    let state: TrainingHeartbeat = { epoch: last?.epoch ?? 0, epochs: last?.epochs ?? 0, ...(last?.checkpoint ? { checkpoint: last.checkpoint } : {}) };
+    let state: TrainingHeartbeat = {
+      epoch: last?.epoch ?? 0,
+      epochs: last?.epochs ?? 0,
+      ...(last?.checkpoint ? { checkpoint: last.checkpoint } : {}),
+    };
     let lastSignal = 0;
     return {
       signal: ctx.cancellationSignal,
@@ -187,12 +206,24 @@ export function createActivities(deps: ActivityDeps) {
       log,
       onBatch: (batch, batches) => ctx.heartbeat({ ...state, batch, batches } satisfies TrainingHeartbeat),
       onEpoch: async (p: TrainProgress) => {
-        state = { epoch: p.epoch, epochs: p.epochs, loss: p.loss, ...(p.checkpoint ? { checkpoint: p.checkpoint } : state.checkpoint ? { checkpoint: state.checkpoint } : {}) };
+        state = {
+          epoch: p.epoch,
+          epochs: p.epochs,
+          loss: p.loss,
+          ...(p.checkpoint ? { checkpoint: p.checkpoint } : state.checkpoint ? { checkpoint: state.checkpoint } : {}),
+        };
         ctx.heartbeat(state);
         const now = Date.now();
         if (now - lastSignal >= 1000 || p.epoch === p.epochs) {
           lastSignal = now;
-          const sent = sendEpoch(req, { id: req.label, epoch: p.epoch, epochs: p.epochs, loss: p.loss, resumedFromEpoch: p.resumedFromEpoch ?? 0, attempt: ctx.info.attempt });
+          const sent = sendEpoch(req, {
+            id: req.label,
+            epoch: p.epoch,
+            epochs: p.epochs,
+            loss: p.loss,
+            resumedFromEpoch: p.resumedFromEpoch ?? 0,
+            attempt: ctx.info.attempt,
+          });
           if (p.epoch === p.epochs) await sent; // the last one lands before the stage's completion
         }
       },
@@ -202,7 +233,10 @@ export function createActivities(deps: ActivityDeps) {
   /** Progress display only: a lost update never fails the stage, and waiting for one is bounded. */
   function sendEpoch(req: StageRequest<unknown>, update: EpochUpdate): Promise<void> {
     if (!deps.client || !req.reportTo) return Promise.resolve();
-    const sent = deps.client.workflow.getHandle(req.reportTo).signal(stageEpochSignal, update).catch(() => undefined);
+    const sent = deps.client.workflow
+      .getHandle(req.reportTo)
+      .signal(stageEpochSignal, update)
+      .catch(() => undefined);
     return Promise.race([sent, new Promise<void>((r) => setTimeout(r, 5000).unref())]);
   }
 
@@ -318,7 +352,8 @@ export function createActivities(deps: ActivityDeps) {
       const features = await readMatrix(await input(req, 'features'), 'features');
       const source = await scope.dataset();
       const rows = classMembers(source.labels, p.classIndex);
-      if (rows.length === 0) throw ApplicationFailure.nonRetryable(`class ${p.classIndex} has no samples: a flow cannot be fitted`, 'PipelineInputError');
+      if (rows.length === 0)
+        throw ApplicationFailure.nonRetryable(`class ${p.classIndex} has no samples: a flow cannot be fitted`, 'PipelineInputError');
       const checkpointFile = join(work, 'flow-checkpoint.json');
       const every = req.options?.checkpointEvery ?? 1;
       const resume = await loadFlowCheckpoint(checkpointFile);
@@ -333,7 +368,14 @@ export function createActivities(deps: ActivityDeps) {
           const now = Date.now();
           if (now - lastSignal >= 1000 || e.epoch === e.epochs) {
             lastSignal = now;
-            void sendEpoch(req, { id: req.label, epoch: e.epoch, epochs: e.epochs, loss: e.nll, resumedFromEpoch: resume?.epoch ?? 0, attempt: ctx.info.attempt });
+            void sendEpoch(req, {
+              id: req.label,
+              epoch: e.epoch,
+              epochs: e.epochs,
+              loss: e.nll,
+              resumedFromEpoch: resume?.epoch ?? 0,
+              attempt: ctx.info.attempt,
+            });
           }
         },
       });
@@ -342,7 +384,10 @@ export function createActivities(deps: ActivityDeps) {
       } finally {
         flow.dispose();
       }
-      return { info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}` }, ...(resume ? { resumedFromEpoch: resume.epoch } : {}) };
+      return {
+        info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}` },
+        ...(resume ? { resumedFromEpoch: resume.epoch } : {}),
+      };
     });
   }
 
@@ -377,7 +422,10 @@ export function createActivities(deps: ActivityDeps) {
 
   const readDetections = async (dir: string) => readJson<ClassDetection[]>(join(dir, 'detections.json'), DETECTION_NUMBERS);
   const readCleansed = async (dir: string): Promise<CleansedEntry[]> =>
-    (await readFile(join(dir, 'cleansed.jsonl'), 'utf8')).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as CleansedEntry);
+    (await readFile(join(dir, 'cleansed.jsonl'), 'utf8'))
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as CleansedEntry);
 
   async function relabelStage(req: StageRequest<RelabelParams>): Promise<StageOutcome> {
     return compute(req, async (tmp, _work, scope) => {
@@ -443,7 +491,9 @@ export function createActivities(deps: ActivityDeps) {
         }
       }
       await writeJson(join(tmp, 'evaluation.json'), evaluation);
-      const parts = Object.entries(evaluation).filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`);
+      const parts = Object.entries(evaluation)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`);
       const metrics: Record<string, number> = {};
       for (const [k, v] of Object.entries(evaluation)) if (typeof v === 'number') metrics[k] = v;
       return { info: { figure: parts.join(', ') || 'nothing to evaluate', metrics } };
@@ -460,7 +510,9 @@ export function createActivities(deps: ActivityDeps) {
       const detections = await readDetections(await input(req, 'detect'));
       cleansed = await readCleansed(await input(req, 'relabel'));
       const featuresInfo = await readInfo(req.inputs.features as ArtifactRef);
-      const evaluation = req.inputs.evaluate ? await readJson<Evaluation>(join(await input(req, 'evaluate'), 'evaluation.json')) : undefined;
+      const evaluation = req.inputs.evaluate
+        ? await readJson<Evaluation>(join(await input(req, 'evaluate'), 'evaluation.json'))
+        : undefined;
       report = buildReport({
         dataset: { name: source.manifest.name, hash: source.manifest.hash, samples: source.size, classes: source.classes },
         backend: (featuresInfo.backend ?? 'cpu') as AuditReport['backend'],
@@ -471,7 +523,11 @@ export function createActivities(deps: ActivityDeps) {
         ...(evaluation ? { evaluation } : {}),
       });
       await writeAuditOutputs(tmp, report, cleansed);
-      return { info: { figure: `${report.targetClasses.length} target class(es); kept ${report.counts.kept}, relabelled ${report.counts.relabelled}, dropped ${report.counts.dropped}` } };
+      return {
+        info: {
+          figure: `${report.targetClasses.length} target class(es); kept ${report.counts.kept}, relabelled ${report.counts.relabelled}, dropped ${report.counts.dropped}`,
+        },
+      };
     });
     if (!report) {
       // Same report already in the store (identical timings): reuse its files.

@@ -40,7 +40,9 @@ export async function writeJson(file: string, value: unknown): Promise<void> {
 /** Reads writeJson's output; `numericKeys` names the fields whose string values are non-finite numbers. */
 export async function readJson<T>(file: string, numericKeys: readonly string[] = []): Promise<T> {
   const keys = new Set(numericKeys);
-  return JSON.parse(await readFile(file, 'utf8'), (k, v: unknown) => (keys.has(k) && typeof v === 'string' && v in NON_FINITE ? NON_FINITE[v] : v)) as T;
+  return JSON.parse(await readFile(file, 'utf8'), (k, v: unknown) =>
+    keys.has(k) && typeof v === 'string' && v in NON_FINITE ? NON_FINITE[v] : v,
+  ) as T;
 }
 
 // ---- flow checkpoints (ml/flow.ts gives the snapshot; the file format lives here) ----
@@ -69,7 +71,11 @@ export async function saveFlowCheckpoint(file: string, c: FlowCheckpoint): Promi
     epoch: c.epoch,
     rngState: c.rngState,
     nll: c.nll,
-    flow: { dim: c.flow.dim, hidden: c.flow.hidden, weights: Object.fromEntries(Object.entries(c.flow.weights).map(([k, v]) => [k, b64(v)])) },
+    flow: {
+      dim: c.flow.dim,
+      hidden: c.flow.hidden,
+      weights: Object.fromEntries(Object.entries(c.flow.weights).map(([k, v]) => [k, b64(v)])),
+    },
     optimizer: c.optimizer.map((o) => ({ name: o.name, shape: o.shape, data: b64(o.data) })),
   };
   await writeFileAtomic(file, JSON.stringify(body));
@@ -88,7 +94,11 @@ export async function loadFlowCheckpoint(file: string): Promise<FlowCheckpoint |
     epoch: body.epoch,
     rngState: body.rngState,
     nll: body.nll,
-    flow: { dim: body.flow.dim, hidden: body.flow.hidden, weights: Object.fromEntries(Object.entries(body.flow.weights).map(([k, v]) => [k, f32(v)])) },
+    flow: {
+      dim: body.flow.dim,
+      hidden: body.flow.hidden,
+      weights: Object.fromEntries(Object.entries(body.flow.weights).map(([k, v]) => [k, f32(v)])),
+    },
     optimizer: body.optimizer.map((o) => ({ name: o.name, shape: o.shape, data: f32(o.data) })),
   };
 }

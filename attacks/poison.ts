@@ -53,7 +53,10 @@ export function defaultCoverRate(cfg: AttackConfig): number {
 export function choosePoisoned(labels: Int32Array, cfg: AttackConfig): { poisoned: number[]; cover: number[] } {
   const n = labels.length;
   const coverRate = cfg.coverRate ?? defaultCoverRate(cfg);
-  for (const [k, v] of [['rate', cfg.rate], ['coverRate', coverRate]] as const) {
+  for (const [k, v] of [
+    ['rate', cfg.rate],
+    ['coverRate', coverRate],
+  ] as const) {
     if (!(v >= 0 && v <= 1)) throw new Error(`attack ${cfg.name}: ${k} must be in [0, 1], got ${v}`);
   }
   const nPoison = Math.round(cfg.rate * n);
@@ -171,12 +174,7 @@ export async function poisonDataset(
  * The ASR test set: every test image whose label is not y_T, with the test-time trigger and
  * label y_T. Ids are those of the chosen test images.
  */
-export async function triggeredTestSet(
-  test: ImageSource,
-  attack: Attack,
-  targetClass: number,
-  seed: number,
-): Promise<TransformedImages> {
+export async function triggeredTestSet(test: ImageSource, attack: Attack, targetClass: number, seed: number): Promise<TransformedImages> {
   const size = checkSquare(test, `attack ${attack.name}`);
   checkTarget(test, targetClass, `attack ${attack.name}`);
   const keep: number[] = [];

@@ -37,7 +37,9 @@ function folderOrder(poisoned: ImageSource): { order: number[]; ids: string[] } 
       throw new Error(`savePoisoned: class name ${JSON.stringify(name)} cannot be a folder name`);
     }
     if (c > 0 && !(classes[c - 1] < name)) {
-      throw new Error(`savePoisoned: class names must be unique and sorted, or an ImageFolder re-ingest renumbers them (${classes[c - 1]} before ${name})`);
+      throw new Error(
+        `savePoisoned: class names must be unique and sorted, or an ImageFolder re-ingest renumbers them (${classes[c - 1]} before ${name})`,
+      );
     }
     // An ImageFolder cannot hold an empty class: the reader rejects an empty folder.
     if (count[c] === 0) throw new Error(`savePoisoned: class ${name} has no samples; an ImageFolder cannot represent it`);
@@ -94,7 +96,7 @@ async function writePreview(poisoned: ImageSource, clean: ImageSource | undefine
     const y0 = gap + row * (cellH + gap);
     for (let y = 0; y < cellH; y++) {
       for (let x = 0; x < cellW; x++) {
-        const s = off + ((Math.floor(y / scale) * w + Math.floor(x / scale)) * 3);
+        const s = off + (Math.floor(y / scale) * w + Math.floor(x / scale)) * 3;
         const d = ((y0 + y) * W + x0 + x) * 3;
         for (let c = 0; c < 3; c++) canvas[d + c] = f(img[s + c], s + c);
       }
@@ -116,12 +118,7 @@ async function writePreview(poisoned: ImageSource, clean: ImageSource | undefine
  * ImageFolder with nothing else in it), `truth.json`, `preview.png`. Written into a temporary sibling folder and renamed, so a half-written set is
  * never visible. `clean` (for the preview) defaults to the clean set behind a PoisonedImages.
  */
-export async function savePoisoned(
-  poisoned: ImageSource,
-  truth: PoisonTruth,
-  outDir: string,
-  clean?: ImageSource,
-): Promise<SavedPoisoned> {
+export async function savePoisoned(poisoned: ImageSource, truth: PoisonTruth, outDir: string, clean?: ImageSource): Promise<SavedPoisoned> {
   const dir = resolve(outDir);
   if (existsSync(dir)) throw new Error(`savePoisoned: ${dir} already exists; refusing to overwrite`);
   if (truth.sourceLabels.length !== truth.poisoned.length) {
@@ -138,9 +135,7 @@ export async function savePoisoned(
     for (let start = 0; start < order.length; start += BATCH) {
       const batch = order.slice(start, start + BATCH);
       const pixels = await poisoned.readImages(batch);
-      await Promise.all(
-        batch.map((_, j) => png(pixels.subarray(j * px, (j + 1) * px), w, h).toFile(join(tmp, 'train', ids[start + j]))),
-      );
+      await Promise.all(batch.map((_, j) => png(pixels.subarray(j * px, (j + 1) * px), w, h).toFile(join(tmp, 'train', ids[start + j]))));
     }
     await writeFile(join(tmp, 'truth.json'), JSON.stringify(savedTruth, null, 2) + '\n');
     const cleanSource = clean ?? (poisoned instanceof PoisonedImages ? poisoned.clean : undefined);

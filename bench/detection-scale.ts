@@ -36,7 +36,9 @@ const list = (s: string): number[] => s.split(',').map(Number);
 
 const cifar = await ensureCifar10();
 const work = await mkdtemp(join(tmpdir(), 'bench-detection-'));
-console.log('| data | images/class | encoder epochs | backend | flagged (kind) | target found | TPR % | FPR % | relabel acc. % | time (s) |');
+console.log(
+  '| data | images/class | encoder epochs | backend | flagged (kind) | target found | TPR % | FPR % | relabel acc. % | time (s) |',
+);
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 try {
   for (const perClass of list(values['per-class'])) {
@@ -46,7 +48,8 @@ try {
     const clean = await openDataset(dir);
     const { poisoned, truth } = await poisonDataset(clean, attack);
     for (const condition of values.conditions.split(',')) {
-      if (condition !== 'badnets' && condition !== 'clean') throw new Error(`--conditions: unknown condition "${condition}" (badnets, clean)`);
+      if (condition !== 'badnets' && condition !== 'clean')
+        throw new Error(`--conditions: unknown condition "${condition}" (badnets, clean)`);
       const train = condition === 'badnets' ? poisoned : clean;
       for (const epochs of list(values.epochs)) {
         const config: AuditConfig = {

@@ -73,7 +73,9 @@ const TARGET = 0;
 
 // Flows need no convolution gradients, so wasm (fast dense products) is fine for training them.
 const backend = await selectBackend(values.backend as BackendName, 'inference', () => {});
-console.log(`backend ${backend.name}; flows: hidden ${flowCfg.hidden}, ${flowCfg.epochs} epochs, batch ${flowCfg.batchSize}, lr ${flowCfg.lr}`);
+console.log(
+  `backend ${backend.name}; flows: hidden ${flowCfg.hidden}, ${flowCfg.epochs} epochs, batch ${flowCfg.batchSize}, lr ${flowCfg.lr}`,
+);
 
 interface Row {
   dataset: string;
@@ -92,20 +94,45 @@ interface Row {
 }
 const rows: Row[] = [];
 
-async function measure(dataset: string, condition: Row['condition'], trial: number, features: Matrix, labels: Int32Array, truth: Uint8Array, seed: number) {
+async function measure(
+  dataset: string,
+  condition: Row['condition'],
+  trial: number,
+  features: Matrix,
+  labels: Int32Array,
+  truth: Uint8Array,
+  seed: number,
+) {
   const t0 = performance.now();
   const flows = await perClassFlows(features, labels, C, flowCfg, seed);
   const density = densityMatrix(flows, features);
   flows.forEach((f) => f.dispose());
   if (values.save) {
     await mkdir(values.save, { recursive: true });
-    const body = { dataset, condition, trial, labels: Array.from(labels), truth: Array.from(truth), rows: density.rows, cols: density.cols, density: Array.from(density.data) };
+    const body = {
+      dataset,
+      condition,
+      trial,
+      labels: Array.from(labels),
+      truth: Array.from(truth),
+      rows: density.rows,
+      cols: density.cols,
+      density: Array.from(density.data),
+    };
     await writeFile(join(values.save, `${dataset}-${condition}-${trial}.json`), JSON.stringify(body));
   }
   analyse(dataset, condition, trial, density, labels, truth, (performance.now() - t0) / 1000);
 }
 
-function analyse(dataset: string, condition: Row['condition'], trial: number, density: Matrix, labels: Int32Array, truth: Uint8Array, seconds: number) {
+function analyse(
+  dataset: string,
+  condition: Row['condition'],
+  trial: number,
+  density: Matrix,
+  labels: Int32Array,
+  truth: Uint8Array,
+  seconds: number,
+) {
   const normalized = {} as Record<Method, number[]>;
   for (const m of METHODS) {
     try {
@@ -118,17 +145,25 @@ function analyse(dataset: string, condition: Row['condition'], trial: number, de
   // The diagnostic uses the same statistics as the detector (disruptive outliers left out).
   normalized[DIAGNOSTIC] = robustZ(dets.map((d) => Math.log(d.sND - d.ownNLL)));
   const sD = dets.map((d) => d.sD);
-  const flagged = dets.filter((d) => d.kind !== 'clean').map((d) => `${d.index}:${d.kind}${d.ndFlag && d.dFlag ? '(both)' : ''}`).join(' ') || '-';
+  const flagged =
+    dets
+      .filter((d) => d.kind !== 'clean')
+      .map((d) => `${d.index}:${d.kind}${d.ndFlag && d.dFlag ? '(both)' : ''}`)
+      .join(' ') || '-';
   // Where the truly poisoned samples of the target class fall in its poison-score ranking.
   const scores = poisonScores(density, labels);
-  const target = Array.from(labels.keys()).filter((i) => labels[i] === TARGET).sort((a, b) => scores[a] - scores[b]);
+  const target = Array.from(labels.keys())
+    .filter((i) => labels[i] === TARGET)
+    .sort((a, b) => scores[a] - scores[b]);
   const k = Math.round(defaultAuditConfig.relabel.alpha * target.length);
   const share = (idx: number[]) => idx.filter((i) => truth[i]).length / Math.max(1, idx.length);
   const poisonedLow = share(target.slice(0, k));
   const poisonedHigh = share(target.slice(target.length - k));
   rows.push({ dataset, condition, trial, normalized, sD, flagged, seconds, poisonedLow, poisonedHigh, poisonedShare: share(target) });
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
-  console.log(`${dataset} ${condition} #${trial} (${seconds.toFixed(0)} s) S_ND ${fmt(dets.map((d) => d.sND))} | own ${fmt(dets.map((d) => d.ownNLL))} | S_D ${fmt(sD)}`);
+  console.log(
+    `${dataset} ${condition} #${trial} (${seconds.toFixed(0)} s) S_ND ${fmt(dets.map((d) => d.sND))} | own ${fmt(dets.map((d) => d.ownNLL))} | S_D ${fmt(sD)}`,
+  );
 }
 
 // ---- (a) synthetic class-conditional Gaussians ----
@@ -139,7 +174,9 @@ function synthetic(trial: number, condition: Row['condition']): { features: Matr
   // Class means N(0, 0.5^2) per dim (overlapping classes, as in self-supervised feature spaces); per-class, per-dim spreads log-uniform in [0.6, 1.6], so the
   // classes differ in how broad they are (the source of S_ND's clean-class spread).
   const means = Array.from({ length: C }, () => Float32Array.from({ length: d }, () => 0.5 * rng.normal()));
-  const spreads = Array.from({ length: C }, () => Float32Array.from({ length: d }, () => Math.exp(rng.uniform(Math.log(0.6), Math.log(1.6)))));
+  const spreads = Array.from({ length: C }, () =>
+    Float32Array.from({ length: d }, () => Math.exp(rng.uniform(Math.log(0.6), Math.log(1.6)))),
+  );
   const sample = (c: number, out: Float32Array, o: number) => {
     for (let j = 0; j < d; j++) out[o + j] = means[c][j] + spreads[c][j] * rng.normal();
   };
@@ -180,7 +217,8 @@ function synthetic(trial: number, condition: Row['condition']): { features: Matr
 
 async function decode(file: string): Promise<Uint8Array> {
   const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  if (info.width !== 32 || info.height !== 32 || info.channels !== 3) throw new Error(`${file}: expected 32x32 RGB, got ${info.width}x${info.height}x${info.channels}`);
+  if (info.width !== 32 || info.height !== 32 || info.channels !== 3)
+    throw new Error(`${file}: expected 32x32 RGB, got ${info.width}x${info.height}x${info.channels}`);
   return new Uint8Array(data.buffer, data.byteOffset, data.length);
 }
 
@@ -241,18 +279,27 @@ const only = new Set((values.only ?? '').split(','));
 const t0 = performance.now();
 if (values.from) {
   for (const f of (await readdir(values.from)).filter((n) => n.endsWith('.json')).sort()) {
-    const b = JSON.parse(await readFile(join(values.from, f), 'utf8')) as { dataset: string; condition: Row['condition']; trial: number; labels: number[]; truth?: number[]; rows: number; cols: number; density: number[] };
+    const b = JSON.parse(await readFile(join(values.from, f), 'utf8')) as {
+      dataset: string;
+      condition: Row['condition'];
+      trial: number;
+      labels: number[];
+      truth?: number[];
+      rows: number;
+      cols: number;
+      density: number[];
+    };
     const truth = Uint8Array.from(b.truth ?? new Array<number>(b.labels.length).fill(0));
     analyse(b.dataset, b.condition, b.trial, matrix(b.rows, b.cols, Float32Array.from(b.density)), Int32Array.from(b.labels), truth, 0);
   }
 } else {
-if (only.has('synthetic'))
-  for (let trial = 0; trial < syntheticTrials; trial++)
-    for (const condition of ['clean', 'non-disruptive', 'non-disruptive-5%', 'disruptive'] as const) {
-      const { features, labels, truth } = synthetic(trial, condition);
-      await measure('synthetic-gauss-32d', condition, trial, features, labels, truth, 10 + trial);
-    }
-if (only.has('cifar')) for (let trial = 0; trial < cifarTrials; trial++) await cifar(trial);
+  if (only.has('synthetic'))
+    for (let trial = 0; trial < syntheticTrials; trial++)
+      for (const condition of ['clean', 'non-disruptive', 'non-disruptive-5%', 'disruptive'] as const) {
+        const { features, labels, truth } = synthetic(trial, condition);
+        await measure('synthetic-gauss-32d', condition, trial, features, labels, truth, 10 + trial);
+      }
+  if (only.has('cifar')) for (let trial = 0; trial < cifarTrials; trial++) await cifar(trial);
 }
 
 // ---- summary ----
@@ -267,7 +314,9 @@ for (const r of rows) {
     const others = v.filter((_, c) => c !== TARGET).sort((a, b) => a - b);
     // Margin: how far the target lies below the lowest other class (positive = separable).
     const margin = others[0] - v[TARGET];
-    lines.push(`| ${r.dataset} | ${r.condition} | ${r.trial} | ${m} | ${f2(v[TARGET])} | ${f2(others[0])} / ${f2(others[others.length >> 1])} / ${f2(others[others.length - 1])} | ${f2(margin)} |`);
+    lines.push(
+      `| ${r.dataset} | ${r.condition} | ${r.trial} | ${m} | ${f2(v[TARGET])} | ${f2(others[0])} / ${f2(others[others.length >> 1])} / ${f2(others[others.length - 1])} | ${f2(margin)} |`,
+    );
   }
 }
 lines.push('');
@@ -284,11 +333,15 @@ for (const dataset of [...new Set(rows.map((r) => r.dataset))]) {
       const v = rs.filter((r) => r.condition === cond).map((r) => r.normalized[m][TARGET]);
       return v.length ? f2(Math.max(...v)) : '-';
     };
-    lines.push(`| ${dataset} | ${m} | ${f2(Math.min(...clean))} | ${target('non-disruptive')} / ${target('non-disruptive-5%')} | ${target('disruptive')} |`);
+    lines.push(
+      `| ${dataset} | ${m} | ${f2(Math.min(...clean))} | ${target('non-disruptive')} / ${target('non-disruptive-5%')} | ${target('disruptive')} |`,
+    );
   }
 }
 lines.push('');
-lines.push('Fixed thresholds over all runs: sets with a false flag (any clean class below the threshold) / runs, and non-disruptive targets caught / ND runs.');
+lines.push(
+  'Fixed thresholds over all runs: sets with a false flag (any clean class below the threshold) / runs, and non-disruptive targets caught / ND runs.',
+);
 lines.push('');
 lines.push('| method | threshold | false-flag sets | ND targets caught |');
 lines.push('|---|---|---|---|');
@@ -310,10 +363,14 @@ lines.push('');
 const det = defaultAuditConfig.detection;
 lines.push(`Default detection (${det.ndNormalization}, betaND ${det.betaND}, betaD ${det.betaD}, ${det.bins} bins, lambda ${det.lambda}):`);
 lines.push('');
-lines.push('| data | condition | trial | flagged (class:kind) | S_D target | S_D other classes max | poisoned share of target: all / lowest-alpha s / highest-alpha s |');
+lines.push(
+  '| data | condition | trial | flagged (class:kind) | S_D target | S_D other classes max | poisoned share of target: all / lowest-alpha s / highest-alpha s |',
+);
 lines.push('|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const split = r.condition === 'clean' ? '-' : `${f2(r.poisonedShare)} / ${f2(r.poisonedLow)} / ${f2(r.poisonedHigh)}`;
-  lines.push(`| ${r.dataset} | ${r.condition} | ${r.trial} | ${r.flagged} | ${f2(r.sD[TARGET])} | ${f2(Math.max(...r.sD.filter((_, c) => c !== TARGET)))} | ${split} |`);
+  lines.push(
+    `| ${r.dataset} | ${r.condition} | ${r.trial} | ${r.flagged} | ${f2(r.sD[TARGET])} | ${f2(Math.max(...r.sD.filter((_, c) => c !== TARGET)))} | ${split} |`,
+  );
 }
 console.log(`\n${lines.join('\n')}\n\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s`);

@@ -244,7 +244,10 @@ async function versions(): Promise<string> {
   let torchVersion = 'not installed';
   if (existsSync(TORCH_PYTHON)) {
     try {
-      const { stdout } = await execFileP(TORCH_PYTHON, ['-c', 'import torch, platform; print(torch.__version__, "python", platform.python_version())']);
+      const { stdout } = await execFileP(TORCH_PYTHON, [
+        '-c',
+        'import torch, platform; print(torch.__version__, "python", platform.python_version())',
+      ]);
       torchVersion = stdout.trim();
     } catch (err) {
       torchVersion = `broken (${(err as Error).message.split('\n')[0]})`;
@@ -314,13 +317,19 @@ async function main(): Promise<void> {
   const flowDim = int(values['flow-dim'], 512, 'flow-dim');
   // Also one thread: wasm and cpu are single-threaded, and on a busy machine two PyTorch
   // threads can lose more to contention than they gain.
-  const torchThreads = (values['torch-threads'] ?? (threads === 1 ? '1' : `${threads},1`)).split(',').map((s) => int(s, threads, 'torch-threads'));
+  const torchThreads = (values['torch-threads'] ?? (threads === 1 ? '1' : `${threads},1`))
+    .split(',')
+    .map((s) => int(s, threads, 'torch-threads'));
   const backends = values.backends.split(',').map((s) => s.trim()) as BackendName[];
   const configuredEpochs = defaultAuditConfig.flow.epochs;
   const hidden = defaultAuditConfig.flow.hidden;
 
   console.log(`# Speed: ours vs PyTorch (CPU), ${new Date().toISOString()}`);
-  console.log(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(
+    `machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   console.log(`versions: ${await versions()}`);
   console.log(
     `threads: PyTorch ${torchThreads.join(', ')} (torch.set_num_threads); tensorflow (native) ${threads} intra-op; ` +
@@ -330,16 +339,48 @@ async function main(): Promise<void> {
   const report: Record<string, unknown> = { width, batch, steps, threads, torchThreads, flowEpochs };
 
   if (!values['skip-resnet']) {
-    type Row = { impl: string; threads: string; measuredBatch: number; stepS?: number; stepCpuS?: number; trainIps?: number; inferIps?: number; augmentS?: number; note?: string };
+    type Row = {
+      impl: string;
+      threads: string;
+      measuredBatch: number;
+      stepS?: number;
+      stepCpuS?: number;
+      trainIps?: number;
+      inferIps?: number;
+      augmentS?: number;
+      note?: string;
+    };
     const rows: Row[] = [];
     for (const tt of values['skip-torch'] ? [] : torchThreads) {
-      const r = await torch<{ train_step_s: number; train_step_cpu_s: number; infer_batch_s: number; train_images_per_s: number; infer_images_per_s: number }>(
-        'resnet_simclr.py',
-        ['--width', String(width), '--batch', String(batch), '--steps', String(steps), '--infer-batches', String(inferBatches), '--threads', String(tt)],
-      );
+      const r = await torch<{
+        train_step_s: number;
+        train_step_cpu_s: number;
+        infer_batch_s: number;
+        train_images_per_s: number;
+        infer_images_per_s: number;
+      }>('resnet_simclr.py', [
+        '--width',
+        String(width),
+        '--batch',
+        String(batch),
+        '--steps',
+        String(steps),
+        '--infer-batches',
+        String(inferBatches),
+        '--threads',
+        String(tt),
+      ]);
       rows.push(
         r.ok && r.result
-          ? { impl: 'PyTorch', threads: String(tt), measuredBatch: batch, stepS: r.result.train_step_s, stepCpuS: r.result.train_step_cpu_s, trainIps: r.result.train_images_per_s, inferIps: r.result.infer_images_per_s }
+          ? {
+              impl: 'PyTorch',
+              threads: String(tt),
+              measuredBatch: batch,
+              stepS: r.result.train_step_s,
+              stepCpuS: r.result.train_step_cpu_s,
+              trainIps: r.result.train_images_per_s,
+              inferIps: r.result.infer_images_per_s,
+            }
           : { impl: 'PyTorch', threads: String(tt), measuredBatch: batch, note: r.error },
       );
       console.error(`resnet: PyTorch ${tt} threads done`);
@@ -354,14 +395,27 @@ async function main(): Promise<void> {
       const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
       rows.push(
         r.ok && r.result
-          ? { impl: `ours: ${r.result.backend}`, threads: t, measuredBatch: b, stepS: r.result.stepS, stepCpuS: r.result.stepCpuS, trainIps: b / r.result.stepS, inferIps: b / r.result.inferS, augmentS: r.result.augmentS }
+          ? {
+              impl: `ours: ${r.result.backend}`,
+              threads: t,
+              measuredBatch: b,
+              stepS: r.result.stepS,
+              stepCpuS: r.result.stepCpuS,
+              trainIps: b / r.result.stepS,
+              inferIps: b / r.result.inferS,
+              augmentS: r.result.augmentS,
+            }
           : { impl: `ours: ${backend}`, threads: t, measuredBatch: b, note: r.error },
       );
       console.error(`resnet: ${backend} done`);
     }
     const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainIps !== undefined);
-    console.log(`\n## (a) SimCLR training step and (b) feature inference: ResNet-18 width ${width}, CIFAR stem, 32x32, batch ${batch} (${2 * batch} views per step)`);
-    console.log('| implementation | threads | batch measured | s / step | CPU s / step | train images/s | PyTorch / ours (train) | inference images/s | PyTorch / ours (inference) | augmentation s / batch |');
+    console.log(
+      `\n## (a) SimCLR training step and (b) feature inference: ResNet-18 width ${width}, CIFAR stem, 32x32, batch ${batch} (${2 * batch} views per step)`,
+    );
+    console.log(
+      '| implementation | threads | batch measured | s / step | CPU s / step | train images/s | PyTorch / ours (train) | inference images/s | PyTorch / ours (inference) | augmentation s / batch |',
+    );
     console.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of rows) {
       if (r.trainIps === undefined) {
@@ -385,10 +439,33 @@ async function main(): Promise<void> {
     const scale = (configuredEpochs / flowEpochs) * (flowClasses / flowTrainClasses);
     for (const tt of values['skip-torch'] ? [] : torchThreads) {
       const r = await torch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
-        '--classes', String(flowClasses), '--per-class', String(flowPerClass), '--dim', String(flowDim),
-        '--hidden', String(hidden), '--epochs', String(flowEpochs), '--threads', String(tt), '--train-classes', String(flowTrainClasses),
+        '--classes',
+        String(flowClasses),
+        '--per-class',
+        String(flowPerClass),
+        '--dim',
+        String(flowDim),
+        '--hidden',
+        String(hidden),
+        '--epochs',
+        String(flowEpochs),
+        '--threads',
+        String(tt),
+        '--train-classes',
+        String(flowTrainClasses),
       ]);
-      rows.push(r.ok && r.result ? { impl: 'PyTorch', threads: String(tt), trainS: r.result.train_s, trainCpuS: r.result.train_cpu_s, densityS: r.result.density_s, scale } : { impl: 'PyTorch', threads: String(tt), note: r.error });
+      rows.push(
+        r.ok && r.result
+          ? {
+              impl: 'PyTorch',
+              threads: String(tt),
+              trainS: r.result.train_s,
+              trainCpuS: r.result.train_cpu_s,
+              densityS: r.result.density_s,
+              scale,
+            }
+          : { impl: 'PyTorch', threads: String(tt), note: r.error },
+      );
       console.error(`flows: PyTorch ${tt} threads done`);
     }
     for (const backend of backends) {
@@ -398,10 +475,31 @@ async function main(): Promise<void> {
       }
       // The pure-JS backend takes ~0.4 s per batch: one class stands for all.
       const trainClasses = backend === 'cpu' ? 1 : flowTrainClasses;
-      const r = await ours<FlowResult>({ kind: 'flows', backend, classes: flowClasses, perClass: flowPerClass, dim: flowDim, hidden, epochs: flowEpochs, trainClasses });
+      const r = await ours<FlowResult>({
+        kind: 'flows',
+        backend,
+        classes: flowClasses,
+        perClass: flowPerClass,
+        dim: flowDim,
+        hidden,
+        epochs: flowEpochs,
+        trainClasses,
+      });
       const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
       const rowScale = (configuredEpochs / flowEpochs) * (flowClasses / trainClasses);
-      rows.push(r.ok && r.result ? { impl: `ours: ${r.result.backend}`, threads: t, trainS: r.result.trainS, trainCpuS: r.result.trainCpuS, densityS: r.result.densityS, scale: rowScale, note: trainClasses !== flowTrainClasses ? `${trainClasses} flow trained` : undefined } : { impl: `ours: ${backend}`, threads: t, note: r.error });
+      rows.push(
+        r.ok && r.result
+          ? {
+              impl: `ours: ${r.result.backend}`,
+              threads: t,
+              trainS: r.result.trainS,
+              trainCpuS: r.result.trainCpuS,
+              densityS: r.result.densityS,
+              scale: rowScale,
+              note: trainClasses !== flowTrainClasses ? `${trainClasses} flow trained` : undefined,
+            }
+          : { impl: `ours: ${backend}`, threads: t, note: r.error },
+      );
       console.error(`flows: ${backend} done`);
     }
     const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
@@ -410,7 +508,9 @@ async function main(): Promise<void> {
         `${flowTrainClasses} of the ${flowClasses} flows trained for ${flowEpochs} epoch(s), time scaled x${f1(scale)} to all ${flowClasses} for ${configuredEpochs} epochs; ` +
         `then the ${flowClasses * flowPerClass} x ${flowClasses} density matrix`,
     );
-    console.log(`| implementation | threads | train s (measured) | CPU s | train s (${flowClasses} flows x ${configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`);
+    console.log(
+      `| implementation | threads | train s (measured) | CPU s | train s (${flowClasses} flows x ${configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`,
+    );
     console.log('|---|---|---|---|---|---|---|---|');
     for (const r of rows) {
       if (r.trainS === undefined) {

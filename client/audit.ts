@@ -35,7 +35,9 @@ export function startOptions(pipeline: Pipeline, workflowId: string) {
     ],
     memo: { pipeline: pipeline.name, pipelineFile: pipeline.file },
     staticSummary: `audit '${pipeline.name}' of ${datasetName}`,
-    staticDetails: [pipeline.description ?? '', `pipeline file: ${pipeline.file}`, `output: ${pipeline.output}`].filter(Boolean).join('\n\n'),
+    staticDetails: [pipeline.description ?? '', `pipeline file: ${pipeline.file}`, `output: ${pipeline.output}`]
+      .filter(Boolean)
+      .join('\n\n'),
   };
 }
 
@@ -92,7 +94,13 @@ export async function followAudit(
   });
   result.catch(() => undefined);
   while (!settled) {
-    const p = await Promise.race([queryProgress(handle), result.then(() => undefined, () => undefined)]);
+    const p = await Promise.race([
+      queryProgress(handle),
+      result.then(
+        () => undefined,
+        () => undefined,
+      ),
+    ]);
     if (settled) break;
     onProgress(p);
     await Promise.race([new Promise((r) => setTimeout(r, intervalMs)), result.catch(() => undefined)]);

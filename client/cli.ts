@@ -98,7 +98,12 @@ function summary(result: AuditResult): string {
     `verdict: ${targets.length ? `poisoned (target class${targets.length > 1 ? 'es' : ''}: ${targets.join(', ')})` : 'no target class found'}`,
     `samples: ${r.dataset.samples}; kept ${r.counts.kept}, relabelled ${r.counts.relabelled}, dropped ${r.counts.dropped}`,
   ];
-  if (r.evaluation) lines.push(`evaluation: ${Object.entries(r.evaluation).map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`).join(', ')}`);
+  if (r.evaluation)
+    lines.push(
+      `evaluation: ${Object.entries(r.evaluation)
+        .map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`)
+        .join(', ')}`,
+    );
   return lines.join('\n');
 }
 
@@ -191,7 +196,9 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         client: t.client,
         log: (line) => io.err(line),
       });
-      io.err(`worker on ${queues.map((q) => (q === 'cpu' ? opts.cpuQueue : opts.gpuQueue)).join(', ')} connected to ${t.address} (pid ${process.pid})`);
+      io.err(
+        `worker on ${queues.map((q) => (q === 'cpu' ? opts.cpuQueue : opts.gpuQueue)).join(', ')} connected to ${t.address} (pid ${process.pid})`,
+      );
       await runWorkers(workers, io.signal);
     });
   });
@@ -262,7 +269,9 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   addConnectionOptions(schedule.command('list')).action(async (opts: Record<string, unknown>) => {
     await withTemporal(opts, io, async (t) => {
       for (const s of await listSchedules(t.client)) {
-        io.out(`${s.scheduleId}  cron ${s.cron.join(' | ') || '?'}${s.paused ? '  (paused)' : ''}  next ${s.nextRuns[0] ?? '-'}  recent runs ${s.recentRuns.length}`);
+        io.out(
+          `${s.scheduleId}  cron ${s.cron.join(' | ') || '?'}${s.paused ? '  (paused)' : ''}  next ${s.nextRuns[0] ?? '-'}  recent runs ${s.recentRuns.length}`,
+        );
       }
     });
   });
@@ -272,14 +281,14 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       io.out(`deleted ${id}`);
     });
   });
-  addConnectionOptions(schedule.command('trigger <scheduleId>').description('start the scheduled audit now (skipped while one runs)')).action(
-    async (id: string, opts: Record<string, unknown>) => {
-      await withTemporal(opts, io, async (t) => {
-        await triggerSchedule(t.client, id);
-        io.out(`triggered ${id}`);
-      });
-    },
-  );
+  addConnectionOptions(
+    schedule.command('trigger <scheduleId>').description('start the scheduled audit now (skipped while one runs)'),
+  ).action(async (id: string, opts: Record<string, unknown>) => {
+    await withTemporal(opts, io, async (t) => {
+      await triggerSchedule(t.client, id);
+      io.out(`triggered ${id}`);
+    });
+  });
 
   program
     .command('server')
@@ -294,7 +303,9 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         io.err(`a Temporal server already answers on ${server.address}`);
         return;
       }
-      io.err(`Temporal dev server on ${server.address}${opts.ui === false ? '' : `, UI http://127.0.0.1:${port + 1000}`}; state ${dbFile}; log ${server.logFile}`);
+      io.err(
+        `Temporal dev server on ${server.address}${opts.ui === false ? '' : `, UI http://127.0.0.1:${port + 1000}`}; state ${dbFile}; log ${server.logFile}`,
+      );
       await new Promise<void>((resolveStop) => {
         if (!io.signal) return; // runs until the process is killed
         io.signal.addEventListener('abort', () => resolveStop(), { once: true });

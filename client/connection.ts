@@ -47,7 +47,16 @@ export function connectionConfig(flags: ConnectionFlags = {}, env: NodeJS.Proces
   return {
     ...(address ? { address } : {}),
     namespace: flags.namespace ?? env.TEMPORAL_NAMESPACE ?? 'default',
-    ...(wantTls ? { tls: { ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), ...(caFile ? { caFile } : {}), ...(serverName ? { serverName } : {}) } } : {}),
+    ...(wantTls
+      ? {
+          tls: {
+            ...(certFile ? { certFile } : {}),
+            ...(keyFile ? { keyFile } : {}),
+            ...(caFile ? { caFile } : {}),
+            ...(serverName ? { serverName } : {}),
+          },
+        }
+      : {}),
     ...(apiKey ? { apiKey } : {}),
   };
 }
@@ -63,7 +72,9 @@ function sdkOptions(cfg: ConnectionConfig, address: string): ConnectionOptions &
   };
   const tls = cfg.tls
     ? {
-        ...(cfg.tls.certFile && cfg.tls.keyFile ? { clientCertPair: { crt: read(cfg.tls.certFile, 'TLS certificate'), key: read(cfg.tls.keyFile, 'TLS key') } } : {}),
+        ...(cfg.tls.certFile && cfg.tls.keyFile
+          ? { clientCertPair: { crt: read(cfg.tls.certFile, 'TLS certificate'), key: read(cfg.tls.keyFile, 'TLS key') } }
+          : {}),
         ...(cfg.tls.caFile ? { serverRootCACertificate: read(cfg.tls.caFile, 'TLS CA certificate') } : {}),
         ...(cfg.tls.serverName ? { serverNameOverride: cfg.tls.serverName } : {}),
       }

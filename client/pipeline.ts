@@ -9,7 +9,14 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { defaultAuditConfig, type AuditConfig, type EncoderConfig, type RetrainConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
-import { STAGES, TASK_QUEUES, type DatasetSource, type Pipeline, type PipelineTemporalOptions, type StageName } from '../workflows/types.js';
+import {
+  STAGES,
+  TASK_QUEUES,
+  type DatasetSource,
+  type Pipeline,
+  type PipelineTemporalOptions,
+  type StageName,
+} from '../workflows/types.js';
 import { pathExists } from '../data/files.js';
 
 export const schemaPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
@@ -41,16 +48,43 @@ export class PipelineError extends Error {
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DEFAULT_QUEUES: Record<StageName, 'cpu' | 'gpu'> = {
-  ingest: 'cpu', attack: 'cpu', encoder: 'gpu', features: 'cpu', flow: 'cpu', density: 'cpu',
-  detect: 'cpu', relabel: 'cpu', retrain: 'gpu', evaluate: 'cpu', report: 'cpu',
+  ingest: 'cpu',
+  attack: 'cpu',
+  encoder: 'gpu',
+  features: 'cpu',
+  flow: 'cpu',
+  density: 'cpu',
+  detect: 'cpu',
+  relabel: 'cpu',
+  retrain: 'gpu',
+  evaluate: 'cpu',
+  report: 'cpu',
 };
 const DEFAULT_HEARTBEAT: Record<StageName, number> = {
-  ingest: 5 * MINUTE, attack: 5 * MINUTE, encoder: 5 * MINUTE, features: 5 * MINUTE, flow: 2 * MINUTE,
-  density: 5 * MINUTE, detect: 2 * MINUTE, relabel: 2 * MINUTE, retrain: 5 * MINUTE, evaluate: 5 * MINUTE, report: 2 * MINUTE,
+  ingest: 5 * MINUTE,
+  attack: 5 * MINUTE,
+  encoder: 5 * MINUTE,
+  features: 5 * MINUTE,
+  flow: 2 * MINUTE,
+  density: 5 * MINUTE,
+  detect: 2 * MINUTE,
+  relabel: 2 * MINUTE,
+  retrain: 5 * MINUTE,
+  evaluate: 5 * MINUTE,
+  report: 2 * MINUTE,
 };
 const DEFAULT_START_TO_CLOSE: Record<StageName, number> = {
-  ingest: 12 * HOUR, attack: 12 * HOUR, encoder: 7 * 24 * HOUR, features: 24 * HOUR, flow: 24 * HOUR,
-  density: 24 * HOUR, detect: HOUR, relabel: HOUR, retrain: 7 * 24 * HOUR, evaluate: 24 * HOUR, report: HOUR,
+  ingest: 12 * HOUR,
+  attack: 12 * HOUR,
+  encoder: 7 * 24 * HOUR,
+  features: 24 * HOUR,
+  flow: 24 * HOUR,
+  density: 24 * HOUR,
+  detect: HOUR,
+  relabel: HOUR,
+  retrain: 7 * 24 * HOUR,
+  evaluate: 24 * HOUR,
+  report: HOUR,
 };
 
 let validator: ReturnType<Ajv['compile']> | undefined;
@@ -80,10 +114,13 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const syntax = [...doc.errors, ...doc.warnings.filter((w) => w.code === 'DUPLICATE_KEY')];
   if (syntax.length) {
-    throw new PipelineError(file, syntax.map((e) => {
-      const pos = lineCounter.linePos(e.pos[0]);
-      return { path: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` };
-    }));
+    throw new PipelineError(
+      file,
+      syntax.map((e) => {
+        const pos = lineCounter.linePos(e.pos[0]);
+        return { path: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` };
+      }),
+    );
   }
   const value: unknown = doc.toJS();
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
@@ -95,7 +132,8 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   const raw = value as RawPipeline;
   const base = dirname(file);
   const problems: PipelineProblem[] = [];
-  const at = (path: (string | number)[], message: string) => problems.push({ path: path.join('.'), ...position(doc, lineCounter, path), message });
+  const at = (path: (string | number)[], message: string) =>
+    problems.push({ path: path.join('.'), ...position(doc, lineCounter, path), message });
 
   const dataset = { ...raw.dataset };
   const source = await resolveSource(sourceOf(dataset), base, ['dataset'], at);
@@ -207,7 +245,12 @@ async function resolveSource(
 function resolveAttack(attack: AttackConfig, base: string): AttackConfig {
   // A trigger given as a path is relative to the pipeline; bare file names stay as they are
   // (they name one of the shared triggers).
-  if ((attack.name === 'badnets' || attack.name === 'blend') && attack.trigger && /[\\/]/.test(attack.trigger) && !isAbsolute(attack.trigger)) {
+  if (
+    (attack.name === 'badnets' || attack.name === 'blend') &&
+    attack.trigger &&
+    /[\\/]/.test(attack.trigger) &&
+    !isAbsolute(attack.trigger)
+  ) {
     return { ...attack, trigger: resolve(base, attack.trigger) };
   }
   return { ...attack };
@@ -298,7 +341,7 @@ function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): 
         message = `expected ${(e.params as { type: string }).type}, got ${describeValue(doc.getIn(path))}`;
         break;
       case 'enum':
-        message = `expected one of ${((e.params as { allowedValues: unknown[] }).allowedValues).map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(doc.getIn(path))}`;
+        message = `expected one of ${(e.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}, got ${describeValue(doc.getIn(path))}`;
         break;
       case 'const':
         message = `expected ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
@@ -307,7 +350,11 @@ function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): 
         message = conflictMessage(e.schema, doc.getIn(path));
         break;
       case 'oneOf':
-        message = e.schemaPath.includes('retrain') ? 'expected false or a mapping of retrain settings' : e.schemaPath.includes('duration') ? 'expected milliseconds or a duration such as 30s, 5m, 2h' : 'matches none of the allowed forms';
+        message = e.schemaPath.includes('retrain')
+          ? 'expected false or a mapping of retrain settings'
+          : e.schemaPath.includes('duration')
+            ? 'expected milliseconds or a duration such as 30s, 5m, 2h'
+            : 'matches none of the allowed forms';
         break;
       default:
         message = `${e.message ?? e.keyword}`;
@@ -333,7 +380,10 @@ function conflictMessage(schema: unknown, node: unknown): string {
   const forbidden = ((schema as { anyOf?: { required?: string[] }[] }).anyOf ?? []).flatMap((s) => s.required ?? []);
   const present = js && typeof js === 'object' ? forbidden.filter((k) => k in js) : [];
   const variant = js ? (js.format ?? js.kind ?? js.name) : undefined;
-  const which = variant === undefined ? '' : ` with ${js && 'format' in js ? 'format' : js && 'kind' in js ? 'kind' : 'name'} ${JSON.stringify(variant)}`;
+  const which =
+    variant === undefined
+      ? ''
+      : ` with ${js && 'format' in js ? 'format' : js && 'kind' in js ? 'kind' : 'name'} ${JSON.stringify(variant)}`;
   return present.length
     ? `${present.map((k) => `"${k}"`).join(', ')} not allowed${which}`
     : `key combination not allowed${which} (see pipelines/schema.json)`;

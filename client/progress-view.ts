@@ -26,8 +26,10 @@ function line(r: StageProgress): string {
 
 /** A fixed-width table of every stage (the `status` command). */
 export function formatProgress(p: AuditProgress): string {
-  const head = `${p.workflowId}  pipeline ${p.pipeline}  dataset ${p.dataset}  verdict ${p.verdict}` +
-    (p.targetClasses.length ? `  targets ${p.targetClasses.join(', ')}` : '') + (p.done ? '  (finished)' : `  (at ${p.currentStage})`);
+  const head =
+    `${p.workflowId}  pipeline ${p.pipeline}  dataset ${p.dataset}  verdict ${p.verdict}` +
+    (p.targetClasses.length ? `  targets ${p.targetClasses.join(', ')}` : '') +
+    (p.done ? '  (finished)' : `  (at ${p.currentStage})`);
   const rows = p.stages.map((r) => [
     r.id,
     stateText(r),
@@ -35,7 +37,11 @@ export function formatProgress(p: AuditProgress): string {
     r.figure ?? r.error ?? '',
   ]);
   const widths = [0, 1, 2].map((c) => Math.max(5, ...rows.map((row) => row[c].length)));
-  const fmt = (row: string[]) => row.map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell)).join('  ').trimEnd();
+  const fmt = (row: string[]) =>
+    row
+      .map((cell, c) => (c < 3 ? cell.padEnd(widths[c]) : cell))
+      .join('  ')
+      .trimEnd();
   return [head, fmt(['stage', 'state', 'time', 'figure']), ...rows.map(fmt)].join('\n');
 }
 

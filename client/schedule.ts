@@ -72,4 +72,3 @@ export async function scheduleRuns(client: Client, scheduleId: string): Promise<
     running: d.info.runningActions.map((a) => a.workflow.workflowId),
   };
 }
-

@@ -82,7 +82,9 @@ export class ArtifactStore {
     }
     const manifest = parseArtifactManifest(text);
     if (manifest && manifest.key === key && manifest.stage !== stage) {
-      throw new Error(`${dir}: artifact key ${key} belongs to stage '${manifest.stage}', not '${stage}'; cache keys must include the stage`);
+      throw new Error(
+        `${dir}: artifact key ${key} belongs to stage '${manifest.stage}', not '${stage}'; cache keys must include the stage`,
+      );
     }
     if (!manifest || manifest.key !== key || !(await filesMatch(dir, manifest))) {
       await this.quarantine(key);
@@ -106,7 +108,8 @@ export class ArtifactStore {
     try {
       await write(tmp);
       const paths = await listFiles(tmp, '');
-      if (paths.includes(ARTIFACT_MANIFEST)) throw new Error(`${tmp}: stage '${stage}' wrote ${ARTIFACT_MANIFEST}, a name reserved for the artifact manifest`);
+      if (paths.includes(ARTIFACT_MANIFEST))
+        throw new Error(`${tmp}: stage '${stage}' wrote ${ARTIFACT_MANIFEST}, a name reserved for the artifact manifest`);
       const files: ArtifactFile[] = [];
       for (const path of paths.sort()) files.push({ path, ...(await sha256File(join(tmp, path))) });
       const manifest: ArtifactManifest = { version: 1, stage, key, files };
@@ -190,7 +193,8 @@ export class ArtifactStore {
 }
 
 function checkKey(key: string): void {
-  if (!KEY_PATTERN.test(key)) throw new Error(`invalid artifact key ${JSON.stringify(key)}: use letters, digits, '.', '_', '-' (at most 200)`);
+  if (!KEY_PATTERN.test(key))
+    throw new Error(`invalid artifact key ${JSON.stringify(key)}: use letters, digits, '.', '_', '-' (at most 200)`);
 }
 
 function totalBytes(m: ArtifactManifest): number {
@@ -200,7 +204,11 @@ function totalBytes(m: ArtifactManifest): number {
 function parseArtifactManifest(text: string): ArtifactManifest | undefined {
   try {
     const m = JSON.parse(text) as Partial<ArtifactManifest>;
-    const ok = m.version === 1 && typeof m.stage === 'string' && typeof m.key === 'string' && Array.isArray(m.files) &&
+    const ok =
+      m.version === 1 &&
+      typeof m.stage === 'string' &&
+      typeof m.key === 'string' &&
+      Array.isArray(m.files) &&
       m.files.every((f) => typeof f.path === 'string' && typeof f.sha256 === 'string' && Number.isInteger(f.bytes));
     return ok ? (m as ArtifactManifest) : undefined;
   } catch {

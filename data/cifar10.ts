@@ -11,7 +11,16 @@ import { pathExists } from './files.js';
 
 /** Class names in label order (index 0..9), as in the shared data README. */
 export const CIFAR10_CLASSES: readonly string[] = [
-  'airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck',
+  'airplane',
+  'automobile',
+  'bird',
+  'cat',
+  'deer',
+  'dog',
+  'frog',
+  'horse',
+  'ship',
+  'truck',
 ];
 
 const ARCHIVE = 'cifar10-jpg.tar.gz';

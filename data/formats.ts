@@ -31,9 +31,7 @@ export const CIFAR_SIDE = 32;
 export const CIFAR_RECORD_BYTES = 1 + CIFAR_SIDE * CIFAR_SIDE * 3;
 
 /** Where a sample's source bytes are: a whole image file, or one record of a CIFAR binary file. */
-export type SampleSource =
-  | { kind: 'file'; path: string }
-  | { kind: 'cifar-record'; path: string; offset: number };
+export type SampleSource = { kind: 'file'; path: string } | { kind: 'cifar-record'; path: string; offset: number };
 
 export interface SampleRef {
   /** Stable id: path relative to the dataset root with '/' separators, or `<file>#<n>` for CIFAR binary. */
@@ -85,7 +83,10 @@ export async function discoverDataset(spec: DatasetSpec): Promise<DiscoveredData
       found = await discoverImageFolder(resolve(spec.root));
       break;
     case 'cifar-binary':
-      found = await discoverCifarBinary(spec.files.map((f) => resolve(f)), spec.classes);
+      found = await discoverCifarBinary(
+        spec.files.map((f) => resolve(f)),
+        spec.classes,
+      );
       break;
     case 'manifest':
       found = await discoverManifest(resolve(spec.path), spec.root === undefined ? undefined : resolve(spec.root), spec.classes);
@@ -207,7 +208,11 @@ interface ManifestRow {
 // Manifest: .csv with a header naming `path` and `label` columns, or .jsonl with one
 // {"path", "label"} object per line. Paths are relative to `root` (default: the manifest's
 // folder) and may not leave it; a label is a class name or a class index.
-async function discoverManifest(manifest: string, rootArg: string | undefined, classesArg: string[] | undefined): Promise<DiscoveredDataset> {
+async function discoverManifest(
+  manifest: string,
+  rootArg: string | undefined,
+  classesArg: string[] | undefined,
+): Promise<DiscoveredDataset> {
   let text: string;
   try {
     text = await readFile(manifest, 'utf8');
@@ -286,8 +291,13 @@ function parseJsonlManifest(manifest: string, text: string): ManifestRow[] {
       throw new DatasetError(manifest, `line ${i + 1}: invalid JSON (${(err as Error).message})`);
     }
     const rec = obj as { path?: unknown; label?: unknown } | null;
-    if (typeof rec !== 'object' || rec === null || typeof rec.path !== 'string' || rec.path === '' ||
-      (typeof rec.label !== 'string' && typeof rec.label !== 'number')) {
+    if (
+      typeof rec !== 'object' ||
+      rec === null ||
+      typeof rec.path !== 'string' ||
+      rec.path === '' ||
+      (typeof rec.label !== 'string' && typeof rec.label !== 'number')
+    ) {
       throw new DatasetError(manifest, `line ${i + 1}: expected {"path": string, "label": string | number}`);
     }
     rows.push({ line: i + 1, path: rec.path, label: rec.label });

@@ -88,7 +88,8 @@ export async function ingest(spec: DatasetSpec, outDir: string, opts: IngestOpti
   const size = opts.imageSize;
   if (!Number.isInteger(size) || size < 1 || size > 4096) throw new Error(`imageSize must be an integer in 1..4096, got ${size}`);
   const limit = opts.limitPerClass;
-  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new Error(`limitPerClass must be a positive integer, got ${limit}`);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1))
+    throw new Error(`limitPerClass must be a positive integer, got ${limit}`);
   const target = resolve(outDir);
   if (spec.format === 'imagefolder' && isInside(resolve(spec.root), target)) {
     throw new DatasetError(target, `output folder is inside the input dataset ${resolve(spec.root)}; input datasets are never modified`);
@@ -100,11 +101,16 @@ export async function ingest(spec: DatasetSpec, outDir: string, opts: IngestOpti
 
   // Pass 1: content hashes only (cheap), so that an unchanged dataset is recognised before decoding.
   let hashed = 0;
-  const hashes = await mapBounded(samples, DECODE_CONCURRENCY, async (s) => {
-    const h = sha256Hex(await reader.read(s.source));
-    if (++hashed % 256 === 0 || hashed === samples.length) opts.onProgress?.(hashed, samples.length, 'hash');
-    return h;
-  }, opts.signal);
+  const hashes = await mapBounded(
+    samples,
+    DECODE_CONCURRENCY,
+    async (s) => {
+      const h = sha256Hex(await reader.read(s.source));
+      if (++hashed % 256 === 0 || hashed === samples.length) opts.onProgress?.(hashed, samples.length, 'hash');
+      return h;
+    },
+    opts.signal,
+  );
   const entries: SampleEntry[] = samples.map((s, i) => ({ id: s.id, label: s.label, sha256: hashes[i]! }));
   const hash = datasetHash(INGEST_PIPELINE, found.classes, size, size, entries);
   const existing = await existingManifest(target);
@@ -140,7 +146,8 @@ export async function writeDataset(source: ImageSource, outDir: string, name: st
   if (new Set(source.ids).size !== n) throw new Error('writeDataset: sample ids are not unique');
   for (let i = 0; i < n; i++) {
     const l = source.labels[i]!;
-    if (!Number.isInteger(l) || l < 0 || l >= source.classes.length) throw new Error(`writeDataset: sample ${source.ids[i]} has label ${l}, outside ${source.classes.length} classes`);
+    if (!Number.isInteger(l) || l < 0 || l >= source.classes.length)
+      throw new Error(`writeDataset: sample ${source.ids[i]} has label ${l}, outside ${source.classes.length} classes`);
   }
   const hashes: string[] = new Array<string>(n);
   // Samples are requested in increasing order, so one batch read serves WRITE_BATCH of them.
@@ -189,8 +196,12 @@ export async function openDataset(dir: string): Promise<ShardedDataset> {
   } catch {
     throw new DatasetError(indexPath, 'sample index file missing');
   }
-  if (sha256Hex(indexBytes) !== manifest.index.sha256) throw new DatasetError(indexPath, 'sample index does not match its sha256 in dataset.json (corrupted)');
-  const lines = indexBytes.toString('utf8').split('\n').filter((l) => l !== '');
+  if (sha256Hex(indexBytes) !== manifest.index.sha256)
+    throw new DatasetError(indexPath, 'sample index does not match its sha256 in dataset.json (corrupted)');
+  const lines = indexBytes
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l !== '');
   if (lines.length !== manifest.size) throw new DatasetError(indexPath, `has ${lines.length} samples, manifest says ${manifest.size}`);
   const ids: string[] = new Array<string>(lines.length);
   const hashes: string[] = new Array<string>(lines.length);
@@ -215,7 +226,10 @@ export async function openDataset(dir: string): Promise<ShardedDataset> {
       throw new DatasetError(path, 'shard file missing');
     }
     if (bytes !== shard.count * sampleBytes) {
-      throw new DatasetError(path, `shard is ${bytes} bytes, expected ${shard.count * sampleBytes} (${shard.count} images of ${manifest.height}x${manifest.width}x3)`);
+      throw new DatasetError(
+        path,
+        `shard is ${bytes} bytes, expected ${shard.count * sampleBytes} (${shard.count} images of ${manifest.height}x${manifest.width}x3)`,
+      );
     }
     total += shard.count;
   }
@@ -292,7 +306,8 @@ export class ShardedDataset implements ImageSource {
   async verify(): Promise<void> {
     for (let s = 0; s < this.manifest.shards.length; s++) {
       const { sha256 } = await sha256File(this.shardPath(s));
-      if (sha256 !== this.manifest.shards[s]!.sha256) throw new DatasetError(this.shardPath(s), 'shard content does not match its sha256 in dataset.json (corrupted)');
+      if (sha256 !== this.manifest.shards[s]!.sha256)
+        throw new DatasetError(this.shardPath(s), 'shard content does not match its sha256 in dataset.json (corrupted)');
     }
   }
 
@@ -324,7 +339,12 @@ export class ShardedDataset implements ImageSource {
       this.handles.delete(shard); // re-insert: most recently used
     } else {
       const path = this.shardPath(shard);
-      h = { fh: open(path, 'r').catch((err: Error) => { throw new DatasetError(path, `cannot open shard: ${err.message}`); }), pins: 0 };
+      h = {
+        fh: open(path, 'r').catch((err: Error) => {
+          throw new DatasetError(path, `cannot open shard: ${err.message}`);
+        }),
+        pins: 0,
+      };
       h.fh.catch(() => undefined);
     }
     this.handles.set(shard, h);
@@ -366,14 +386,22 @@ export class InMemoryImages implements ImageSource {
   readonly ids: readonly string[];
   private readonly pixels: Uint8Array;
 
-  constructor(init: { classes: readonly string[]; height: number; width: number; labels: Int32Array; ids: readonly string[]; pixels: Uint8Array }) {
+  constructor(init: {
+    classes: readonly string[];
+    height: number;
+    width: number;
+    labels: Int32Array;
+    ids: readonly string[];
+    pixels: Uint8Array;
+  }) {
     const n = init.labels.length;
     if (init.ids.length !== n) throw new Error(`InMemoryImages: ${n} labels but ${init.ids.length} ids`);
     if (init.pixels.length !== n * init.height * init.width * 3) {
       throw new Error(`InMemoryImages: pixels has ${init.pixels.length} bytes, expected ${n}x${init.height}x${init.width}x3`);
     }
     for (let i = 0; i < n; i++) {
-      if (init.labels[i]! < 0 || init.labels[i]! >= init.classes.length) throw new Error(`InMemoryImages: label ${init.labels[i]} of ${init.ids[i]} outside ${init.classes.length} classes`);
+      if (init.labels[i]! < 0 || init.labels[i]! >= init.classes.length)
+        throw new Error(`InMemoryImages: label ${init.labels[i]} of ${init.ids[i]} outside ${init.classes.length} classes`);
     }
     this.classes = init.classes;
     this.height = init.height;
@@ -437,7 +465,12 @@ class SourceReader {
     }
     if (this.cached?.path !== source.path) {
       const path = source.path;
-      this.cached = { path, data: readFile(path).catch((err: Error) => { throw new DatasetError(path, `cannot read file: ${err.message}`); }) };
+      this.cached = {
+        path,
+        data: readFile(path).catch((err: Error) => {
+          throw new DatasetError(path, `cannot read file: ${err.message}`);
+        }),
+      };
     }
     const data = await this.cached.data;
     if (source.offset + CIFAR_RECORD_BYTES > data.length) throw new DatasetError(source.path, 'file shrank while being ingested');
@@ -646,7 +679,25 @@ function parseManifest(file: string, text: string): DatasetManifest {
   if (!Number.isInteger(m.width) || m.width! < 1) bad('width');
   if (!Number.isInteger(m.size) || m.size! < 0) bad('size');
   if (typeof m.hash !== 'string') bad('hash');
-  if (!Array.isArray(m.shards) || !m.shards.every((s) => typeof s.file === 'string' && !s.file.includes('/') && !s.file.includes('..') && Number.isInteger(s.count) && typeof s.sha256 === 'string')) bad('shards');
-  if (typeof m.index !== 'object' || m.index === null || typeof m.index.file !== 'string' || m.index.file.includes('/') || typeof m.index.sha256 !== 'string') bad('index');
+  if (
+    !Array.isArray(m.shards) ||
+    !m.shards.every(
+      (s) =>
+        typeof s.file === 'string' &&
+        !s.file.includes('/') &&
+        !s.file.includes('..') &&
+        Number.isInteger(s.count) &&
+        typeof s.sha256 === 'string',
+    )
+  )
+    bad('shards');
+  if (
+    typeof m.index !== 'object' ||
+    m.index === null ||
+    typeof m.index.file !== 'string' ||
+    m.index.file.includes('/') ||
+    typeof m.index.sha256 !== 'string'
+  )
+    bad('index');
   return m as DatasetManifest;
 }

@@ -47,11 +47,7 @@ export interface AuditResult {
 }
 
 /** Runs every stage of the method on `dataset` and returns the report and the cleansed manifest. */
-export async function auditDataset(
-  dataset: AuditDataset,
-  config: AuditConfig,
-  options: AuditOptions = {},
-): Promise<AuditResult> {
+export async function auditDataset(dataset: AuditDataset, config: AuditConfig, options: AuditOptions = {}): Promise<AuditResult> {
   const { signal } = options;
   const log = options.log ?? (() => undefined);
   const timings: Record<string, number> = {};
@@ -74,7 +70,9 @@ export async function auditDataset(
   const features = await stage('features', () => extractFeatures(encoder, train, { signal }));
   encoder.dispose();
 
-  const flows = await stage('flows', () => perClassFlows(features, train.labels, train.classes.length, config.flow, config.seed, { signal }));
+  const flows = await stage('flows', () =>
+    perClassFlows(features, train.labels, train.classes.length, config.flow, config.seed, { signal }),
+  );
   const density = await stage('density', async () => densityMatrix(flows, features));
   flows.forEach((f) => f.dispose());
 
@@ -90,8 +88,17 @@ export async function auditDataset(
   if (config.retrain && dataset.test) {
     const retrain = config.retrain;
     const stem = config.encoder.kind === 'simclr' ? config.encoder.stem : config.imageSize > 64 ? 'imagenet' : 'cifar';
-    const model = await stage('retrain', async () =>
-      (await trainClassifier(train, trainingLabels(cleansed), retrain, { seed: config.seed, stem, inputSize: config.imageSize, hooks: { signal, log } })).model,
+    const model = await stage(
+      'retrain',
+      async () =>
+        (
+          await trainClassifier(train, trainingLabels(cleansed), retrain, {
+            seed: config.seed,
+            stem,
+            inputSize: config.imageSize,
+            hooks: { signal, log },
+          })
+        ).model,
     );
     await stage('evaluate', async () => {
       const test = dataset.test as ImageSource;

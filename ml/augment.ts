@@ -183,26 +183,62 @@ export function applyAugmentation(images: tf.Tensor4D, p: AugmentParams): tf.Ten
       const [x1, x2] = axisBox(c.left, c.width, w, p.flips[i]);
       boxes.set([y1, x1, y2, x2], i * 4);
     }
-    const boxInd = tf.tensor1d(Int32Array.from({ length: n }, (_, i) => i), 'int32');
+    const boxInd = tf.tensor1d(
+      Int32Array.from({ length: n }, (_, i) => i),
+      'int32',
+    );
     let x = tf.image.cropAndResize(images, tf.tensor2d(boxes, [n, 4]), boxInd, [h, w], 'bilinear') as tf.Tensor4D;
 
     if (p.jitters.some((j) => j !== undefined)) {
       const col = (f: (j: Jitter) => number, identity: number) =>
-        tf.tensor4d(p.jitters.map((j) => (j ? f(j) : identity)), [n, 1, 1, 1]);
-      const on = tf.tensor4d(p.jitters.map((j) => (j ? 1 : 0)), [n, 1, 1, 1]);
-      let y = clip01(tf.mul(x, col((j) => j.brightness, 1)));
+        tf.tensor4d(
+          p.jitters.map((j) => (j ? f(j) : identity)),
+          [n, 1, 1, 1],
+        );
+      const on = tf.tensor4d(
+        p.jitters.map((j) => (j ? 1 : 0)),
+        [n, 1, 1, 1],
+      );
+      let y = clip01(
+        tf.mul(
+          x,
+          col((j) => j.brightness, 1),
+        ),
+      );
       const mean = tf.mean(luma(y), [1, 2, 3], true);
-      y = clip01(tf.add(tf.mul(tf.sub(y, mean), col((j) => j.contrast, 1)), mean));
+      y = clip01(
+        tf.add(
+          tf.mul(
+            tf.sub(y, mean),
+            col((j) => j.contrast, 1),
+          ),
+          mean,
+        ),
+      );
       const grey = luma(y);
-      y = clip01(tf.add(tf.mul(tf.sub(y, grey), col((j) => j.saturation, 1)), grey));
-      const hue = tf.tensor3d(p.jitters.flatMap((j) => hueMatrix(j ? j.hue : 0)), [n, 3, 3]);
+      y = clip01(
+        tf.add(
+          tf.mul(
+            tf.sub(y, grey),
+            col((j) => j.saturation, 1),
+          ),
+          grey,
+        ),
+      );
+      const hue = tf.tensor3d(
+        p.jitters.flatMap((j) => hueMatrix(j ? j.hue : 0)),
+        [n, 3, 3],
+      );
       // Per pixel rgb' = M rgb, i.e. rows [hw, 3] times M^T.
       y = clip01(tf.reshape(tf.matMul(tf.reshape(y, [n, h * w, 3]), hue, false, true), [n, h, w, 3]));
       // Images without jitter keep their cropped pixels bit for bit (x + 0 * (y - x) == x).
       x = tf.add(x, tf.mul(on, tf.sub(y, x)));
     }
     if (p.grays.some((g) => g)) {
-      const on = tf.tensor4d(p.grays.map((g) => (g ? 1 : 0)), [n, 1, 1, 1]);
+      const on = tf.tensor4d(
+        p.grays.map((g) => (g ? 1 : 0)),
+        [n, 1, 1, 1],
+      );
       const grey = tf.tile(luma(x), [1, 1, 1, 3]);
       x = tf.add(x, tf.mul(on, tf.sub(grey, x)));
     }

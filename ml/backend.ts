@@ -48,9 +48,7 @@ async function tryNative(pkg: string): Promise<string | undefined> {
  */
 function wasmSupports(purpose: BackendPurpose): string | undefined {
   if (purpose === 'inference') return undefined;
-  const missing = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'].filter(
-    (k) => tf.getKernel(k, 'wasm') === undefined,
-  );
+  const missing = ['Conv2DBackpropFilter', 'Conv2DBackpropInput'].filter((k) => tf.getKernel(k, 'wasm') === undefined);
   return missing.length ? `wasm lacks gradient kernels ${missing.join(', ')}` : undefined;
 }
 

@@ -84,7 +84,9 @@ export async function loadCheckpoint(dir: string, fingerprint: string): Promise<
     throw bad(`unreadable header: ${(err as Error).message}`);
   }
   if (header.fingerprint !== fingerprint) {
-    throw bad(`written by a different run (fingerprint ${header.fingerprint}, this run ${fingerprint}); delete it or use another checkpoint folder`);
+    throw bad(
+      `written by a different run (fingerprint ${header.fingerprint}, this run ${fingerprint}); delete it or use another checkpoint folder`,
+    );
   }
   const data = buf.buffer.slice(buf.byteOffset + start, buf.byteOffset + buf.length) as ArrayBuffer;
   let tensors: tf.NamedTensorMap;

@@ -50,7 +50,11 @@ function leadingReduce(args: Parameters<KernelFunc>[0], mean: boolean): TensorIn
   }
   const rest = x.shape.slice(k);
   const shape = attrs.keepDims ? [...new Array<number>(k).fill(1), ...rest] : rest;
-  return backend.makeTensorInfo(shape, 'float32', Float32Array.from(acc, (a) => (mean ? a / rows : a)));
+  return backend.makeTensorInfo(
+    shape,
+    'float32',
+    Float32Array.from(acc, (a) => (mean ? a / rows : a)),
+  );
 }
 
 function replace(config: KernelConfig): void {
@@ -113,7 +117,19 @@ export function registerCpuKernels(): void {
     );
     const xv = backend.data.get(x.dataId).values as Float32Array;
     const dyv = backend.data.get(dy.dataId).values as Float32Array;
-    const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels, strideHeight, strideWidth, filterHeight, filterWidth } = info;
+    const {
+      batchSize,
+      inHeight,
+      inWidth,
+      inChannels,
+      outHeight,
+      outWidth,
+      outChannels,
+      strideHeight,
+      strideWidth,
+      filterHeight,
+      filterWidth,
+    } = info;
     const top = info.padInfo.top;
     const left = info.padInfo.left;
     const acc = new Float64Array(filterHeight * filterWidth * inChannels * outChannels);

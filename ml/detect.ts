@@ -110,7 +110,9 @@ export function normaliseND(sND: readonly number[], ownNLL: readonly number[], m
       return sND.map((s, y) => {
         const ref = median(others(sND, y));
         if (Number.isFinite(s) && Number.isFinite(ref) && ref <= 0)
-          throw new Error(`detect: 'median-ratio' needs positive foreign NLLs, but the other classes' median is ${ref.toFixed(3)}; use 'own-gap' or 'robust-z'`);
+          throw new Error(
+            `detect: 'median-ratio' needs positive foreign NLLs, but the other classes' median is ${ref.toFixed(3)}; use 'own-gap' or 'robust-z'`,
+          );
         return s / ref;
       });
     case 'own-gap': {
@@ -118,7 +120,9 @@ export function normaliseND(sND: readonly number[], ownNLL: readonly number[], m
       return gap.map((g, y) => {
         const ref = median(others(gap, y));
         if (Number.isFinite(g) && Number.isFinite(ref) && ref <= 0)
-          throw new Error(`detect: 'own-gap' needs flows that fit their own class better than the others (median gap ${ref.toFixed(3)} nats)`);
+          throw new Error(
+            `detect: 'own-gap' needs flows that fit their own class better than the others (median gap ${ref.toFixed(3)} nats)`,
+          );
         return g / ref;
       });
     }
@@ -239,7 +243,11 @@ export function detectTargets(density: Matrix, labels: Int32Array, cfg: Detectio
   const disruptive = members.map((rows, y) => {
     if (!rows.length) return { valley: -Infinity, fraction: 0, dFlag: false };
     const v = foreignDensity(density, y);
-    const { valley, fraction } = findValley(rows.map((i) => v[i]), cfg.bins, cfg.lambda);
+    const { valley, fraction } = findValley(
+      rows.map((i) => v[i]),
+      cfg.bins,
+      cfg.lambda,
+    );
     const dFlag = fraction > cfg.betaD;
     if (dFlag) for (const i of rows) if (v[i] < valley) outliers[i] = 1;
     return { valley, fraction, dFlag };
@@ -250,6 +258,17 @@ export function detectTargets(density: Matrix, labels: Int32Array, cfg: Detectio
     const { valley, fraction, dFlag } = disruptive[y];
     const ndFlag = count[y] > 0 && normalized[y] < cfg.betaND;
     const kind: ClassKind = dFlag ? 'disruptive' : ndFlag ? 'non-disruptive' : 'clean';
-    return { index: y, count: count[y], sND: s, ownNLL: ownNLL[y], sNDNormalized: normalized[y], sD: fraction, valley, ndFlag, dFlag, kind };
+    return {
+      index: y,
+      count: count[y],
+      sND: s,
+      ownNLL: ownNLL[y],
+      sNDNormalized: normalized[y],
+      sD: fraction,
+      valley,
+      ndFlag,
+      dFlag,
+      kind,
+    };
   });
 }

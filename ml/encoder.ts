@@ -11,7 +11,9 @@ export async function loadPretrainedEncoder(path: string, imageSize: number): Pr
     checkImageInput(model, imageSize, imageSize, `pretrained encoder ${path}`);
     const out = model.outputs;
     if (out.length !== 1 || out[0].shape.length !== 2) {
-      throw new Error(`pretrained encoder ${path}: output must be [N, D] features, model gives ${out.map((t) => `[${t.shape.join(', ')}]`).join(', ')}`);
+      throw new Error(
+        `pretrained encoder ${path}: output must be [N, D] features, model gives ${out.map((t) => `[${t.shape.join(', ')}]`).join(', ')}`,
+      );
     }
   } catch (err) {
     model.dispose();

@@ -67,7 +67,9 @@ export function cleansingMetrics(
     if (!entry) throw new Error(`cleansingMetrics: poisoned index ${i} outside the manifest of ${cleansed.length} entries`);
     // A poisoned sample carries y_T; anything else means manifest and truth are not aligned.
     if (entry.label !== truth.targetClass) {
-      throw new Error(`cleansingMetrics: entry ${i} (${entry.id}) has label ${entry.label}, but the truth says it was poisoned to ${truth.targetClass}: manifest and truth are not in the same order`);
+      throw new Error(
+        `cleansingMetrics: entry ${i} (${entry.id}) has label ${entry.label}, but the truth says it was poisoned to ${truth.targetClass}: manifest and truth are not in the same order`,
+      );
     }
     isPoisoned[i] = 1;
     if (isSent(entry)) sentPoisoned++;

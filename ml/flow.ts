@@ -207,7 +207,10 @@ export class ClassFlow {
       mean: Float32Array.from(this.mean.dataSync() as Float32Array),
       std: Float32Array.from(this.std),
     };
-    for (const [prefix, c] of [['c1', this.c1], ['c2', this.c2]] as const) {
+    for (const [prefix, c] of [
+      ['c1', this.c1],
+      ['c2', this.c2],
+    ] as const) {
       for (const k of ['w1', 'b1', 'w2', 'b2'] as const) weights[`${prefix}.${k}`] = Float32Array.from(c[k].dataSync() as Float32Array);
     }
     return { dim: this.dim, hidden: this.hidden, weights };
@@ -240,11 +243,11 @@ function validateParams(p: FlowParams, where: string): void {
     const n = shapes[name].reduce((x, y) => x * y, 1);
     if (!(w instanceof Float32Array)) throw new Error(`${where}: weight '${name}' missing or not a Float32Array`);
     if (w.length !== n) throw new Error(`${where}: weight '${name}' has ${w.length} values, expected ${n}`);
-    for (let i = 0; i < w.length; i++) if (!Number.isFinite(w[i])) throw new Error(`${where}: weight '${name}' has a non-finite value at ${i}`);
+    for (let i = 0; i < w.length; i++)
+      if (!Number.isFinite(w[i])) throw new Error(`${where}: weight '${name}' has a non-finite value at ${i}`);
   }
   for (let i = 0; i < p.dim; i++) if (!(p.weights.std[i] > 0)) throw new Error(`${where}: std[${i}] must be > 0`);
 }
-
 
 // ---- training ----
 
@@ -277,7 +280,8 @@ export interface FlowTrainHooks {
 
 function validateFlowConfig(cfg: FlowConfig): void {
   for (const k of ['epochs', 'batchSize', 'hidden'] as const) {
-    if (!Number.isInteger(cfg[k]) || cfg[k] < (k === 'epochs' ? 0 : 1)) throw new Error(`flow config: ${k} must be a positive integer, got ${cfg[k]}`);
+    if (!Number.isInteger(cfg[k]) || cfg[k] < (k === 'epochs' ? 0 : 1))
+      throw new Error(`flow config: ${k} must be a positive integer, got ${cfg[k]}`);
   }
   if (!(cfg.lr > 0)) throw new Error(`flow config: lr must be > 0, got ${cfg.lr}`);
 }
@@ -307,7 +311,9 @@ export async function trainClassFlow(
   const nll: number[] = [];
   if (resume) {
     if (resume.flow.dim !== features.cols || resume.flow.hidden !== cfg.hidden)
-      throw new Error(`trainClassFlow: checkpoint is for dim ${resume.flow.dim} hidden ${resume.flow.hidden}, not ${features.cols} / ${cfg.hidden}`);
+      throw new Error(
+        `trainClassFlow: checkpoint is for dim ${resume.flow.dim} hidden ${resume.flow.hidden}, not ${features.cols} / ${cfg.hidden}`,
+      );
     flow = ClassFlow.fromJSON(resume.flow);
     rng = Rng.fromState(resume.rngState);
     nll.push(...resume.nll);
@@ -333,10 +339,14 @@ export async function trainClassFlow(
         const n = Math.min(cfg.batchSize, order.length - start);
         const batch = new Float32Array(n * d);
         for (let i = 0; i < n; i++) batch.set(features.data.subarray(order[start + i] * d, (order[start + i] + 1) * d), i * d);
-        const cost = optimizer.minimize(() => {
-          const xb = tf.tensor2d(batch, [n, d]);
-          return tf.neg(tf.mean(flow.logProbTensor(xb))) as tf.Scalar;
-        }, true, vars);
+        const cost = optimizer.minimize(
+          () => {
+            const xb = tf.tensor2d(batch, [n, d]);
+            return tf.neg(tf.mean(flow.logProbTensor(xb))) as tf.Scalar;
+          },
+          true,
+          vars,
+        );
         total += (cost as tf.Scalar).dataSync()[0] * n;
         cost?.dispose();
         await new Promise((r) => setImmediate(r));
@@ -352,7 +362,13 @@ export async function trainClassFlow(
           epoch: done,
           epochs: cfg.epochs,
           nll: epochNll,
-          checkpoint: async () => ({ epoch: done, flow: flow.toJSON(), optimizer: await snapshotOptimizer(optimizer), rngState, nll: nllSoFar }),
+          checkpoint: async () => ({
+            epoch: done,
+            flow: flow.toJSON(),
+            optimizer: await snapshotOptimizer(optimizer),
+            rngState,
+            nll: nllSoFar,
+          }),
         });
       }
     }
@@ -411,7 +427,8 @@ export async function loadFlow(file: string): Promise<ClassFlow> {
   } catch (err) {
     throw new Error(`loadFlow: cannot read ${file}: ${(err as Error).message}`);
   }
-  if (body?.format !== FILE_FORMAT) throw new Error(`loadFlow: ${file} is not a class flow (format ${String(body?.format)}, expected ${FILE_FORMAT})`);
+  if (body?.format !== FILE_FORMAT)
+    throw new Error(`loadFlow: ${file} is not a class flow (format ${String(body?.format)}, expected ${FILE_FORMAT})`);
   if (!body.weights || typeof body.weights !== 'object') throw new Error(`loadFlow: ${file} has no weights`);
   const weights: Record<string, Float32Array> = {};
   for (const [k, v] of Object.entries(body.weights)) {

@@ -76,7 +76,8 @@ export async function runEpochs(l: EpochLoop): Promise<{ losses: number[]; resum
   const log = hooks.log ?? (() => {});
   const every = hooks.checkpointEvery ?? 1;
   if (!Number.isInteger(every) || every < 1) throw new Error(`${l.name}: checkpointEvery must be a positive integer, got ${every}`);
-  if (!Number.isInteger(l.batchSize) || l.batchSize < 1) throw new Error(`${l.name}: batchSize must be a positive integer, got ${l.batchSize}`);
+  if (!Number.isInteger(l.batchSize) || l.batchSize < 1)
+    throw new Error(`${l.name}: batchSize must be a positive integer, got ${l.batchSize}`);
   if (l.pool.length < l.minBatch) throw new Error(`${l.name}: ${l.pool.length} samples, need at least ${l.minBatch}`);
 
   let rng = l.rng;
@@ -147,11 +148,13 @@ export function trainableVariables(weights: readonly { read(): tf.Tensor }[]): t
 export async function gradientStep(f: () => tf.Scalar, vars: tf.Variable[], optimizer: Optimizer): Promise<number> {
   const loss = tf.tidy(() => {
     const { value, grads } = tf.variableGrads(f, vars);
-    optimizer.step(vars.map((v) => {
-      const g = grads[v.name];
-      // A weight the loss does not reach gets a zero gradient (weight decay still applies).
-      return g ?? tf.zerosLike(v);
-    }));
+    optimizer.step(
+      vars.map((v) => {
+        const g = grads[v.name];
+        // A weight the loss does not reach gets a zero gradient (weight decay still applies).
+        return g ?? tf.zerosLike(v);
+      }),
+    );
     return value;
   });
   const v = (await loss.data())[0];

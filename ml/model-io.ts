@@ -95,7 +95,9 @@ export async function loadModel(dir: string): Promise<tfl.LayersModel> {
         try {
           buffers.push(await fs.readFile(file));
         } catch (err) {
-          throw new Error(`loadModel: weights file ${file} listed in ${jsonPath} is unreadable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+          throw new Error(
+            `loadModel: weights file ${file} listed in ${jsonPath} is unreadable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+          );
         }
       }
     }

@@ -69,14 +69,23 @@ export function splitAndRelabel(
       if (kind === 'non-disruptive') {
         if (low) {
           const to = maxForeign(density.data, i * cols, cols, y).index;
-          out[i] = { ...base, action: 'relabel', newLabel: to, reason: `non-disruptive target ${name(y)}: lowest ${pct} poison score -> relabelled to ${name(to)}` };
+          out[i] = {
+            ...base,
+            action: 'relabel',
+            newLabel: to,
+            reason: `non-disruptive target ${name(y)}: lowest ${pct} poison score -> relabelled to ${name(to)}`,
+          };
         } else if (high) {
           out[i] = { ...base, action: 'keep', reason: `non-disruptive target ${name(y)}: highest ${pct} poison score -> kept as clean` };
         } else {
           out[i] = { ...base, action: 'drop', reason: `non-disruptive target ${name(y)}: uncertain middle poison score -> dropped` };
         }
       } else if (high) {
-        out[i] = { ...base, action: 'drop', reason: `disruptive target ${name(y)}${tests}: highest ${pct} poison score -> removed as poisoned` };
+        out[i] = {
+          ...base,
+          action: 'drop',
+          reason: `disruptive target ${name(y)}${tests}: highest ${pct} poison score -> removed as poisoned`,
+        };
       } else if (low) {
         out[i] = { ...base, action: 'keep', reason: `disruptive target ${name(y)}${tests}: lowest ${pct} poison score -> kept as clean` };
       } else {

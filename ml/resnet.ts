@@ -56,9 +56,7 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
   // with the same weights. It avoids oneDNN's strided 1x1 filter-gradient kernel, which corrupts
   // the heap for odd batches and few channels (docs/backends.md).
   const subsample = (x: SymbolicTensor, strides: number, name: string) =>
-    strides === 1
-      ? x
-      : (tfl.layers.averagePooling2d({ poolSize: 1, strides, padding: 'valid', name }).apply(x) as SymbolicTensor);
+    strides === 1 ? x : (tfl.layers.averagePooling2d({ poolSize: 1, strides, padding: 'valid', name }).apply(x) as SymbolicTensor);
 
   const basicBlock = (x: SymbolicTensor, filters: number, strides: number, name: string): SymbolicTensor => {
     const inChannels = x.shape[x.shape.length - 1];

@@ -37,7 +37,8 @@ export async function trainClassifier(
   }
   const pool: number[] = [];
   labels.forEach((y, i) => {
-    if (!Number.isInteger(y) || y < -1 || y >= classes) throw new Error(`trainClassifier: label ${y} of sample ${i} is outside -1..${classes - 1}`);
+    if (!Number.isInteger(y) || y < -1 || y >= classes)
+      throw new Error(`trainClassifier: label ${y} of sample ${i} is outside -1..${classes - 1}`);
     if (y >= 0) pool.push(i);
   });
   if (pool.length === 0) throw new Error('trainClassifier: every sample is dropped (label -1)');
@@ -48,7 +49,16 @@ export async function trainClassifier(
   const { epochs: _epochs, ...shape } = cfg;
   // The labels define the run as much as the config does.
   const labelHash = labels.reduce((h, y) => Math.imul(h ^ (y + 2), 0x01000193) >>> 0, 0x811c9dc5);
-  const fingerprint = JSON.stringify({ run: 'classifier', v: 1, cfg: shape, seed: o.seed, stem: o.stem, n: source.size, size: o.inputSize, labelHash });
+  const fingerprint = JSON.stringify({
+    run: 'classifier',
+    v: 1,
+    cfg: shape,
+    seed: o.seed,
+    stem: o.stem,
+    n: source.size,
+    size: o.inputSize,
+    labelHash,
+  });
   try {
     const { losses, resumedFromEpoch } = await runEpochs({
       name: 'classifier',
@@ -68,7 +78,15 @@ export async function trainClassifier(
       step: async (idx, rng) => {
         const pixels = await source.readImages(idx);
         const x = tf.tidy(() => trainAugment(toFloatImages(pixels, idx.length, o.inputSize, o.inputSize), rng));
-        const y = tf.tidy(() => tf.oneHot(tf.tensor1d(Int32Array.from(idx, (i) => labels[i]), 'int32'), classes));
+        const y = tf.tidy(() =>
+          tf.oneHot(
+            tf.tensor1d(
+              Int32Array.from(idx, (i) => labels[i]),
+              'int32',
+            ),
+            classes,
+          ),
+        );
         try {
           return await gradientStep(
             () => tf.losses.softmaxCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor2D) as tf.Scalar,
@@ -90,7 +108,11 @@ export async function trainClassifier(
 }
 
 /** Predicted class (argmax of the logits) of every sample, in inference mode. */
-export async function predict(model: tfl.LayersModel, source: ImageSource, o: { batchSize?: number; signal?: AbortSignal } = {}): Promise<Int32Array> {
+export async function predict(
+  model: tfl.LayersModel,
+  source: ImageSource,
+  o: { batchSize?: number; signal?: AbortSignal } = {},
+): Promise<Int32Array> {
   const out = new Int32Array(source.size);
   await inferBatches(model, source, o, 'predict', (start, rows, cols) => {
     for (let r = 0; r < rows.length / cols; r++) {

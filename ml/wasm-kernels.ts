@@ -8,14 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import type {
-  KernelBackend,
-  KernelConfig,
-  KernelFunc,
-  NamedAttrMap,
-  NamedTensorInfoMap,
-  TensorInfo,
-} from '@tensorflow/tfjs-core';
+import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 
 const WASM = 'wasm';
 
@@ -178,11 +171,15 @@ function matMulKernel(orig: Wrapped): KernelFunc {
       temps.push(m2, t, back);
       return back;
     };
-    const out = orig.call(wasm, { ...inputs, a: explicit(a, transposeA), b: explicit(b, transposeB) }, {
-      ...attrs,
-      transposeA: false,
-      transposeB: false,
-    });
+    const out = orig.call(
+      wasm,
+      { ...inputs, a: explicit(a, transposeA), b: explicit(b, transposeB) },
+      {
+        ...attrs,
+        transposeA: false,
+        transposeB: false,
+      },
+    );
     dispose(wasm, ...temps);
     return out;
   };
@@ -196,11 +193,7 @@ function gemm(orig: Wrapped, backend: BackendWasm, a: TensorInfo, b: TensorInfo)
 // ---------------------------------------------------------------------------------------------
 // Convolution gradients
 
-function conv2DInfoFor(
-  xShape: number[],
-  filterShape: number[],
-  attrs: NamedAttrMap,
-): Conv2DInfo {
+function conv2DInfoFor(xShape: number[], filterShape: number[], attrs: NamedAttrMap): Conv2DInfo {
   const dataFormat = backend_util.convertConv2DDataFormat((attrs['dataFormat'] as 'NHWC' | 'NCHW' | undefined) ?? 'NHWC');
   if (dataFormat !== 'channelsLast') throw new Error('wasm-kernels: convolution gradients support NHWC only');
   const dilations = (attrs['dilations'] as number | [number, number] | undefined) ?? 1;
@@ -380,12 +373,22 @@ function conv2DBackpropInput(matMul: Wrapped): KernelFunc {
       const right = W - Wo - left + KW - 1;
       if (Math.min(top, left, bottom, right) >= 0) {
         const flipped = flippedTransposedFilter(wasm, filter);
-        const dx = runWasm('Conv2D', wasm, { x: dy, filter: flipped }, {
-          strides: [1, 1],
-          pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
-          dataFormat: 'NHWC',
-          dilations: [1, 1],
-        });
+        const dx = runWasm(
+          'Conv2D',
+          wasm,
+          { x: dy, filter: flipped },
+          {
+            strides: [1, 1],
+            pad: [
+              [0, 0],
+              [top, bottom],
+              [left, right],
+              [0, 0],
+            ],
+            dataFormat: 'NHWC',
+            dilations: [1, 1],
+          },
+        );
         dispose(wasm, flipped);
         return dx;
       }
@@ -603,9 +606,11 @@ function onCpu(name: string): KernelFunc {
       owned.push(info);
       return info;
     };
-    const cpuInputs = (Array.isArray(inputs)
-      ? (inputs as TensorInfo[]).map(toCpu)
-      : Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, toCpu(t!)]))) as NamedTensorInfoMap;
+    const cpuInputs = (
+      Array.isArray(inputs)
+        ? (inputs as TensorInfo[]).map(toCpu)
+        : Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, toCpu(t!)]))
+    ) as NamedTensorInfoMap;
     const result = kernel.kernelFunc({ inputs: cpuInputs, backend: cpu, attrs });
     const back = (t: TensorInfo): TensorInfo => {
       const values = cpu.readSync(t.dataId);

@@ -89,7 +89,9 @@ describe('attacks', function () {
       const { data } = await sharp(join(triggersDir(), 'apple_white.png')).raw().toBuffer({ resolveWithObject: true });
       let nonBlack = 0;
       for (let p = 0; p < 32 * 32; p++) if (data[p * 3] || data[p * 3 + 1] || data[p * 3 + 2]) nonBlack++;
-      expect(apple.mask.reduce((a, b) => a + b, 0)).to.equal(nonBlack).and.to.be.within(1, 32 * 32 - 1);
+      expect(apple.mask.reduce((a, b) => a + b, 0))
+        .to.equal(nonBlack)
+        .and.to.be.within(1, 32 * 32 - 1);
     });
 
     it('resizes to the requested size and keeps the mask binary', async function () {
@@ -105,7 +107,8 @@ describe('attacks', function () {
       try {
         await loadTrigger('hellokitty_32.png').then(
           () => expect.fail('should throw'),
-          (err: Error) => expect(err.message).to.include('/nonexistent/shared-data/triggers/hellokitty_32.png').and.include('BACKDOOR_AUDIT_SHARED_DATA'),
+          (err: Error) =>
+            expect(err.message).to.include('/nonexistent/shared-data/triggers/hellokitty_32.png').and.include('BACKDOOR_AUDIT_SHARED_DATA'),
         );
       } finally {
         if (saved === undefined) delete process.env.BACKDOOR_AUDIT_SHARED_DATA;
@@ -330,7 +333,9 @@ describe('attacks', function () {
       const attack = await createAttack({ name: 'blend', targetClass: 2, rate: 0.1, seed: 0 }, S);
       const asr = await triggeredTestSet(source, attack, 2, 0);
       const expectedIdx = Array.from({ length: source.size }, (_, i) => i).filter((i) => source.labels[i] !== 2);
-      expect(asr.size).to.equal(expectedIdx.length).and.equal(source.size - 20);
+      expect(asr.size)
+        .to.equal(expectedIdx.length)
+        .and.equal(source.size - 20);
       expect(Array.from(asr.labels).every((l) => l === 2)).to.equal(true);
       expect(asr.ids).to.deep.equal(expectedIdx.map((i) => source.ids[i]));
       expect(asr.ids.some((id) => id.startsWith('bird/'))).to.equal(false);

@@ -21,7 +21,10 @@ interface Service {
 
 describe('docker-compose.yml', function () {
   const file = join(projectRoot, 'docker-compose.yml');
-  const compose = parse(readFileSync(file, 'utf8'), { merge: true }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
+  const compose = parse(readFileSync(file, 'utf8'), { merge: true }) as {
+    services: Record<string, Service>;
+    volumes: Record<string, unknown>;
+  };
   const s = compose.services;
 
   it('has the Temporal server on PostgreSQL, the UI, a CPU and a GPU worker', function () {

@@ -50,7 +50,10 @@ async function expectDatasetError(run: () => Promise<unknown>, file: string, out
   expect(err.reason).to.match(reason);
   const siblings = await readdir(join(outDir, '..'));
   const base = outDir.split('/').pop()!;
-  expect(siblings.filter((n) => n.startsWith(base)), 'output or temp folder left behind').to.deep.equal([]);
+  expect(
+    siblings.filter((n) => n.startsWith(base)),
+    'output or temp folder left behind',
+  ).to.deep.equal([]);
 }
 
 describe('data', function () {
@@ -102,13 +105,24 @@ describe('data', function () {
     it('labels, ids, shape and pixels match sharp decoding directly', async () => {
       const out = fresh('if');
       const progress: string[] = [];
-      const m = await ingest({ format: 'imagefolder', root: folder }, out, { imageSize: 32, shardSize: 4, onProgress: (d, _t, p) => progress.push(`${p} ${d}`) });
+      const m = await ingest({ format: 'imagefolder', root: folder }, out, {
+        imageSize: 32,
+        shardSize: 4,
+        onProgress: (d, _t, p) => progress.push(`${p} ${d}`),
+      });
       expect(m.classes).to.deep.equal(CLASSES3);
       expect(m.size).to.equal(15);
       expect(m.shards.map((s) => s.count)).to.deep.equal([4, 4, 4, 3]);
       expect(progress).to.deep.equal(['hash 15', ...Array.from({ length: 15 }, (_, i) => `decode ${i + 1}`)]);
       const ds = await openDataset(out);
-      expect(ds.ids.slice(0, 6)).to.deep.equal(['bird/0000.jpg', 'bird/0001.jpg', 'bird/0002.jpg', 'bird/0003.jpg', 'bird/0004.jpg', 'cat/0000.jpg']);
+      expect(ds.ids.slice(0, 6)).to.deep.equal([
+        'bird/0000.jpg',
+        'bird/0001.jpg',
+        'bird/0002.jpg',
+        'bird/0003.jpg',
+        'bird/0004.jpg',
+        'cat/0000.jpg',
+      ]);
       expect(Array.from(ds.labels)).to.deep.equal([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
       expect([ds.height, ds.width]).to.deep.equal([32, 32]);
       const all = await ds.readImages(Array.from({ length: 15 }, (_, i) => i));
@@ -137,18 +151,31 @@ describe('data', function () {
       const root = fresh('png');
       await mkdir(join(root, 'a'), { recursive: true });
       const grey = Buffer.from(Array.from({ length: 16 }, (_, i) => i * 16));
-      await sharp(grey, { raw: { width: 4, height: 4, channels: 1 } }).png().toFile(join(root, 'a', 'grey.png'));
+      await sharp(grey, { raw: { width: 4, height: 4, channels: 1 } })
+        .png()
+        .toFile(join(root, 'a', 'grey.png'));
       const rgba = Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 7) & 255));
-      await sharp(rgba, { raw: { width: 4, height: 4, channels: 4 } }).png().toFile(join(root, 'a', 'rgba.png'));
+      await sharp(rgba, { raw: { width: 4, height: 4, channels: 4 } })
+        .png()
+        .toFile(join(root, 'a', 'rgba.png'));
       // Non-square: 'fill' stretches the whole image (a 'cover' crop would drop the side columns).
-      const wide = Buffer.from(Array.from({ length: 4 * 8 * 3 }, (_, i) => ((i % 24) < 3 || (i % 24) >= 21 ? 255 : 0)));
-      await sharp(wide, { raw: { width: 8, height: 4, channels: 3 } }).png().toFile(join(root, 'a', 'wide.png'));
+      const wide = Buffer.from(Array.from({ length: 4 * 8 * 3 }, (_, i) => (i % 24 < 3 || i % 24 >= 21 ? 255 : 0)));
+      await sharp(wide, { raw: { width: 8, height: 4, channels: 3 } })
+        .png()
+        .toFile(join(root, 'a', 'wide.png'));
       const out = fresh('png-out');
       await ingest({ format: 'imagefolder', root }, out, { imageSize: 4 });
       const ds = await openDataset(out);
       expect(ds.ids).to.deep.equal(['a/grey.png', 'a/rgba.png', 'a/wide.png']);
       const stretched = await ds.readImages([2]);
-      expect(Buffer.from(stretched).equals(await sharp(join(root, 'a', 'wide.png')).resize(4, 4, { fit: 'fill' }).raw().toBuffer())).to.equal(true);
+      expect(
+        Buffer.from(stretched).equals(
+          await sharp(join(root, 'a', 'wide.png'))
+            .resize(4, 4, { fit: 'fill' })
+            .raw()
+            .toBuffer(),
+        ),
+      ).to.equal(true);
       expect(stretched[0]).to.be.greaterThan(100); // the bright left edge column survives
       const px = await ds.readImages([0, 1]);
       for (let p = 0; p < 16; p++) {
@@ -166,7 +193,10 @@ describe('data', function () {
       expect(m2.hash).to.equal(m1.hash); // same content, different folder and sharding
       // Reuse: same outDir and same data is recognised without decoding again.
       const calls: string[] = [];
-      const again = await ingest({ format: 'imagefolder', root: folder }, out1, { imageSize: 32, onProgress: (d, t, phase) => calls.push(`${phase} ${d}/${t}`) });
+      const again = await ingest({ format: 'imagefolder', root: folder }, out1, {
+        imageSize: 32,
+        onProgress: (d, t, phase) => calls.push(`${phase} ${d}/${t}`),
+      });
       expect(again).to.deep.equal(m1);
       expect(calls).to.deep.equal(['hash 15/15', 'decode 15/15']);
       // Different size: different hash.
@@ -179,7 +209,13 @@ describe('data', function () {
       const ds = await openDataset(out1);
       expect(ds.manifest.hash).to.equal(m3.hash);
       const px = await ds.readImages([ds.ids.indexOf('cat/0002.jpg')]);
-      expect(Buffer.from(px).equals(await sharp(join(cifar.train, 'cat', '0100.jpg')).raw().toBuffer())).to.equal(true);
+      expect(
+        Buffer.from(px).equals(
+          await sharp(join(cifar.train, 'cat', '0100.jpg'))
+            .raw()
+            .toBuffer(),
+        ),
+      ).to.equal(true);
       await ds.close();
     });
   });
@@ -249,7 +285,10 @@ describe('data', function () {
       expect(Array.from(ds.labels)).to.deep.equal([3, 9]);
       expect(ds.contentHashes).to.deep.equal([sha256Hex(r0), sha256Hex(r1)]);
       const px = await ds.readImages([1, 0]);
-      for (const [k, r] of [[0, r1], [1, r0]] as const) {
+      for (const [k, r] of [
+        [0, r1],
+        [1, r0],
+      ] as const) {
         for (const p of [0, 1, 33, 1023]) {
           for (let ch = 0; ch < 3; ch++) expect(px[k * 3072 + p * 3 + ch]).to.equal(r[1 + ch * 1024 + p]);
         }
@@ -305,14 +344,19 @@ describe('data', function () {
       const rnd = await ds.readImages(idx);
       for (let k = 0; k < idx.length; k++) {
         const i = idx[k]!;
-        expect(Buffer.from(rnd.subarray(k * 3072, (k + 1) * 3072)).equals(Buffer.from(seq.subarray(i * 3072, (i + 1) * 3072))), `index ${i}`).to.equal(true);
+        expect(
+          Buffer.from(rnd.subarray(k * 3072, (k + 1) * 3072)).equals(Buffer.from(seq.subarray(i * 3072, (i + 1) * 3072))),
+          `index ${i}`,
+        ).to.equal(true);
       }
       // Concurrent reads across more shards than open handles are kept.
       const parts = await Promise.all(Array.from({ length: 20 }, (_, s) => ds.readImages([n - 1 - s * 4, s * 5])));
       parts.forEach((p, s) => {
         const a = n - 1 - s * 4;
         const b = s * 5;
-        expect(Buffer.from(p).equals(Buffer.concat([seq.subarray(a * 3072, (a + 1) * 3072), seq.subarray(b * 3072, (b + 1) * 3072)]))).to.equal(true);
+        expect(
+          Buffer.from(p).equals(Buffer.concat([seq.subarray(a * 3072, (a + 1) * 3072), seq.subarray(b * 3072, (b + 1) * 3072)])),
+        ).to.equal(true);
       });
       let rangeErr: unknown;
       await ds.readImages([n]).catch((e: unknown) => (rangeErr = e));
@@ -359,7 +403,11 @@ describe('data', function () {
       expect(ds.ids).to.deep.equal(ids);
       expect(Array.from(ds.labels)).to.deep.equal(Array.from(labels));
       expect(Buffer.from(await ds.readImages(Array.from({ length: n }, (_, i) => i))).equals(Buffer.from(pixels))).to.equal(true);
-      expect(ds.contentHashes[4]).to.equal(createHash('sha256').update(pixels.subarray(4 * 45, 5 * 45)).digest('hex'));
+      expect(ds.contentHashes[4]).to.equal(
+        createHash('sha256')
+          .update(pixels.subarray(4 * 45, 5 * 45))
+          .digest('hex'),
+      );
       await ds.close();
       // Writing the same source again reuses the existing folder; a changed pixel changes the hash.
       expect((await writeDataset(src, out, 'mem')).hash).to.equal(m.hash);
@@ -376,7 +424,12 @@ describe('data', function () {
       const bytes = await readFile(bad);
       await writeFile(bad, bytes.subarray(0, Math.floor(bytes.length * 0.6)));
       const out = fresh('corrupt-out');
-      await expectDatasetError(() => ingest({ format: 'imagefolder', root }, out, { imageSize: 32, shardSize: 2 }), bad, out, /cannot decode image/);
+      await expectDatasetError(
+        () => ingest({ format: 'imagefolder', root }, out, { imageSize: 32, shardSize: 2 }),
+        bad,
+        out,
+        /cannot decode image/,
+      );
     });
 
     it('empty class folder', async () => {
@@ -391,17 +444,35 @@ describe('data', function () {
       await writeFile(join(root, 'cat', 'notes.txt'), 'hello');
       await writeFile(join(root, 'cat', '.DS_Store'), 'hidden files are skipped');
       const out = fresh('notes-out');
-      await expectDatasetError(() => ingest({ format: 'imagefolder', root }, out, { imageSize: 32 }), join(root, 'cat', 'notes.txt'), out, /not an image.*move it out.*manifest/);
+      await expectDatasetError(
+        () => ingest({ format: 'imagefolder', root }, out, { imageSize: 32 }),
+        join(root, 'cat', 'notes.txt'),
+        out,
+        /not an image.*move it out.*manifest/,
+      );
     });
 
     it('manifest label not in the class list', async () => {
       const path = join(folder, 'bad-label.jsonl');
-      await writeFile(path, `${JSON.stringify({ path: 'cat/0000.jpg', label: 'cat' })}\n${JSON.stringify({ path: 'cat/0001.jpg', label: 'dog' })}\n`);
+      await writeFile(
+        path,
+        `${JSON.stringify({ path: 'cat/0000.jpg', label: 'cat' })}\n${JSON.stringify({ path: 'cat/0001.jpg', label: 'dog' })}\n`,
+      );
       const out = fresh('label-out');
       try {
-        await expectDatasetError(() => ingest({ format: 'manifest', path, classes: CLASSES3 }, out, { imageSize: 32 }), path, out, /line 2: label "dog" is not in the class list/);
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path, classes: CLASSES3 }, out, { imageSize: 32 }),
+          path,
+          out,
+          /line 2: label "dog" is not in the class list/,
+        );
         await writeFile(path, JSON.stringify({ path: 'cat/0000.jpg', label: 3 }));
-        await expectDatasetError(() => ingest({ format: 'manifest', path, classes: CLASSES3 }, out, { imageSize: 32 }), path, out, /label 3 is not in the class list/);
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path, classes: CLASSES3 }, out, { imageSize: 32 }),
+          path,
+          out,
+          /label 3 is not in the class list/,
+        );
       } finally {
         await rm(path);
       }
@@ -415,7 +486,12 @@ describe('data', function () {
       const out = fresh('escape-out');
       for (const p of ['../outside.jpg', join(dir, 'outside.jpg')]) {
         await writeFile(path, `path,label\n${p},cat\n`);
-        await expectDatasetError(() => ingest({ format: 'manifest', path }, out, { imageSize: 32 }), path, out, /line 2: path .* is outside the dataset root/);
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path }, out, { imageSize: 32 }),
+          path,
+          out,
+          /line 2: path .* is outside the dataset root/,
+        );
       }
     });
 
@@ -423,14 +499,24 @@ describe('data', function () {
       const path = join(work, 'missing.csv');
       await writeFile(path, 'path,label\ncat/0000.jpg,cat\ncat/9999.jpg,cat\n');
       const out = fresh('missing-out');
-      await expectDatasetError(() => ingest({ format: 'manifest', path, root: folder }, out, { imageSize: 32 }), join(folder, 'cat', '9999.jpg'), out, /file not found.*line 3/);
+      await expectDatasetError(
+        () => ingest({ format: 'manifest', path, root: folder }, out, { imageSize: 32 }),
+        join(folder, 'cat', '9999.jpg'),
+        out,
+        /file not found.*line 3/,
+      );
     });
 
     it('wrong-size CIFAR binary file', async () => {
       const file = join(work, 'short.bin');
       await writeFile(file, new Uint8Array(3073 * 2 - 1));
       const out = fresh('bin-bad-out');
-      await expectDatasetError(() => ingest({ format: 'cifar-binary', files: [file] }, out, { imageSize: 32 }), file, out, /not a positive multiple of the 3073-byte/);
+      await expectDatasetError(
+        () => ingest({ format: 'cifar-binary', files: [file] }, out, { imageSize: 32 }),
+        file,
+        out,
+        /not a positive multiple of the 3073-byte/,
+      );
     });
 
     it('refuses to replace an output folder that is not a dataset', async () => {

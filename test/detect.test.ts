@@ -172,6 +172,10 @@ describe('non-disruptive statistics and normalisations', () => {
 });
 
 describe('detectTargets on a constructed density matrix', () => {
+  // These check how the two tests interact (exclusion of the far cluster, precedence), not the
+  // S_ND scale: pinned to 'own-gap', because a robust z-score over three near-identical
+  // constructed classes divides by a MAD of noise.
+  const pinned: DetectionConfig = { ...detection, ndNormalization: 'own-gap', betaND: 0.4 };
   // 4 classes x 100 samples. Own log density -5 (+ noise); foreign -20 (+ noise). Class 0's last
   // 20 samples lie outside every class: each other flow extrapolates differently (-300, -1000,
   // -3000). With `ndLow`, flow 0 also explains foreign samples well (-8): a non-disruptive signal.
@@ -193,13 +197,16 @@ describe('detectTargets on a constructed density matrix', () => {
 
   it('flags the far cluster as disruptive and leaves it out of the non-disruptive statistics', () => {
     const { density, labels, outlier } = build(false);
-    const dets = detectTargets(density, labels, detection);
+    const dets = detectTargets(density, labels, pinned);
     expect(dets.map((x) => x.kind)).to.deep.equal(['disruptive', 'clean', 'clean', 'clean']);
     expect(dets[0].sD).to.equal(0.2);
     expect(dets[0].count).to.equal(100);
     // The statistics equal those of the set without the 20 outliers.
     const keep = Array.from(labels.keys()).filter((i) => !outlier(i));
-    const ref = ndStatistics(selectRows(density, keep), labels.filter((_, i) => !outlier(i)));
+    const ref = ndStatistics(
+      selectRows(density, keep),
+      labels.filter((_, i) => !outlier(i)),
+    );
     dets.forEach((x, y) => {
       expect(x.sND).to.be.closeTo(ref.sND[y], 1e-9);
       expect(x.ownNLL).to.be.closeTo(ref.ownNLL[y], 1e-9);
@@ -210,7 +217,7 @@ describe('detectTargets on a constructed density matrix', () => {
 
   it("calls a class flagged by both tests 'disruptive'", () => {
     const { density, labels } = build(true);
-    const dets = detectTargets(density, labels, detection);
+    const dets = detectTargets(density, labels, pinned);
     expect(dets[0].ndFlag).to.equal(true);
     expect(dets[0].dFlag).to.equal(true);
     expect(dets[0].kind).to.equal('disruptive');
@@ -296,10 +303,19 @@ describe('splitAndRelabel', () => {
     return { density, labels: lab, source, ids: labels.map((_, i) => `s${i}`), scores: poisonScores(density, lab) };
   }
   const det = (index: number, kind: ClassDetection['kind']): ClassDetection => ({
-    index, count: 0, sND: 0, ownNLL: 0, sNDNormalized: 0, sD: 0, valley: -Infinity,
-    ndFlag: kind === 'non-disruptive', dFlag: kind === 'disruptive', kind,
+    index,
+    count: 0,
+    sND: 0,
+    ownNLL: 0,
+    sNDNormalized: 0,
+    sD: 0,
+    valley: -Infinity,
+    ndFlag: kind === 'non-disruptive',
+    dFlag: kind === 'disruptive',
+    kind,
   });
-  const count = (es: CleansedEntry[], action: string, label?: number) => es.filter((e) => e.action === action && (label === undefined || e.label === label)).length;
+  const count = (es: CleansedEntry[], action: string, label?: number) =>
+    es.filter((e) => e.action === action && (label === undefined || e.label === label)).length;
 
   it('non-disruptive: one entry per sample in order, alpha-sized ends, poisoned relabelled to their source', () => {
     const { density, labels, source, ids, scores } = setup();
@@ -327,7 +343,14 @@ describe('splitAndRelabel', () => {
     const d = Float32Array.from(density.data);
     for (let i = 0; i < 10; i++) d.set([-2, -40, -40], i * 3);
     const dm = matrix(density.rows, 3, d);
-    const es = splitAndRelabel(ids, labels, dm, poisonScores(dm, labels), [det(0, 'disruptive'), det(1, 'clean'), det(2, 'clean')], relabel);
+    const es = splitAndRelabel(
+      ids,
+      labels,
+      dm,
+      poisonScores(dm, labels),
+      [det(0, 'disruptive'), det(1, 'clean'), det(2, 'clean')],
+      relabel,
+    );
     expect(count(es, 'relabel')).to.equal(0);
     for (let i = 0; i < 10; i++) {
       expect(es[i].action).to.equal('drop');

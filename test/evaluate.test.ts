@@ -68,17 +68,35 @@ describe('evaluate', function () {
     const density = matrix(n, 2);
     const scores = Float32Array.from({ length: n }, (_, i) => i % 20);
     const det = (index: number, kind: ClassKind): ClassDetection => ({
-      index, count: 20, sND: 0, ownNLL: 0, sNDNormalized: 0, sD: 0, valley: 0,
-      ndFlag: kind === 'non-disruptive', dFlag: kind === 'disruptive', kind,
+      index,
+      count: 20,
+      sND: 0,
+      ownNLL: 0,
+      sNDNormalized: 0,
+      sD: 0,
+      valley: 0,
+      ndFlag: kind === 'non-disruptive',
+      dFlag: kind === 'disruptive',
+      kind,
     });
     const ids = Array.from({ length: n }, (_, i) => `s${i}`);
     const cleansed = splitAndRelabel(ids, labels, density, scores, [det(0, 'disruptive'), det(1, 'non-disruptive')], { alpha: 0.15 });
     const sent = cleansed.map(sentToPoisoned);
     // Disruptive: the 3 highest scores (17, 18, 19) removed as poisoned; middle drops are not sent.
-    expect(sent.slice(0, 20).map((s, i) => (s ? i : -1)).filter((i) => i >= 0)).to.deep.equal([17, 18, 19]);
+    expect(
+      sent
+        .slice(0, 20)
+        .map((s, i) => (s ? i : -1))
+        .filter((i) => i >= 0),
+    ).to.deep.equal([17, 18, 19]);
     expect(cleansed.slice(0, 20).filter((e) => e.action === 'drop').length).to.equal(17);
     // Non-disruptive: the 3 lowest scores relabelled.
-    expect(sent.slice(20).map((s, i) => (s ? i : -1)).filter((i) => i >= 0)).to.deep.equal([0, 1, 2]);
+    expect(
+      sent
+        .slice(20)
+        .map((s, i) => (s ? i : -1))
+        .filter((i) => i >= 0),
+    ).to.deep.equal([0, 1, 2]);
   });
 
   it('undetected target: poisoned samples are kept, TPR 0, FPR undefined', function () {
@@ -91,6 +109,8 @@ describe('evaluate', function () {
     const truth: PoisonTruth = { attack: 'blend', targetClass: 0, poisoned: [1], sourceLabels: [4] };
     expect(() => cleansingMetrics([keep(0), keep(4)], truth, [0])).to.throw(/entry 1 .* label 4.*not in the same order/);
     expect(() => cleansingMetrics([keep(0)], truth, [0])).to.throw(/poisoned index 1 outside the manifest of 1/);
-    expect(() => cleansingMetrics([keep(0), keep(0)], { ...truth, sourceLabels: [] }, [0])).to.throw(/1 poisoned indices but 0 source labels/);
+    expect(() => cleansingMetrics([keep(0), keep(0)], { ...truth, sourceLabels: [] }, [0])).to.throw(
+      /1 poisoned indices but 0 source labels/,
+    );
   });
 });

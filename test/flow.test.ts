@@ -25,7 +25,11 @@ function randomFlow(dim: number, hidden: number, seed: number): ClassFlow {
 }
 
 function gaussianRows(n: number, dim: number, rng: Rng, scale = 1): Matrix {
-  return matrix(n, dim, Float32Array.from({ length: n * dim }, () => scale * rng.normal()));
+  return matrix(
+    n,
+    dim,
+    Float32Array.from({ length: n * dim }, () => scale * rng.normal()),
+  );
 }
 
 /** log|det| of a square float64 matrix by Gaussian elimination with partial pivoting. */
@@ -96,7 +100,9 @@ describe('ClassFlow (RealNVP, two affine couplings)', function () {
       const x = tf.tensor2d(rows);
       const { z, logDet } = flow.forward(x);
       const zs = z.arraySync();
-      const jac = Array.from({ length: dim }, (_, r) => Array.from({ length: dim }, (_, c) => (zs[1 + 2 * c][r] - zs[2 + 2 * c][r]) / (2 * eps)));
+      const jac = Array.from({ length: dim }, (_, r) =>
+        Array.from({ length: dim }, (_, c) => (zs[1 + 2 * c][r] - zs[2 + 2 * c][r]) / (2 * eps)),
+      );
       expect(logDet.dataSync()[0]).to.be.closeTo(logAbsDet(jac), 5e-3);
       tf.dispose([x, z, logDet]);
     }
@@ -226,7 +232,10 @@ describe('ClassFlow (RealNVP, two affine couplings)', function () {
       await writeFile(wrong, JSON.stringify({ format: 'something-else' }));
       await loadFlow(wrong).then(
         () => expect.fail('loaded a non-flow file'),
-        (e: Error) => expect(e.message).to.include(wrong).and.match(/not a class flow/),
+        (e: Error) =>
+          expect(e.message)
+            .to.include(wrong)
+            .and.match(/not a class flow/),
       );
       const flow = randomFlow(4, 8, 1);
       const truncated = join(dir, 'truncated.json');

@@ -15,7 +15,10 @@ async function problems(text: string, file = '/p/x.yaml'): Promise<string[]> {
     await parsePipeline(text, file);
   } catch (err) {
     expect(err).to.be.instanceOf(PipelineError);
-    return (err as PipelineError).message.split('\n').slice(1).map((l) => l.trim());
+    return (err as PipelineError).message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
   }
   throw new Error('expected a PipelineError');
 }
@@ -32,7 +35,12 @@ describe('pipeline files', function () {
   it('loads demo.yaml with defaults merged and paths made absolute', async function () {
     const p = await loadPipeline(join(projectRoot, 'pipelines', 'demo.yaml'));
     expect(p.name).to.equal('demo');
-    expect(p.dataset).to.deep.equal({ source: { format: 'cifar10', split: 'train' }, imageSize: 32, limitPerClass: 50, name: 'cifar10-demo' });
+    expect(p.dataset).to.deep.equal({
+      source: { format: 'cifar10', split: 'train' },
+      imageSize: 32,
+      limitPerClass: 50,
+      name: 'cifar10-demo',
+    });
     expect(p.attack).to.deep.equal({ name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 });
     expect(p.audit.encoder).to.deep.include({ kind: 'simclr', width: 8, lr: 3e-4, temperature: 0.5, stem: 'cifar' });
     expect(p.audit.detection).to.deep.equal(defaultAuditConfig.detection);
@@ -64,20 +72,49 @@ describe('pipeline files', function () {
   });
 
   it('names file, line and path for type errors, unknown keys and missing keys', async function () {
-    const list = await problems(['name: x', 'dataset:', '  format: cifar10', '  split: train', '  imageSize: "32"', 'audit:', '  flow: {epochs: 2, depth: 3}', ''].join('\n'));
+    const list = await problems(
+      [
+        'name: x',
+        'dataset:',
+        '  format: cifar10',
+        '  split: train',
+        '  imageSize: "32"',
+        'audit:',
+        '  flow: {epochs: 2, depth: 3}',
+        '',
+      ].join('\n'),
+    );
     expect(list).to.include('/p/x.yaml:5:14: dataset.imageSize: expected integer, got string "32"');
     expect(list).to.include('/p/x.yaml:7:21: audit.flow.depth: unknown key "depth" (allowed: epochs, batchSize, lr, hidden)');
     expect(list).to.include('/p/x.yaml:1:1: (top level): missing required key "output"');
   });
 
   it('explains which keys a dataset format or encoder kind does not allow', async function () {
-    const list = await problems(['name: x', 'dataset: {format: cifar10, split: train, root: /data, imageSize: 32}', 'output: o', 'audit:', '  encoder: {kind: pretrained}', ''].join('\n'));
+    const list = await problems(
+      [
+        'name: x',
+        'dataset: {format: cifar10, split: train, root: /data, imageSize: 32}',
+        'output: o',
+        'audit:',
+        '  encoder: {kind: pretrained}',
+        '',
+      ].join('\n'),
+    );
     expect(list.some((l) => /x\.yaml:2:\d+: dataset: "root" not allowed with format "cifar10"/.test(l))).to.equal(true);
     expect(list.some((l) => /x\.yaml:5:\d+: audit\.encoder: missing required key "path"/.test(l))).to.equal(true);
   });
 
   it('rejects unknown stages and malformed durations in the temporal section', async function () {
-    const list = await problems(['name: x', 'dataset: {format: cifar10, split: train, imageSize: 32}', 'output: o', 'temporal:', '  heartbeatTimeouts: {simclr: 5s, flow: 3 weeks}', ''].join('\n'));
+    const list = await problems(
+      [
+        'name: x',
+        'dataset: {format: cifar10, split: train, imageSize: 32}',
+        'output: o',
+        'temporal:',
+        '  heartbeatTimeouts: {simclr: 5s, flow: 3 weeks}',
+        '',
+      ].join('\n'),
+    );
     expect(list.some((l) => /:5:\d+: temporal\.heartbeatTimeouts\.simclr: unknown stage "simclr"/.test(l))).to.equal(true);
     expect(list.some((l) => /:5:\d+: temporal\.heartbeatTimeouts\.flow: expected milliseconds or a duration/.test(l))).to.equal(true);
   });
@@ -101,11 +138,15 @@ describe('pipeline files', function () {
   });
 
   describe('workflow identity', function () {
-    const text = (extra = '') => `name: idt\ndataset: {format: imagefolder, root: images, imageSize: 32}\noutput: out\naudit: {flow: {epochs: 3}${extra}}\n`;
+    const text = (extra = '') =>
+      `name: idt\ndataset: {format: imagefolder, root: images, imageSize: 32}\noutput: out\naudit: {flow: {epochs: 3}${extra}}\n`;
 
     it('does not depend on key order, the file location or Temporal settings', async function () {
       const a = await parsePipeline(text(), join(dir, 'a.yaml'));
-      const b = await parsePipeline(`output: out\ndataset: {imageSize: 32, root: images, format: imagefolder}\naudit: {flow: {epochs: 3}}\nname: idt\ntemporal: {checkpointEvery: 9}\n`, join(dir, 'b.yaml'));
+      const b = await parsePipeline(
+        `output: out\ndataset: {imageSize: 32, root: images, format: imagefolder}\naudit: {flow: {epochs: 3}}\nname: idt\ntemporal: {checkpointEvery: 9}\n`,
+        join(dir, 'b.yaml'),
+      );
       expect(await workflowIdFor(a)).to.equal(await workflowIdFor(b));
       expect(await workflowIdFor(a)).to.match(/^audit-idt-[0-9a-f]{16}$/);
     });

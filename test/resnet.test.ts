@@ -20,7 +20,10 @@ before(async () => {
 const values = (t: tf.Tensor) => Array.from(t.dataSync());
 const randomImages = (n: number, s: number, seed: number) => {
   const rng = new Rng(seed);
-  return tf.tensor4d(Float32Array.from({ length: n * s * s * 3 }, () => rng.next()), [n, s, s, 3]);
+  return tf.tensor4d(
+    Float32Array.from({ length: n * s * s * 3 }, () => rng.next()),
+    [n, s, s, 3],
+  );
 };
 
 /** Parameter count of ResNet-18 from its definition, counted independently of the code. */
@@ -110,7 +113,8 @@ describe('fast cpu kernels', () => {
               if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
               for (let i = 0; i < cin; i++)
                 for (let o = 0; o < cout; o++)
-                  out[((r * k + c) * cin + i) * cout + o] += xv[((b * h + iy) * w + ix) * cin + i] * dv[((b * oh + yy) * ow + xx) * cout + o];
+                  out[((r * k + c) * cin + i) * cout + o] +=
+                    xv[((b * h + iy) * w + ix) * cin + i] * dv[((b * oh + yy) * ow + xx) * cout + o];
             }
     return out;
   }
@@ -127,9 +131,15 @@ describe('fast cpu kernels', () => {
     for (const c of cases) {
       const rng = new Rng(c.k * 10 + c.s);
       // ReLU-like inputs: about half exact zeros, which the kernel skips.
-      const x = tf.tensor4d(Float32Array.from({ length: 2 * c.h * c.h * 3 }, () => Math.max(0, rng.normal())), [2, c.h, c.h, 3]);
+      const x = tf.tensor4d(
+        Float32Array.from({ length: 2 * c.h * c.h * 3 }, () => Math.max(0, rng.normal())),
+        [2, c.h, c.h, 3],
+      );
       const probe = tf.conv2d(x, tf.zeros([c.k, c.k, 3, 4]), c.s, c.pad);
-      const dy = tf.tensor4d(Float32Array.from({ length: probe.size }, () => rng.normal()), probe.shape as [number, number, number, number]);
+      const dy = tf.tensor4d(
+        Float32Array.from({ length: probe.size }, () => rng.normal()),
+        probe.shape as [number, number, number, number],
+      );
       const grad = tf.grad((f: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, f as tf.Tensor4D, c.s, c.pad), dy)));
       const got = values(grad(tf.zeros([c.k, c.k, 3, 4])));
       const want = reference(x, dy, c.k, c.s, c.top, c.top, 4);
@@ -155,7 +165,10 @@ describe('fast cpu kernels', () => {
     values(tf.mean(x, [0, 1, 2])).forEach((v, c) => expect(v).to.be.closeTo(perChannel[c] / 24, 1e-5));
     // Sum over H, W only (not leading): the stock kernel, same definition.
     const hw = values(tf.sum(x, [1, 2]));
-    expect(hw[1 * 5 + 3]).to.be.closeTo(Array.from({ length: 12 }, (_, i) => at(1, Math.floor(i / 4), i % 4, 3)).reduce((p, q) => p + q), 1e-4);
+    expect(hw[1 * 5 + 3]).to.be.closeTo(
+      Array.from({ length: 12 }, (_, i) => at(1, Math.floor(i / 4), i % 4, 3)).reduce((p, q) => p + q),
+      1e-4,
+    );
     // Broadcasting in both operand orders, and equal shapes with leading 1s keep their rank.
     const g = tf.tensor4d([1, 2, 3, 4, 5], [1, 1, 1, 5]);
     const prod = values(tf.mul(x, g));
@@ -190,7 +203,10 @@ describe('model files', () => {
     expect(json.format).to.equal('layers-model');
     expect(json.modelTopology.class_name ?? json.modelTopology.model_config?.class_name).to.be.a('string');
     expect(json.weightsManifest[0].paths).to.deep.equal(['weights.bin']);
-    const bytes = json.weightsManifest[0].weights.reduce((s: number, w: { shape: number[] }) => s + 4 * w.shape.reduce((a, b) => a * b, 1), 0);
+    const bytes = json.weightsManifest[0].weights.reduce(
+      (s: number, w: { shape: number[] }) => s + 4 * w.shape.reduce((a, b) => a * b, 1),
+      0,
+    );
     expect((await readFile(join(dir, 'model', 'weights.bin'))).length).to.equal(bytes);
     expect(bytes).to.equal(4 * m.countParams());
 
@@ -216,7 +232,10 @@ describe('model files', () => {
     await saveModel(buildResNet18({ stem: 'cifar', width: 2, inputSize: 16, seed: 1 }), join(dir, 'enc'));
     const enc = await loadPretrainedEncoder(join(dir, 'enc'), 16);
     expect(enc.outputs[0].shape).to.deep.equal([null, 16]);
-    await expectReject(loadPretrainedEncoder(join(dir, 'enc'), 32), /pretrained encoder .*enc: model takes input \[N, 16, 16, 3\], images are \[N, 32, 32, 3\]/);
+    await expectReject(
+      loadPretrainedEncoder(join(dir, 'enc'), 32),
+      /pretrained encoder .*enc: model takes input \[N, 16, 16, 3\], images are \[N, 32, 32, 3\]/,
+    );
     const input = tfl.input({ shape: [16, 16, 3] });
     const conv = tfl.layers.conv2d({ filters: 2, kernelSize: 3 }).apply(input) as tfl.SymbolicTensor;
     await saveModel(tfl.model({ inputs: input, outputs: conv }), join(dir, 'conv'));
@@ -236,9 +255,22 @@ describe('checkpoints', () => {
 
   it('round trip tensors, optimiser state, epoch, rng state and losses; none gives undefined', async () => {
     expect(await loadCheckpoint(dir, 'run')).to.equal(undefined);
-    const weights = [tf.tensor2d([[1, 2], [3, 4.5]]), tf.tensor1d([-1e-7, 3e9])];
+    const weights = [
+      tf.tensor2d([
+        [1, 2],
+        [3, 4.5],
+      ]),
+      tf.tensor1d([-1e-7, 3e9]),
+    ];
     const slots = [tf.tensor1d([0.25]), tf.scalar(7)];
-    const file = await saveCheckpoint(dir, { fingerprint: 'run', epoch: 3, rngState: 0xdeadbeef, losses: [2.5, 1.25], weights, optimizer: { kind: 'adam', step: 12, slots } });
+    const file = await saveCheckpoint(dir, {
+      fingerprint: 'run',
+      epoch: 3,
+      rngState: 0xdeadbeef,
+      losses: [2.5, 1.25],
+      weights,
+      optimizer: { kind: 'adam', step: 12, slots },
+    });
     expect(file).to.equal(join(dir, CHECKPOINT_FILE));
     expect(await readdir(dir)).to.deep.equal([CHECKPOINT_FILE]);
     const c = (await loadCheckpoint(dir, 'run'))!;
@@ -250,7 +282,14 @@ describe('checkpoints', () => {
   });
 
   it('refuses a checkpoint of another run and a corrupt file, naming it', async () => {
-    await saveCheckpoint(dir, { fingerprint: 'a', epoch: 1, rngState: 1, losses: [1], weights: [tf.ones([3])], optimizer: { kind: 'sgd-momentum', step: 1, slots: [tf.ones([3])] } });
+    await saveCheckpoint(dir, {
+      fingerprint: 'a',
+      epoch: 1,
+      rngState: 1,
+      losses: [1],
+      weights: [tf.ones([3])],
+      optimizer: { kind: 'sgd-momentum', step: 1, slots: [tf.ones([3])] },
+    });
     await expectReject(loadCheckpoint(dir, 'b'), /checkpoint\.bin: written by a different run/);
     const bytes = await readFile(join(dir, CHECKPOINT_FILE));
     await writeFile(join(dir, CHECKPOINT_FILE), bytes.subarray(0, bytes.length - 4));

@@ -51,8 +51,14 @@ describe('ntXentLoss', () => {
     //   a': log(e^.6 + e^.8 + e^.8) - .6 = log(6.272020) - .6 = 1.236287
     //   b': log(e^0 + e^1 + e^.8)   - 1  = 0.782352
     // mean = 0.885449. With temperature .5 every cosine doubles: mean = 0.758885.
-    const z1 = tf.tensor2d([[1, 0], [0, 1]]);
-    const z2 = tf.tensor2d([[3, 4], [0, 2]]);
+    const z1 = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+    ]);
+    const z2 = tf.tensor2d([
+      [3, 4],
+      [0, 2],
+    ]);
     expect(ntXentLoss(z1, z2, 1).dataSync()[0]).to.be.closeTo(0.8854492, 1e-5);
     expect(ntXentLoss(z1, z2, 0.5).dataSync()[0]).to.be.closeTo(0.7588852, 1e-5);
     tf.dispose([z1, z2]);
@@ -60,8 +66,14 @@ describe('ntXentLoss', () => {
 
   it('is symmetric in the views, invariant to reordering pairs and to scaling embeddings', () => {
     const rng = new Rng(3);
-    const z1 = tf.tensor2d(Array.from({ length: 6 * 5 }, () => rng.normal()), [6, 5]);
-    const z2 = tf.tensor2d(Array.from({ length: 6 * 5 }, () => rng.normal()), [6, 5]);
+    const z1 = tf.tensor2d(
+      Array.from({ length: 6 * 5 }, () => rng.normal()),
+      [6, 5],
+    );
+    const z2 = tf.tensor2d(
+      Array.from({ length: 6 * 5 }, () => rng.normal()),
+      [6, 5],
+    );
     const base = ntXentLoss(z1, z2, 0.5).dataSync()[0];
     expect(ntXentLoss(z2, z1, 0.5).dataSync()[0]).to.be.closeTo(base, 1e-5);
     const perm = tf.tensor1d([4, 2, 0, 5, 1, 3], 'int32');
@@ -73,8 +85,14 @@ describe('ntXentLoss', () => {
 
   it('is lower for identical views than for unrelated ones, and near its minimum for orthogonal pairs', () => {
     const rng = new Rng(5);
-    const z1 = tf.tensor2d(Array.from({ length: 8 * 16 }, () => rng.normal()), [8, 16]);
-    const z2 = tf.tensor2d(Array.from({ length: 8 * 16 }, () => rng.normal()), [8, 16]);
+    const z1 = tf.tensor2d(
+      Array.from({ length: 8 * 16 }, () => rng.normal()),
+      [8, 16],
+    );
+    const z2 = tf.tensor2d(
+      Array.from({ length: 8 * 16 }, () => rng.normal()),
+      [8, 16],
+    );
     const same = ntXentLoss(z1, z1, 0.5).dataSync()[0];
     const random = ntXentLoss(z1, z2, 0.5).dataSync()[0];
     expect(same).to.be.lessThan(random);
@@ -210,7 +228,11 @@ describe('trainSimclr and extractFeatures', () => {
     const rng = new Rng(99);
     const views = Array.from({ length: 4 }, () => [simclrAugment(x, rng), simclrAugment(x, rng)]);
     const fixedViewLoss = (encoder: tfl.LayersModel) =>
-      views.reduce((s, [a, b]) => s + tf.tidy(() => ntXentLoss(encoder.predict(a) as tf.Tensor2D, encoder.predict(b) as tf.Tensor2D, 0.5).dataSync()[0]), 0) / views.length;
+      views.reduce(
+        (s, [a, b]) =>
+          s + tf.tidy(() => ntXentLoss(encoder.predict(a) as tf.Tensor2D, encoder.predict(b) as tf.Tensor2D, 0.5).dataSync()[0]),
+        0,
+      ) / views.length;
 
     const initial = await trainSimclr(subset.source, { ...cfg, epochs: 0 }, 1);
     expect(initial.losses).to.deep.equal([]);
@@ -302,7 +324,12 @@ describe('trainSimclr and extractFeatures', () => {
     const { encoder } = await trainSimclr(subset.source, { ...cfg, epochs: 1 }, 2);
     const before = tf.memory().numTensors;
     const progress: number[] = [];
-    const f7 = await extractFeatures(encoder, subset.source, { batchSize: 7, onBatch: (d, t) => { progress.push(d / t); } });
+    const f7 = await extractFeatures(encoder, subset.source, {
+      batchSize: 7,
+      onBatch: (d, t) => {
+        progress.push(d / t);
+      },
+    });
     const f30 = await extractFeatures(encoder, subset.source, { batchSize: 20 });
     expect(tf.memory().numTensors).to.equal(before);
     expect([f7.rows, f7.cols]).to.deep.equal([20, 32]);

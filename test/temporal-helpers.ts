@@ -28,7 +28,10 @@ export async function freePort(): Promise<number> {
 /** A dev server on a free port with its own SQLite file; `restart` keeps the file and the port. */
 export class TestServer {
   server!: DevServer;
-  constructor(readonly dbFile: string, readonly port: number) {}
+  constructor(
+    readonly dbFile: string,
+    readonly port: number,
+  ) {}
 
   static async start(dir: string): Promise<TestServer> {
     const s = new TestServer(join(dir, 'temporal.db'), await freePort());
@@ -119,7 +122,11 @@ export class InProcessWorkers {
     private readonly connection: NativeConnection,
   ) {}
 
-  static async start(address: string, storeRoot: string, o: { queues?: QueueKind[]; client?: Client; log?: (l: string) => void } = {}): Promise<InProcessWorkers> {
+  static async start(
+    address: string,
+    storeRoot: string,
+    o: { queues?: QueueKind[]; client?: Client; log?: (l: string) => void } = {},
+  ): Promise<InProcessWorkers> {
     installRuntime('ERROR');
     const connection = await NativeConnection.connect({ address });
     const workers = await createWorkers({
@@ -165,7 +172,11 @@ export class WorkerProcess {
 
   /** Resolves when the worker has printed its "connected" line. */
   async ready(timeoutMs = 60_000): Promise<void> {
-    await waitFor(() => this.output.some((l) => l.includes('connected to')), timeoutMs, () => `worker did not start:\n${this.output.join('\n')}`);
+    await waitFor(
+      () => this.output.some((l) => l.includes('connected to')),
+      timeoutMs,
+      () => `worker did not start:\n${this.output.join('\n')}`,
+    );
   }
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -174,7 +185,12 @@ export class WorkerProcess {
   }
 }
 
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: () => string, intervalMs = 100): Promise<void> {
+export async function waitFor(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: () => string,
+  intervalMs = 100,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);

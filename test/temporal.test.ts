@@ -87,7 +87,10 @@ describe('temporal pipeline (real dev server)', function () {
     timings.firstRun = (performance.now() - t0) / 1000;
     expect(code, err.join('\n')).to.equal(0);
     const report = JSON.parse(await readFile(join(dir, 'out-base', 'report.json'), 'utf8')) as AuditReport;
-    const cleansed = (await readFile(join(dir, 'out-base', 'cleansed.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as CleansedEntry);
+    const cleansed = (await readFile(join(dir, 'out-base', 'cleansed.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as CleansedEntry);
     expect(report.dataset.samples).to.equal(36);
     expect(report.dataset.classes).to.deep.equal(['airplane', 'automobile', 'bird']);
     expect(report.classes).to.have.length(3);
@@ -102,7 +105,8 @@ describe('temporal pipeline (real dev server)', function () {
 
   it('shows the run in search attributes, memo and one child workflow per class', async function () {
     const ids: string[] = [];
-    for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND WorkflowType = "auditWorkflow"` })) ids.push(wf.workflowId);
+    for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND WorkflowType = "auditWorkflow"` }))
+      ids.push(wf.workflowId);
     expect(ids).to.have.length(1);
     const d = await client.workflow.getHandle(ids[0]).describe();
     expect(d.typedSearchAttributes.get(datasetKey)).to.equal('tiny-base');
@@ -115,7 +119,9 @@ describe('temporal pipeline (real dev server)', function () {
     expect(encoder).to.include({ state: 'done', epoch: 2, epochs: 2 });
     const status = cliIo();
     expect(await main(['status', ids[0], '--address', server.address], status.io), status.err.join('\n')).to.equal(0);
-    expect(status.out.join('\n')).to.match(/encoder\s+done 2\/2/).and.match(/flow\[2\]\s+done/);
+    expect(status.out.join('\n'))
+      .to.match(/encoder\s+done 2\/2/)
+      .and.match(/flow\[2\]\s+done/);
     // An empty keyword list is stored as no value.
     expect(d.typedSearchAttributes.get(targetClassesKey) ?? []).to.deep.equal(targets);
     expect(await d.memo).to.deep.include({ pipeline: 'tiny' });
@@ -134,15 +140,33 @@ describe('temporal pipeline (real dev server)', function () {
     timings.cachedRun = seconds;
     const states = stageStates(result.progress);
     for (const [id, state] of Object.entries(states)) expect(state, id).to.equal(id === 'report' ? 'done' : 'cached');
-    expect(Object.keys(states)).to.include.members(['ingest', 'attack', 'encoder', 'features', 'flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate']);
+    expect(Object.keys(states)).to.include.members([
+      'ingest',
+      'attack',
+      'encoder',
+      'features',
+      'flow[0]',
+      'flow[1]',
+      'flow[2]',
+      'density',
+      'detect',
+      'relabel',
+      'evaluate',
+    ]);
   });
 
   it('recomputes only the stages downstream of a changed parameter', async function () {
-    await writeTinyPipeline(pipelineFile('flow3'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-flow3'), flowEpochs: 3 });
+    await writeTinyPipeline(pipelineFile('flow3'), {
+      datasetRoot,
+      datasetName: 'tiny-base',
+      output: join(dir, 'out-flow3'),
+      flowEpochs: 3,
+    });
     const { result } = await runToEnd(pipelineFile('flow3'));
     const states = stageStates(result.progress);
     for (const id of ['ingest', 'attack', 'encoder', 'features']) expect(states[id], id).to.equal('cached');
-    for (const id of ['flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate', 'report']) expect(states[id], id).to.equal('done');
+    for (const id of ['flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate', 'report'])
+      expect(states[id], id).to.equal('done');
   });
 
   it('detects a corrupted artifact by its hash and recomputes it', async function () {
@@ -164,11 +188,16 @@ describe('temporal pipeline (real dev server)', function () {
     expect(states.density).to.equal('cached');
     const quarantined = await readdir(join(storeRoot, '.quarantine'));
     expect(quarantined.some((q) => q.startsWith(features[0]))).to.equal(true);
-    expect((await artifactsOf(storeRoot, 'features'))).to.deep.equal(features);
+    expect(await artifactsOf(storeRoot, 'features')).to.deep.equal(features);
   });
 
   it('attaches a second run of the same pipeline to the live workflow', async function () {
-    await writeTinyPipeline(pipelineFile('attach'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-attach'), flowEpochs: 4 });
+    await writeTinyPipeline(pipelineFile('attach'), {
+      datasetRoot,
+      datasetName: 'tiny-base',
+      output: join(dir, 'out-attach'),
+      flowEpochs: 4,
+    });
     const a = cliIo();
     const b = cliIo();
     // No worker for a moment: the first run stays live while the second one arrives.
@@ -176,7 +205,9 @@ describe('temporal pipeline (real dev server)', function () {
     workers = undefined;
     const [codeA, codeB] = await Promise.all([
       main(['run', pipelineFile('attach'), '--detach', '--address', server.address], a.io),
-      new Promise((r) => setTimeout(r, 300)).then(() => main(['run', pipelineFile('attach'), '--detach', '--address', server.address], b.io)),
+      new Promise((r) => setTimeout(r, 300)).then(() =>
+        main(['run', pipelineFile('attach'), '--detach', '--address', server.address], b.io),
+      ),
     ]);
     expect(codeA, a.err.join('\n')).to.equal(0);
     expect(codeB, b.err.join('\n')).to.equal(0);
@@ -195,7 +226,12 @@ describe('temporal pipeline (real dev server)', function () {
     await workers?.stop();
     workers = await InProcessWorkers.start(server.address, storeRoot, { client, queues: ['cpu'], log: (l) => log.push(l) });
     await writeTinyPipeline(pipelineFile('crash'), {
-      datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-crash'), encoderEpochs: 4, seed: 7, heartbeatTimeouts: { encoder: '4s' },
+      datasetRoot,
+      datasetName: 'tiny-base',
+      output: join(dir, 'out-crash'),
+      encoderEpochs: 4,
+      seed: 7,
+      heartbeatTimeouts: { encoder: '4s' },
     });
     const env = { BACKDOOR_AUDIT_STATE: join(dir, 'state') };
     const args = ['--queue', 'audit-gpu', '--address', server.address, '--store', storeRoot];
@@ -203,7 +239,12 @@ describe('temporal pipeline (real dev server)', function () {
     await first.ready();
     const started = await startAudit(client, await loadPipeline(pipelineFile('crash')));
     const checkpoints = join(storeRoot, '.work');
-    await waitFor(async () => (await checkpointFiles(checkpoints)).length > 0, 240_000, () => `no checkpoint written:\n${first.output.join('\n')}`, 50);
+    await waitFor(
+      async () => (await checkpointFiles(checkpoints)).length > 0,
+      240_000,
+      () => `no checkpoint written:\n${first.output.join('\n')}`,
+      50,
+    );
     const killedAt = performance.now();
     await first.kill('SIGKILL');
     const second = WorkerProcess.spawn(args, env);
@@ -211,7 +252,12 @@ describe('temporal pipeline (real dev server)', function () {
       await second.ready();
       const finished = followAudit(started.handle as AuditHandle, () => undefined, 200);
       finished.catch(() => undefined);
-      await waitFor(() => second.output.some((l) => l.includes('attempt 2')), 120_000, () => second.output.join('\n'), 50);
+      await waitFor(
+        () => second.output.some((l) => l.includes('attempt 2')),
+        120_000,
+        () => second.output.join('\n'),
+        50,
+      );
       timings.killToRetry = (performance.now() - killedAt) / 1000;
       const result = await finished;
       timings.crashRecovery = (performance.now() - killedAt) / 1000;
@@ -229,12 +275,21 @@ describe('temporal pipeline (real dev server)', function () {
   });
 
   it('finishes a run across a restart of the dev server (same SQLite file)', async function () {
-    await writeTinyPipeline(pipelineFile('restart'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-restart'), flowEpochs: 6 });
+    await writeTinyPipeline(pipelineFile('restart'), {
+      datasetRoot,
+      datasetName: 'tiny-base',
+      output: join(dir, 'out-restart'),
+      flowEpochs: 6,
+    });
     const started = await startAudit(client, await loadPipeline(pipelineFile('restart')));
-    await waitFor(async () => {
-      const p = await queryProgress(started.handle);
-      return p !== undefined && p.stages.some((s) => s.stage === 'flow' && s.state === 'running');
-    }, 60_000, () => 'flows never started');
+    await waitFor(
+      async () => {
+        const p = await queryProgress(started.handle);
+        return p !== undefined && p.stages.some((s) => s.stage === 'flow' && s.state === 'running');
+      },
+      60_000,
+      () => 'flows never started',
+    );
     await server.restart();
     const result = (await started.handle.result()) as AuditResult;
     expect(result.progress.done).to.equal(true);
@@ -245,13 +300,23 @@ describe('temporal pipeline (real dev server)', function () {
   it('starts a run from a schedule created through the CLI and skips an overlapping trigger', async function () {
     await writeTinyPipeline(pipelineFile('sched'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-sched') });
     const c = cliIo();
-    expect(await main(['schedule', 'create', pipelineFile('sched'), '--cron', '0 3 * * *', '--id', 'nightly-test', '--address', server.address], c.io), c.err.join('\n')).to.equal(0);
+    expect(
+      await main(
+        ['schedule', 'create', pipelineFile('sched'), '--cron', '0 3 * * *', '--id', 'nightly-test', '--address', server.address],
+        c.io,
+      ),
+      c.err.join('\n'),
+    ).to.equal(0);
     expect(c.out).to.deep.equal(['nightly-test']);
     // Without workers the first run stays live, so the second trigger overlaps it.
     await workers?.stop();
     workers = undefined;
     expect(await main(['schedule', 'trigger', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
-    await waitFor(async () => (await scheduleRuns(client, 'nightly-test')).running.length === 1, 30_000, () => 'scheduled run did not start');
+    await waitFor(
+      async () => (await scheduleRuns(client, 'nightly-test')).running.length === 1,
+      30_000,
+      () => 'scheduled run did not start',
+    );
     expect(await main(['schedule', 'trigger', 'nightly-test', '--address', server.address], cliIo().io)).to.equal(0);
     await new Promise((r) => setTimeout(r, 2000));
     const runs = await scheduleRuns(client, 'nightly-test');
@@ -269,9 +334,19 @@ describe('temporal pipeline (real dev server)', function () {
   });
 
   it('stops SimCLR at the next batch when the audit is cancelled, keeping its checkpoint', async function () {
-    await writeTinyPipeline(pipelineFile('cancel'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-cancel'), encoderEpochs: 200, seed: 11 });
+    await writeTinyPipeline(pipelineFile('cancel'), {
+      datasetRoot,
+      datasetName: 'tiny-base',
+      output: join(dir, 'out-cancel'),
+      encoderEpochs: 200,
+      seed: 11,
+    });
     const started = await startAudit(client, await loadPipeline(pipelineFile('cancel')));
-    await waitFor(async () => ((await queryProgress(started.handle))?.stages.find((r) => r.id === 'encoder')?.epoch ?? 0) >= 1, 240_000, () => 'SimCLR made no progress');
+    await waitFor(
+      async () => ((await queryProgress(started.handle))?.stages.find((r) => r.id === 'encoder')?.epoch ?? 0) >= 1,
+      240_000,
+      () => 'SimCLR made no progress',
+    );
     await started.handle.cancel();
     let failure: unknown;
     await started.handle.result().catch((err: unknown) => (failure = err));
@@ -296,7 +371,10 @@ describe('temporal pipeline (real dev server)', function () {
     const badYaml = join(dir, 'bad-yaml.yaml');
     await writeFile(badYaml, 'name: x\ndataset: [unclosed\n');
     const schema = join(dir, 'bad-schema.yaml');
-    await writeFile(schema, `name: x\ndataset:\n  format: imagefolder\n  root: ${datasetRoot}\n  imageSize: big\noutput: o\naudit:\n  flow: {epochs: 0}\n`);
+    await writeFile(
+      schema,
+      `name: x\ndataset:\n  format: imagefolder\n  root: ${datasetRoot}\n  imageSize: big\noutput: o\naudit:\n  flow: {epochs: 0}\n`,
+    );
     for (const [file, pattern] of [
       [badYaml, /bad-yaml\.yaml:\d+:\d+: .*YAML/],
       [schema, /bad-schema\.yaml:5:\d+: dataset\.imageSize: expected integer, got string "big"/],
@@ -337,7 +415,11 @@ async function checkpointFiles(workRoot: string): Promise<string[]> {
 
 describe('embedded dev server (no address configured)', function () {
   this.timeout(120_000);
-  const saved = { state: process.env.BACKDOOR_AUDIT_STATE, port: process.env.BACKDOOR_AUDIT_TEMPORAL_PORT, address: process.env.TEMPORAL_ADDRESS };
+  const saved = {
+    state: process.env.BACKDOOR_AUDIT_STATE,
+    port: process.env.BACKDOOR_AUDIT_TEMPORAL_PORT,
+    address: process.env.TEMPORAL_ADDRESS,
+  };
   let dir: string;
 
   before(async () => {
@@ -355,9 +437,17 @@ describe('embedded dev server (no address configured)', function () {
       } catch {
         // already gone
       }
-      await waitFor(() => !alive(pid), 15_000, () => `dev server ${pid} did not stop`);
+      await waitFor(
+        () => !alive(pid),
+        15_000,
+        () => `dev server ${pid} did not stop`,
+      );
     }
-    for (const [k, v] of [['BACKDOOR_AUDIT_STATE', saved.state], ['BACKDOOR_AUDIT_TEMPORAL_PORT', saved.port], ['TEMPORAL_ADDRESS', saved.address]] as const) {
+    for (const [k, v] of [
+      ['BACKDOOR_AUDIT_STATE', saved.state],
+      ['BACKDOOR_AUDIT_TEMPORAL_PORT', saved.port],
+      ['TEMPORAL_ADDRESS', saved.address],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -371,7 +461,12 @@ describe('embedded dev server (no address configured)', function () {
       expect(first.address).to.equal(`127.0.0.1:${process.env.BACKDOOR_AUDIT_TEMPORAL_PORT}`);
       expect(existsSync(join(dir, 'temporal.db'))).to.equal(true);
       const { customAttributes } = await first.connection.operatorService.listSearchAttributes({ namespace: 'default' });
-      expect(Object.keys(customAttributes ?? {})).to.include.members(['BackdoorDataset', 'BackdoorStage', 'BackdoorTargetClasses', 'BackdoorVerdict']);
+      expect(Object.keys(customAttributes ?? {})).to.include.members([
+        'BackdoorDataset',
+        'BackdoorStage',
+        'BackdoorTargetClasses',
+        'BackdoorVerdict',
+      ]);
     } finally {
       await first.close();
     }
@@ -389,7 +484,9 @@ describe('embedded dev server (no address configured)', function () {
     expect(args).to.contain('server start-dev --ip 127.0.0.1 --port 7233 --db-filename /s/temporal.db');
     expect(args).to.contain('--ui-port 8233 --ui-ip 127.0.0.1');
     expect(args).to.contain('--search-attribute BackdoorTargetClasses=KeywordList');
-    expect(devServerArgs({ dbFile: '/s/t.db', port: 7300, ui: false })).to.include('--headless').and.not.include('--ui-port');
+    expect(devServerArgs({ dbFile: '/s/t.db', port: 7300, ui: false }))
+      .to.include('--headless')
+      .and.not.include('--ui-port');
   });
 });
 

@@ -130,7 +130,10 @@ describe('trainClassifier and predict', () => {
     }
     expect(err).to.be.instanceOf(AbortError);
     const lrs: (number | undefined)[] = [];
-    const resumed = await trainClassifier(data, data.labels, small, { ...o, hooks: { checkpointDir: join(dir, 'b'), onEpoch: (p) => void lrs.push(p.lr) } });
+    const resumed = await trainClassifier(data, data.labels, small, {
+      ...o,
+      hooks: { checkpointDir: join(dir, 'b'), onEpoch: (p) => void lrs.push(p.lr) },
+    });
     expect(resumed.resumedFromEpoch).to.equal(1);
     expect(lrs).to.deep.equal([0.002]); // the schedule continues at the resumed epoch
     expect(resumed.losses).to.deep.equal(straight.losses);
@@ -160,7 +163,10 @@ describe('trainClassifier and predict', () => {
       expect(String(err)).to.match(pattern);
     };
     await reject(new Int32Array(3), /3 labels for 40 samples/);
-    await reject(Int32Array.from(data.labels, (y, i) => (i === 5 ? 2 : y)), /label 2 of sample 5 is outside -1..1/);
+    await reject(
+      Int32Array.from(data.labels, (y, i) => (i === 5 ? 2 : y)),
+      /label 2 of sample 5 is outside -1..1/,
+    );
     await reject(new Int32Array(40).fill(-1), /every sample is dropped/);
     await reject(data.labels, /images are 16x16, inputSize is 32/, 32);
   });

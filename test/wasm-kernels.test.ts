@@ -97,11 +97,13 @@ describe('wasm training kernels', function () {
       const dy = normal(size(yShape));
       await expectSameOnBoth(
         () =>
-          tf.engine().runKernel(
-            'Conv2DBackpropFilter',
-            { x: tf.tensor4d(x, xShape), dy: tf.tensor4d(dy, yShape) },
-            { strides, pad, dataFormat: 'NHWC', filterShape: fShape },
-          ) as tf.Tensor,
+          tf
+            .engine()
+            .runKernel(
+              'Conv2DBackpropFilter',
+              { x: tf.tensor4d(x, xShape), dy: tf.tensor4d(dy, yShape) },
+              { strides, pad, dataFormat: 'NHWC', filterShape: fShape },
+            ) as tf.Tensor,
       );
     });
 
@@ -110,11 +112,13 @@ describe('wasm training kernels', function () {
       const dy = normal(size(yShape));
       await expectSameOnBoth(
         () =>
-          tf.engine().runKernel(
-            'Conv2DBackpropInput',
-            { dy: tf.tensor4d(dy, yShape), filter: tf.tensor4d(w, fShape) },
-            { strides, pad, dataFormat: 'NHWC', inputShape: xShape },
-          ) as tf.Tensor,
+          tf
+            .engine()
+            .runKernel(
+              'Conv2DBackpropInput',
+              { dy: tf.tensor4d(dy, yShape), filter: tf.tensor4d(w, fShape) },
+              { strides, pad, dataFormat: 'NHWC', inputShape: xShape },
+            ) as tf.Tensor,
       );
     });
   }
@@ -123,8 +127,7 @@ describe('wasm training kernels', function () {
     const x = normal(2 * 10 * 10 * 6);
     const w = normal(3 * 3 * 6 * 7);
     await expectSameOnBoth(() => {
-      const loss = (a: tf.Tensor, b: tf.Tensor) =>
-        tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')));
+      const loss = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.square(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 2, 'same')));
       return tf.grads(loss)([tf.tensor4d(x, [2, 10, 10, 6]), tf.tensor4d(w, [3, 3, 6, 7])]);
     });
   });
@@ -138,7 +141,12 @@ describe('wasm training kernels', function () {
     tf.dispose([x, dy]);
   });
 
-  for (const [transposeA, transposeB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+  for (const [transposeA, transposeB] of [
+    [false, false],
+    [true, false],
+    [false, true],
+    [true, true],
+  ] as const) {
     it(`matMul transposeA=${transposeA} transposeB=${transposeB} matches cpu (rank 2, rank 3, fused)`, async function () {
       const [m, k, n] = [70, 90, 50];
       const a = normal(m * k);
@@ -175,8 +183,7 @@ describe('wasm training kernels', function () {
     const before = backend.numDataIds();
     for (let i = 0; i < 2; i++) {
       tf.tidy(() => {
-        const f = (p: tf.Tensor, q: tf.Tensor) =>
-          tf.sum(tf.square(tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, i + 1, 'same')));
+        const f = (p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.square(tf.conv2d(p as tf.Tensor4D, q as tf.Tensor4D, i + 1, 'same')));
         tf.grads(f)([x, w]).forEach((g) => g.dataSync());
         tf.matMul(a, a, true, false).dataSync();
         tf.fused.matMul({ a, b: a, transposeB: true, bias: tf.zeros([40]) }).dataSync();
@@ -226,9 +233,10 @@ describe('wasm training kernels', function () {
     const w = normal(3 * 3 * 3 * 2);
     await expectSameOnBoth(() => [
       tf.image.rgbToGrayscale(tf.tensor4d(img, [2, 3, 3, 3])),
-      ...tf.grads((a: tf.Tensor, b: tf.Tensor) =>
-        tf.sum(tf.square(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'))),
-      )([tf.tensor4d(x, [2, 6, 6, 3]), tf.tensor4d(w, [3, 3, 3, 2])]),
+      ...tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.square(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same'))))([
+        tf.tensor4d(x, [2, 6, 6, 3]),
+        tf.tensor4d(w, [3, 3, 3, 2]),
+      ]),
     ]);
   });
 
@@ -252,7 +260,9 @@ describe('wasm training kernels', function () {
   async function maxAbsDiff(f: () => tf.Tensor | tf.Tensor[]): Promise<number> {
     const { cpu, wasm } = await onBoth(f);
     let diff = 0;
-    cpu.forEach((r, i) => r.forEach((v, j) => (diff = Math.max(diff, Number.isNaN(v) ? (Number.isNaN(wasm[i]![j]!) ? 0 : NaN) : Math.abs(v - wasm[i]![j]!)))));
+    cpu.forEach((r, i) =>
+      r.forEach((v, j) => (diff = Math.max(diff, Number.isNaN(v) ? (Number.isNaN(wasm[i]![j]!) ? 0 : NaN) : Math.abs(v - wasm[i]![j]!)))),
+    );
     return diff;
   }
 
@@ -269,7 +279,9 @@ describe('wasm training kernels', function () {
         [distinct, tied].map((x) => {
           const input = tf.tensor4d(x, xShape);
           const output = tf.maxPool(input, window, strides, pad);
-          return tf.engine().runKernel('MaxPoolGrad', { dy: tf.tensor4d(dy, yShape), input, output }, { filterSize: window, strides, pad }) as tf.Tensor;
+          return tf
+            .engine()
+            .runKernel('MaxPoolGrad', { dy: tf.tensor4d(dy, yShape), input, output }, { filterSize: window, strides, pad }) as tf.Tensor;
         }),
       );
       expect(diff).to.equal(0);
@@ -279,7 +291,13 @@ describe('wasm training kernels', function () {
       const dy = normal(size(yShape));
       await expectSameOnBoth(
         () =>
-          tf.engine().runKernel('AvgPoolGrad', { dy: tf.tensor4d(dy, yShape), input: tf.zeros(xShape) }, { filterSize: window, strides, pad }) as tf.Tensor,
+          tf
+            .engine()
+            .runKernel(
+              'AvgPoolGrad',
+              { dy: tf.tensor4d(dy, yShape), input: tf.zeros(xShape) },
+              { filterSize: window, strides, pad },
+            ) as tf.Tensor,
         1e-6,
       );
     });
@@ -292,7 +310,9 @@ describe('wasm training kernels', function () {
       const input = tf.tensor4d([3, 4, 3, 2, 2, 1, 3, 5], [1, 2, 2, 2]);
       const output = tf.maxPool(input, 2, 2, 'valid');
       const dy = tf.tensor4d([10, 20], [1, 1, 1, 2]);
-      return (tf.engine().runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 2, strides: 2, pad: 'valid' }) as tf.Tensor).dataSync();
+      return (
+        tf.engine().runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 2, strides: 2, pad: 'valid' }) as tf.Tensor
+      ).dataSync();
     });
     expect(Array.from(dx)).to.deep.equal([10, 0, 0, 0, 0, 0, 0, 20]);
   });
@@ -304,7 +324,9 @@ describe('wasm training kernels', function () {
       const input = tf.tensor4d(x, xShape);
       const output = tf.maxPool(input, 3, 2, 1, 'ceil');
       const dy = tf.reshape(tf.range(1, size(output.shape) + 1), output.shape);
-      return tf.engine().runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 3, strides: 2, pad: 1, dimRoundingMode: 'ceil' }) as tf.Tensor;
+      return tf
+        .engine()
+        .runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: 3, strides: 2, pad: 1, dimRoundingMode: 'ceil' }) as tf.Tensor;
     });
     expect(diff).to.equal(0);
   });

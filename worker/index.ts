@@ -91,7 +91,11 @@ export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
   const names = setup.taskQueues ?? TASK_QUEUES;
   const store = new ArtifactStore(setup.storeRoot ?? defaultStoreRoot());
   await store.sweep();
-  const activities = createActivities({ store, ...(setup.client ? { client: setup.client } : {}), ...(setup.log ? { log: setup.log } : {}) });
+  const activities = createActivities({
+    store,
+    ...(setup.client ? { client: setup.client } : {}),
+    ...(setup.log ? { log: setup.log } : {}),
+  });
   const common = {
     connection: setup.connection,
     namespace: setup.namespace ?? 'default',
@@ -102,7 +106,9 @@ export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
     defaultHeartbeatThrottleInterval: '5s',
     // Let a running stage finish its batch and report cancellation before the process exits.
     shutdownGraceTime: '30s',
-    ...(setup.stickyQueueScheduleToStartTimeout !== undefined ? { stickyQueueScheduleToStartTimeout: setup.stickyQueueScheduleToStartTimeout } : {}),
+    ...(setup.stickyQueueScheduleToStartTimeout !== undefined
+      ? { stickyQueueScheduleToStartTimeout: setup.stickyQueueScheduleToStartTimeout }
+      : {}),
   };
   const workers: Worker[] = [];
   for (const queue of queues) {

@@ -2,14 +2,7 @@
 // ingest -> [attack] -> encoder -> features -> flow per class (child workflows, in parallel)
 // -> density -> detect -> relabel -> [retrain] -> [evaluate] -> report. Only ArtifactRefs and
 // small facts travel through Temporal; the bytes stay in the artifact store.
-import {
-  executeChild,
-  log,
-  setHandler,
-  upsertMemo,
-  upsertSearchAttributes,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { executeChild, log, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { datasetKey, progressQuery, stageEpochSignal, stageKey, targetClassesKey, verdictKey } from './definitions.js';
 import { corruptArtifactKey, ProgressTable, runStage, type StageContext } from './stage.js';
 import type {
@@ -69,7 +62,13 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
   const producers = new Map<string, () => Promise<StageOutcome>>();
   const timings: Record<string, number> = {};
 
-  async function stage(id: string, name: StageName, params: unknown, inputs: Record<string, ArtifactRef>, produce?: () => Promise<StageOutcome>): Promise<StageOutcome> {
+  async function stage(
+    id: string,
+    name: StageName,
+    params: unknown,
+    inputs: Record<string, ArtifactRef>,
+    produce?: () => Promise<StageOutcome>,
+  ): Promise<StageOutcome> {
     const run = produce ?? (() => runStage(ctx, id, name, params, inputs));
     for (let repairs = 0; ; repairs++) {
       try {
@@ -95,7 +94,12 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
       ...(limitPerClass !== undefined ? { limitPerClass } : {}),
       ...(name !== undefined ? { name } : {}),
     });
-    const clean = await stage('ingest', 'ingest', ingestParams(pipeline.dataset.source, pipeline.dataset.limitPerClass, pipeline.dataset.name), {});
+    const clean = await stage(
+      'ingest',
+      'ingest',
+      ingestParams(pipeline.dataset.source, pipeline.dataset.limitPerClass, pipeline.dataset.name),
+      {},
+    );
     const classes = clean.info.classes ?? [];
     if (classes.length < 2) throw new Error(`ingest reported ${classes.length} classes; an audit needs at least 2`);
     classes.forEach((_, y) => progress.plan(`flow[${y}]`, 'flow'));
@@ -133,7 +137,10 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
     const densityInputs: Record<string, ArtifactRef> = { features: features.ref };
     flows.forEach((f, y) => (densityInputs[`flow-${y}`] = f.ref));
     const density = await stage('density', 'density', { classes: classes.length }, densityInputs);
-    const detect = await stage('detect', 'detect', { config: audit.detection } satisfies DetectParams, { density: density.ref, dataset: train.ref });
+    const detect = await stage('detect', 'detect', { config: audit.detection } satisfies DetectParams, {
+      density: density.ref,
+      dataset: train.ref,
+    });
     const targets = detect.info.targetClasses ?? [];
     progress.targetClasses = targets.map((y) => classes[y] ?? String(y));
     progress.verdict = targets.length ? 'poisoned' : 'clean';
@@ -166,7 +173,12 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
       evaluation = await stage('evaluate', 'evaluate', params, inputs);
     }
 
-    const reportInputs: Record<string, ArtifactRef> = { dataset: train.ref, detect: detect.ref, relabel: relabel.ref, features: features.ref };
+    const reportInputs: Record<string, ArtifactRef> = {
+      dataset: train.ref,
+      detect: detect.ref,
+      relabel: relabel.ref,
+      features: features.ref,
+    };
     if (evaluation) reportInputs.evaluate = evaluation.ref;
     const reportParams: ReportParams = { output: pipeline.output, config: audit, timings: { ...timings } };
     const report = await runStage(ctx, 'report', 'report', reportParams, reportInputs, { probe: false });

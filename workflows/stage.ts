@@ -27,7 +27,6 @@ import type {
   Verdict,
 } from './types.js';
 
-
 export class ProgressTable {
   private readonly rows = new Map<string, StageProgress>();
   verdict: Verdict = 'running';
@@ -78,7 +77,10 @@ export class ProgressTable {
   /** Rows in DAG order (flows before density even when they were added later), else as added. */
   private ordered(): StageProgress[] {
     const rank = (r: StageProgress) => STAGES.indexOf(r.stage);
-    return [...this.rows.values()].map((r, i) => ({ r, i })).sort((a, b) => rank(a.r) - rank(b.r) || a.i - b.i).map(({ r }) => r);
+    return [...this.rows.values()]
+      .map((r, i) => ({ r, i }))
+      .sort((a, b) => rank(a.r) - rank(b.r) || a.i - b.i)
+      .map(({ r }) => r);
   }
 
   /** The table as Temporal markdown: the UI shows it as the workflow's current details. */
@@ -175,7 +177,9 @@ export async function runStage(
       ...(out.resumedFromEpoch ? { resumedFromEpoch: out.resumedFromEpoch } : {}),
       ...(out.attempt !== undefined ? { attempt: out.attempt } : {}),
     });
-    log.info(`${id}: computed in ${out.seconds.toFixed(1)} s${out.resumedFromEpoch ? ` (resumed from epoch ${out.resumedFromEpoch})` : ''}: ${out.info.figure}`);
+    log.info(
+      `${id}: computed in ${out.seconds.toFixed(1)} s${out.resumedFromEpoch ? ` (resumed from epoch ${out.resumedFromEpoch})` : ''}: ${out.info.figure}`,
+    );
     return out;
   } catch (err) {
     progress.update(id, stage, { state: 'failed', error: failureMessage(err) });

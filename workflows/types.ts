@@ -4,7 +4,15 @@
 import type { ArtifactRef } from '../data/artifacts.js';
 import type { DatasetSpec } from '../data/formats.js';
 import type { AttackConfig } from '../attacks/types.js';
-import type { AuditConfig, AuditReport, DetectionConfig, FlowConfig, RelabelConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type {
+  AuditConfig,
+  AuditReport,
+  DetectionConfig,
+  FlowConfig,
+  RelabelConfig,
+  RetrainConfig,
+  SimclrEncoderConfig,
+} from '../ml/config.js';
 
 export type { ArtifactRef };
 
@@ -19,7 +27,19 @@ export interface DatasetInput {
 }
 
 /** Stage names as they appear in cache keys, progress, search attributes and pipeline files. */
-export const STAGES = ['ingest', 'attack', 'encoder', 'features', 'flow', 'density', 'detect', 'relabel', 'retrain', 'evaluate', 'report'] as const;
+export const STAGES = [
+  'ingest',
+  'attack',
+  'encoder',
+  'features',
+  'flow',
+  'density',
+  'detect',
+  'relabel',
+  'retrain',
+  'evaluate',
+  'report',
+] as const;
 export type StageName = (typeof STAGES)[number];
 
 export type QueueKind = 'cpu' | 'gpu';
@@ -100,19 +120,54 @@ export interface ProbeResult {
 // ---- parameters of each stage (what enters its cache key) ----
 // Inputs that live outside the store (dataset files, a pretrained model folder) enter the key
 // through a fingerprint the activity computes, not through these parameters.
-export interface IngestParams { source: DatasetSource; imageSize: number; limitPerClass?: number; name?: string }
-export interface AttackParams { attack: AttackConfig }
+export interface IngestParams {
+  source: DatasetSource;
+  imageSize: number;
+  limitPerClass?: number;
+  name?: string;
+}
+export interface AttackParams {
+  attack: AttackConfig;
+}
 export type EncoderParams =
   | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
   | { kind: 'pretrained'; path: string; imageSize: number };
-export interface FeaturesParams { backend: AuditConfig['backend']; batchSize: number }
-export interface FlowParams { classIndex: number; config: FlowConfig; seed: number; backend: AuditConfig['backend'] }
-export interface DensityParams { classes: number }
-export interface DetectParams { config: DetectionConfig }
-export interface RelabelParams { config: RelabelConfig }
-export interface RetrainParams { config: RetrainConfig; seed: number; stem: 'cifar' | 'imagenet'; imageSize: number; backend: AuditConfig['backend'] }
-export interface EvaluateParams { attack?: AttackConfig; seed: number; backend: AuditConfig['backend'] }
-export interface ReportParams { output: string; config: AuditConfig; timings: Record<string, number> }
+export interface FeaturesParams {
+  backend: AuditConfig['backend'];
+  batchSize: number;
+}
+export interface FlowParams {
+  classIndex: number;
+  config: FlowConfig;
+  seed: number;
+  backend: AuditConfig['backend'];
+}
+export interface DensityParams {
+  classes: number;
+}
+export interface DetectParams {
+  config: DetectionConfig;
+}
+export interface RelabelParams {
+  config: RelabelConfig;
+}
+export interface RetrainParams {
+  config: RetrainConfig;
+  seed: number;
+  stem: 'cifar' | 'imagenet';
+  imageSize: number;
+  backend: AuditConfig['backend'];
+}
+export interface EvaluateParams {
+  attack?: AttackConfig;
+  seed: number;
+  backend: AuditConfig['backend'];
+}
+export interface ReportParams {
+  output: string;
+  config: AuditConfig;
+  timings: Record<string, number>;
+}
 
 /** Per-class flow child workflow input. */
 export interface ClassFlowInput {
