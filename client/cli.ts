@@ -17,6 +17,9 @@ import { startDevServer } from './server.js';
 import type { AuditResult, Pipeline, QueueKind } from '../workflows/types.js';
 import { writeFileAtomic } from '../data/files.js';
 
+/** Worker log lines that repeat what the progress display shows: a stage computed, its outputs written, a training epoch. */
+const WORKER_PROGRESS_LINE = /^\S+: (computed in |wrote |epoch \d+\/\d+ )/;
+
 export interface CliIo {
   out: (text: string) => void;
   err: (text: string) => void;
@@ -127,7 +130,8 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .description('run (or attach to) the audit a pipeline file describes, show progress, write report.json + cleansed.jsonl')
       .option('--detach', 'start and return without waiting')
       .option('--no-worker', 'do not start an in-process worker (workers run elsewhere)')
-      .option('--worker', 'start an in-process worker even when an address is configured'),
+      .option('--worker', 'start an in-process worker even when an address is configured')
+      .option('--verbose', "print every line of the in-process worker's log"),
   ).action(async (file: string, opts: Record<string, unknown>) => {
     const pipeline = await loadPipeline(file);
     await withTemporal(opts, io, async (t) => {
@@ -147,7 +151,11 @@ export function buildProgram(io: CliIo = defaultIo): Command {
           namespace: t.config.namespace,
           taskQueues: pipeline.temporal.taskQueues,
           client: t.client,
-          log: (line) => view.log(line),
+          // The display already shows each stage's completion and epochs; the in-process worker adds
+          // only what it cannot show (backend choice, retries, resumption) unless --verbose.
+          log: (line) => {
+            if (opts.verbose === true || !WORKER_PROGRESS_LINE.test(line)) view.log(line);
+          },
         });
         workersDone = runWorkers(workers, stopWorkers.signal);
       }
