@@ -11,7 +11,7 @@ import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { DatasetError, type DatasetSpec } from '../data/formats.js';
-import { ingest, openDataset, writeDataset, type ShardedDataset } from '../data/ingest.js';
+import { ingest, openDataset, writeDataset, type DatasetManifest, type ShardedDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
 import { createAttack, poisonDataset, triggeredTestSet } from '../attacks/index.js';
 import { classMembers } from '../ml/audit.js';
@@ -265,13 +265,7 @@ export function createActivities(deps: ActivityDeps) {
         signal: ctx.cancellationSignal,
       });
       return {
-        info: {
-          figure: `${manifest.size} images, ${manifest.classes.length} classes, ${manifest.width}x${manifest.height}`,
-          classes: manifest.classes,
-          samples: manifest.size,
-          datasetName: manifest.name,
-          datasetHash: manifest.hash,
-        },
+        info: datasetInfo(manifest, `${manifest.size} images, ${manifest.classes.length} classes, ${manifest.width}x${manifest.height}`),
       };
     });
   }
@@ -285,13 +279,10 @@ export function createActivities(deps: ActivityDeps) {
       const manifest = await writeDataset(poisoned, join(tmp, 'dataset'), name);
       await writeFile(join(tmp, 'truth.json'), JSON.stringify(truth) + '\n');
       return {
-        info: {
-          figure: `${truth.poisoned.length} of ${manifest.size} poisoned (${cfg.name} -> ${clean.classes[cfg.targetClass]})`,
-          classes: manifest.classes,
-          samples: manifest.size,
-          datasetName: manifest.name,
-          datasetHash: manifest.hash,
-        },
+        info: datasetInfo(
+          manifest,
+          `${truth.poisoned.length} of ${manifest.size} poisoned (${cfg.name} -> ${clean.classes[cfg.targetClass]})`,
+        ),
       };
     });
   }
@@ -586,4 +577,9 @@ async function datasetSpec(source: DatasetSource): Promise<DatasetSpec> {
   if (source.format !== 'cifar10') return source;
   const cifar = await ensureCifar10();
   return { format: 'imagefolder', root: source.split === 'train' ? cifar.train : cifar.test };
+}
+
+/** What the workflow needs to know of a dataset a stage wrote. */
+function datasetInfo(manifest: DatasetManifest, figure: string): StageInfo {
+  return { figure, classes: manifest.classes, samples: manifest.size, datasetName: manifest.name, datasetHash: manifest.hash };
 }
