@@ -7,7 +7,14 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import { defaultAuditConfig, type AuditConfig, type EncoderConfig, type RetrainConfig } from '../ml/config.js';
+import {
+  defaultAuditConfig,
+  defaultSimclrEncoder,
+  stemForImageSize,
+  type AuditConfig,
+  type EncoderConfig,
+  type RetrainConfig,
+} from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
 import {
   STAGES,
@@ -262,11 +269,9 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
   if (raw.encoder?.kind === 'pretrained') {
     encoder = { kind: 'pretrained', path: resolve(base, raw.encoder.path as string) };
   } else {
-    const defaults = d.encoder.kind === 'simclr' ? d.encoder : undefined;
-    if (!defaults) throw new Error('defaultAuditConfig.encoder must be the SimCLR settings');
     // The stem follows the image size unless the file says otherwise (3x3 stem for small images).
-    const stem = imageSize >= 64 ? 'imagenet' : 'cifar';
-    encoder = { ...defaults, stem, ...(raw.encoder ?? {}), kind: 'simclr' } as EncoderConfig;
+    const stem = stemForImageSize(imageSize);
+    encoder = { ...defaultSimclrEncoder, stem, ...(raw.encoder ?? {}), kind: 'simclr' } as EncoderConfig;
   }
   const config: AuditConfig = {
     seed: raw.seed ?? d.seed,

@@ -4,7 +4,7 @@
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import type { ImageSource, PoisonTruth } from '../data/types.js';
 import { selectBackend } from './backend.js';
-import type { AuditConfig, AuditReport, CleansedEntry, Evaluation, FlowConfig } from './config.js';
+import { classifierStem, type AuditConfig, type AuditReport, type CleansedEntry, type Evaluation, type FlowConfig } from './config.js';
 import { detectTargets, type ClassDetection } from './detect.js';
 import { densityMatrix } from './density.js';
 import { loadPretrainedEncoder } from './encoder.js';
@@ -87,7 +87,7 @@ export async function auditDataset(dataset: AuditDataset, config: AuditConfig, o
   if (dataset.truth) evaluation = { ...cleansingMetrics(cleansed, dataset.truth, targetClasses) };
   if (config.retrain && dataset.test) {
     const retrain = config.retrain;
-    const stem = config.encoder.kind === 'simclr' ? config.encoder.stem : config.imageSize > 64 ? 'imagenet' : 'cifar';
+    const stem = classifierStem(config);
     const model = await stage(
       'retrain',
       async () =>

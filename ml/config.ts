@@ -84,6 +84,16 @@ export interface AuditConfig {
   retrain?: RetrainConfig;
 }
 
+/** ResNet stem for images of this size: the CIFAR 3x3 stem below 64 pixels, the ImageNet one from 64. */
+export function stemForImageSize(imageSize: number): Stem {
+  return imageSize >= 64 ? 'imagenet' : 'cifar';
+}
+
+/** Stem of the retrained classifier: the SimCLR encoder's, or the one the image size calls for. */
+export function classifierStem(config: Pick<AuditConfig, 'encoder' | 'imageSize'>): Stem {
+  return config.encoder.kind === 'simclr' ? config.encoder.stem : stemForImageSize(config.imageSize);
+}
+
 export const defaultSimclrEncoder: SimclrEncoderConfig = {
   kind: 'simclr',
   width: 64,

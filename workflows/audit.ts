@@ -5,6 +5,7 @@
 import { executeChild, log, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { datasetKey, progressQuery, stageEpochSignal, stageKey, targetClassesKey, verdictKey } from './definitions.js';
 import { corruptArtifactKey, ProgressTable, runStage, type StageContext } from './stage.js';
+import { classifierStem } from '../ml/config.js';
 import type {
   ArtifactRef,
   AuditResult,
@@ -157,7 +158,7 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
 
     let retrain: StageOutcome | undefined;
     if (audit.retrain) {
-      const stem = audit.encoder.kind === 'simclr' ? audit.encoder.stem : audit.imageSize >= 64 ? 'imagenet' : 'cifar';
+      const stem = classifierStem(audit);
       const params: RetrainParams = { config: audit.retrain, seed: audit.seed, stem, imageSize: audit.imageSize, backend: audit.backend };
       retrain = await stage('retrain', 'retrain', params, { dataset: train.ref, relabel: relabel.ref });
     }
