@@ -392,7 +392,9 @@ describe('attacks', function () {
       expect(ingested.ids).to.deep.equal(saved.ids);
       expect(Array.from(ingested.labels)).to.deep.equal(origin.map((i) => poisoned.labels[i]));
       const all = Array.from({ length: ingested.size }, (_, j) => j);
-      expect(Buffer.compare(await ingested.readImages(all), want)).to.equal(0);
+      const pixels = await ingested.readImages(all);
+      await ingested.close();
+      expect(Buffer.compare(pixels, want)).to.equal(0);
 
       const meta = await sharp(join(saved.dir, 'preview.png')).metadata();
       expect([meta.width, meta.height]).to.deep.equal([12 * 96 + 13 * 4, 4 * 96 + 5 * 4]);
