@@ -206,24 +206,17 @@ export function applyAugmentation(images: tf.Tensor4D, p: AugmentParams): tf.Ten
         ),
       );
       const mean = tf.mean(luma(y), [1, 2, 3], true);
-      y = clip01(
-        tf.add(
-          tf.mul(
-            tf.sub(y, mean),
-            col((j) => j.contrast, 1),
-          ),
-          mean,
-        ),
+      // Contrast and saturation both scale the distance from a reference image (its mean luma, its grey).
+      const scaleAround = (v: tf.Tensor4D, ref: tf.Tensor, factor: tf.Tensor) => clip01(tf.add(tf.mul(tf.sub(v, ref), factor), ref));
+      y = scaleAround(
+        y,
+        mean,
+        col((j) => j.contrast, 1),
       );
-      const grey = luma(y);
-      y = clip01(
-        tf.add(
-          tf.mul(
-            tf.sub(y, grey),
-            col((j) => j.saturation, 1),
-          ),
-          grey,
-        ),
+      y = scaleAround(
+        y,
+        luma(y),
+        col((j) => j.saturation, 1),
       );
       const hue = tf.tensor3d(
         p.jitters.flatMap((j) => hueMatrix(j ? j.hue : 0)),
