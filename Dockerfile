@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 # Optional native TensorFlow packages download libtensorflow at install time; a failure there
 # only removes them (npm treats them as optional) and the pure-JS backend is used.
 RUN npm ci --omit=dev --no-audit --no-fund
+COPY backend ./backend
 COPY ml ./ml
 COPY data ./data
 COPY attacks ./attacks

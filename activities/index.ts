@@ -15,7 +15,7 @@ import { ingest, openDataset, writeDataset, type DatasetManifest, type ShardedDa
 import type { PoisonTruth } from '../data/types.js';
 import { createAttack, poisonDataset, triggeredTestSet } from '../attacks/index.js';
 import { classMembers } from '../ml/audit.js';
-import { selectBackend, type BackendInfo } from '../ml/backend.js';
+import { selectBackend, type BackendInfo } from '../backend/backend.js';
 import { buildReport, countActions, trainingLabels, writeAuditOutputs } from '../ml/cleansed.js';
 import type { AuditReport, CleansedEntry, Evaluation } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';

@@ -22,7 +22,7 @@ import { applyStamp, cornerStamp } from '../attacks/badnets.js';
 import { loadTrigger } from '../attacks/triggers.js';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { perClassFlows } from '../ml/audit.js';
-import { selectBackend, type BackendName } from '../ml/backend.js';
+import { selectBackend, type BackendName } from '../backend/backend.js';
 import { defaultAuditConfig, type FlowConfig, type NdNormalization } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { poisonScores } from '../ml/score.js';

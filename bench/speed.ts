@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { selectBackend, type BackendName } from '../ml/backend.js';
+import { selectBackend, type BackendName } from '../backend/backend.js';
 import { defaultAuditConfig, defaultSimclrEncoder } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { trainClassFlow, type ClassFlow } from '../ml/flow.js';

@@ -3,7 +3,7 @@
 // it must agree with, and the library entry point for users without Temporal.
 import type { LayersModel } from '@tensorflow/tfjs-layers';
 import type { ImageSource, PoisonTruth } from '../data/types.js';
-import { selectBackend } from './backend.js';
+import { selectBackend } from '../backend/backend.js';
 import { classifierStem, type AuditConfig, type AuditReport, type CleansedEntry, type Evaluation, type FlowConfig } from './config.js';
 import { detectTargets, type ClassDetection } from './detect.js';
 import { densityMatrix } from './density.js';

@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../data/files.js';
 import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation } from './config.js';
-import type { BackendName } from './backend.js';
+import type { BackendName } from '../backend/backend.js';
 import type { ClassDetection } from './detect.js';
 
 /** Label each sample is retrained with: its new label, its own label, or -1 when dropped. */

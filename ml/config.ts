@@ -1,6 +1,6 @@
 // The audit's configuration as plain data. Every default is the paper's number (see
 // ../shared/docs/method.md, restated in README.md) unless its comment says otherwise.
-import type { BackendChoice, BackendName } from './backend.js';
+import type { BackendChoice, BackendName } from '../backend/backend.js';
 
 export type Stem = 'cifar' | 'imagenet';
 

@@ -132,7 +132,7 @@ export class ClassFlow {
   /** Log-scale and shift of one coupling for conditioning input `cond` (rows x k). */
   private net(c: Coupling, cond: tf.Tensor2D): { s: tf.Tensor2D; t: tf.Tensor2D } {
     // Plain products: the backward pass's transposed products are made fast on wasm by
-    // ml/wasm-kernels.ts (registered by selectBackend).
+    // backend/wasm-kernels.ts (registered by selectBackend).
     const h = tf.relu(tf.add(tf.matMul(cond, c.w1), c.b1));
     const out = tf.add(tf.matMul(h, c.w2), c.b2) as tf.Tensor2D;
     const k = out.shape[1] / 2;

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { selectBackend } from '../ml/backend.js';
+import { selectBackend } from '../backend/backend.js';
 import { defaultAuditConfig, type CleansedEntry, type DetectionConfig } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { detectTargets, findValley, ndStatistics, normaliseND, type ClassDetection } from '../ml/detect.js';

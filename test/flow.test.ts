@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { selectBackend } from '../ml/backend.js';
+import { selectBackend } from '../backend/backend.js';
 import { densityMatrix, foreignDensity } from '../ml/density.js';
 import { featureMoments } from '../ml/matrix.js';
 import { ClassFlow, loadFlow, meanNll, saveFlow, trainClassFlow, type FlowCheckpoint, type FlowParams } from '../ml/flow.js';

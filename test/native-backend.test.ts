@@ -9,14 +9,14 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all
 // (tfjs-node does too, through @tensorflow/tfjs, but the fallback path must not depend on it).
 import '@tensorflow/tfjs-layers';
-import { selectBackend, currentBackend } from '../ml/backend.js';
+import { selectBackend, currentBackend } from '../backend/backend.js';
 
 // Quiets TensorFlow's start-up banner (oneDNN and CPU-feature notices) on stderr.
 process.env['TF_CPP_MIN_LOG_LEVEL'] ??= '2';
 
 const NATIVE_PKG: string = '@tensorflow/tfjs-node';
 
-/** Loads tfjs-node directly (not through ml/backend.ts): undefined if it loads, else why not. */
+/** Loads tfjs-node directly (not through backend/backend.ts): undefined if it loads, else why not. */
 async function nativeLoadError(): Promise<string | undefined> {
   try {
     await import(NATIVE_PKG);

@@ -14,7 +14,7 @@ import {
   type AugmentParams,
   type Jitter,
 } from '../ml/augment.js';
-import { selectBackend } from '../ml/backend.js';
+import { selectBackend } from '../backend/backend.js';
 import type { SimclrEncoderConfig } from '../ml/config.js';
 import { extractFeatures, inferBatches } from '../ml/features.js';
 import { matrix, standardizeColumns } from '../ml/matrix.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ImageSource } from '../data/types.js';
 import type { InMemoryImages } from '../data/ingest.js';
-import { selectBackend } from '../ml/backend.js';
+import { selectBackend } from '../backend/backend.js';
 import type { RetrainConfig } from '../ml/config.js';
 import { AbortError } from '../ml/loop.js';
 import { Adam, SgdMomentum } from '../ml/optim.js';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import { registerWasmKernels, wasmTrainingKernels } from '../ml/wasm-kernels.js';
+import { registerWasmKernels, wasmTrainingKernels } from '../backend/wasm-kernels.js';
 import { simclrAugment } from '../ml/augment.js';
 import { trainableVariables } from '../ml/loop.js';
 import { Rng } from '../ml/random.js';
