@@ -44,7 +44,7 @@ async function tryNative(pkg: string): Promise<string | undefined> {
 
 /**
  * Whether the WebAssembly backend can run `purpose`. tfjs-backend-wasm ships no
- * convolution gradient kernels; `ml/wasm-kernels.ts` registers them when present.
+ * convolution gradient kernels; `backend/wasm-kernels.ts` registers them when present.
  */
 function wasmSupports(purpose: BackendPurpose): string | undefined {
   if (purpose === 'inference') return undefined;
@@ -80,7 +80,7 @@ async function activate(name: BackendName, purpose: BackendPurpose): Promise<str
       return (await tf.setBackend('wasm')) ? undefined : 'wasm backend failed to initialise';
     }
     case 'cpu':
-      // The stock filter-gradient kernel is ~60x too slow to train a ResNet (ml/cpu-kernels.ts).
+      // The stock filter-gradient kernel is ~60x too slow to train a ResNet (backend/cpu-kernels.ts).
       registerCpuKernels();
       return (await tf.setBackend('cpu')) ? undefined : 'cpu backend failed to initialise';
   }
