@@ -4,7 +4,7 @@ import { checkImage, type Attack, type BlendConfig } from './types.js';
 import { loadTrigger } from './triggers.js';
 
 /** round((1 - alpha) x + alpha t), per byte. */
-export function blendImages(img: Uint8Array, trigger: Uint8Array, alpha: number): Uint8Array {
+function blendImages(img: Uint8Array, trigger: Uint8Array, alpha: number): Uint8Array {
   if (img.length !== trigger.length) throw new Error(`blend: image has ${img.length} bytes, trigger ${trigger.length}`);
   const out = new Uint8Array(img.length);
   for (let i = 0; i < img.length; i++) out[i] = Math.round((1 - alpha) * img[i] + alpha * trigger[i]);
@@ -12,7 +12,7 @@ export function blendImages(img: Uint8Array, trigger: Uint8Array, alpha: number)
 }
 
 /** A size x size x 3 image of uniform random bytes, fixed by the rng. */
-export function noiseImage(size: number, rng: Rng): Uint8Array {
+function noiseImage(size: number, rng: Rng): Uint8Array {
   const out = new Uint8Array(size * size * 3);
   for (let i = 0; i < out.length; i++) out[i] = rng.int(256);
   return out;

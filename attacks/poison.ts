@@ -17,7 +17,7 @@ const STREAM_TEST_SAMPLE = 4;
  * A random stream fixed by (seed, stream, index) alone, so that a sample's trigger is the same
  * whatever order or batch it is read in.
  */
-export function streamRng(seed: number, stream: number, index = 0): Rng {
+function streamRng(seed: number, stream: number, index = 0): Rng {
   return new Rng(seed).fork(stream).fork(index);
 }
 
@@ -41,7 +41,7 @@ export async function createAttack(cfg: AttackConfig, imageSize: number): Promis
 
 /** Cover fraction of the whole set when the config leaves it out: WaNet's noise mode uses
  *  0.2 x the poisoned count (attacks.md); the other attacks use no covers. */
-export function defaultCoverRate(cfg: AttackConfig): number {
+function defaultCoverRate(cfg: AttackConfig): number {
   return cfg.name === 'wanet' ? 0.2 * cfg.rate : 0;
 }
 
@@ -50,7 +50,7 @@ export function defaultCoverRate(cfg: AttackConfig): number {
  * already labelled y_T are skipped (relabelling them would change nothing); the first
  * round(rate * N) remaining are poisoned, the next round(coverRate * N) are covers.
  */
-export function choosePoisoned(labels: Int32Array, cfg: AttackConfig): { poisoned: number[]; cover: number[] } {
+function choosePoisoned(labels: Int32Array, cfg: AttackConfig): { poisoned: number[]; cover: number[] } {
   const n = labels.length;
   const coverRate = cfg.coverRate ?? defaultCoverRate(cfg);
   for (const [k, v] of [

@@ -1,10 +1,9 @@
-// Trigger patterns of the public benchmarks, read from the shared data folder (see
-// ../shared/data/README.md). A trigger is an RGB pattern plus a binary mask of where it
-// replaces the image.
+// Trigger patterns of the public benchmarks, read from triggers/ in the shared data folder
+// (data/paths.ts). A trigger is an RGB pattern plus a binary mask of where it replaces the image.
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import { sharedDataDir, sharedDataFile } from '../data/paths.js';
 
 export interface Trigger {
   height: number;
@@ -15,13 +14,7 @@ export interface Trigger {
   mask: Uint8Array;
 }
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-
-/** The shared data folder: env BACKDOOR_AUDIT_SHARED_DATA, else ../shared/data next to the repo. */
-export function sharedDataDir(): string {
-  return process.env.BACKDOOR_AUDIT_SHARED_DATA ?? resolve(repoRoot, '..', 'shared', 'data');
-}
-
+/** The shared data folder's triggers/ (tests read the files directly to check the loader). */
 export function triggersDir(): string {
   return join(sharedDataDir(), 'triggers');
 }
@@ -45,10 +38,7 @@ async function readRgb(path: string, size?: number, kernel: 'lanczos3' | 'neares
  * to size x size (mask with nearest neighbour so that it stays binary).
  */
 export async function loadTrigger(file: string, size?: number): Promise<Trigger> {
-  const path = file.includes('/') ? resolve(file) : join(triggersDir(), file);
-  if (!existsSync(path)) {
-    throw new Error(`trigger ${path} not found (set BACKDOOR_AUDIT_SHARED_DATA to the shared data folder)`);
-  }
+  const path = file.includes('/') ? resolve(file) : sharedDataFile('triggers', file);
   const rgb = await readRgb(path, size);
   const maskPath = join(dirname(path), `mask_${basename(path)}`);
   const mask = new Uint8Array(rgb.height * rgb.width);

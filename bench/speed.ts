@@ -22,7 +22,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
@@ -37,9 +37,9 @@ import { Rng } from '../ml/random.js';
 import { buildResNet18, featureDim } from '../ml/resnet.js';
 import { buildProjectionHead, ntXentLoss, SIMCLR_BETAS } from '../ml/simclr.js';
 import { simclrAugment } from '../ml/augment.js';
+import { repoRoot } from '../data/paths.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const TORCH_PYTHON = join(root, '.venv-bench', 'bin', 'python');
+const TORCH_PYTHON = join(repoRoot, '.venv-bench', 'bin', 'python');
 
 // ---------------------------------------------------------------------------------------------
 // Worker side: one measurement, one JSON line on stdout.
@@ -196,7 +196,7 @@ interface Outcome<T> {
 
 function runChild<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv, parse: (stdout: string) => T): Promise<Outcome<T>> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -231,7 +231,7 @@ function torch<T>(script: string, args: string[]): Promise<Outcome<T>> {
   if (!existsSync(TORCH_PYTHON)) {
     return Promise.resolve({ ok: false, error: 'no .venv-bench (run scripts/setup-bench-venv.sh)' });
   }
-  return runChild(TORCH_PYTHON, [join(root, 'bench', 'torch', script), ...args], {}, (out) => {
+  return runChild(TORCH_PYTHON, [join(repoRoot, 'bench', 'torch', script), ...args], {}, (out) => {
     const line = out.trim().split('\n').pop() ?? '';
     return JSON.parse(line) as T;
   });

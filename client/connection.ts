@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTE_TYPES } from '../workflows/definitions.js';
-import { stateDir } from '../worker/index.js';
+import { stateDir } from '../data/paths.js';
 import { startDevServer, type DevServer } from './server.js';
 
 export interface ConnectionFlags {
@@ -21,7 +21,7 @@ export interface ConnectionFlags {
   ui?: boolean;
 }
 
-export interface ConnectionConfig {
+interface ConnectionConfig {
   /** Undefined: use the embedded dev server. */
   address?: string;
   namespace: string;
@@ -30,7 +30,7 @@ export interface ConnectionConfig {
 }
 
 /** Flags win over the environment (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TLS_*, TEMPORAL_API_KEY). */
-export function connectionConfig(flags: ConnectionFlags = {}, env: NodeJS.ProcessEnv = process.env): ConnectionConfig {
+function connectionConfig(flags: ConnectionFlags = {}, env: NodeJS.ProcessEnv = process.env): ConnectionConfig {
   const address = flags.address ?? env.TEMPORAL_ADDRESS;
   const certFile = flags.tlsCert ?? env.TEMPORAL_TLS_CERT;
   const keyFile = flags.tlsKey ?? env.TEMPORAL_TLS_KEY;

@@ -46,7 +46,7 @@ export function formatProgress(p: AuditProgress): string {
 }
 
 /** Plain lines: one each time a stage's state, epoch or figure changes. */
-export function lineView(write: (text: string) => void): ProgressView {
+function lineView(write: (text: string) => void): ProgressView {
   const last = new Map<string, string>();
   let waiting = false;
   return {
@@ -74,7 +74,7 @@ export function lineView(write: (text: string) => void): ProgressView {
 }
 
 /** One bar per stage (terminal). */
-export function barView(stream: NodeJS.WriteStream = process.stderr): ProgressView {
+function barView(stream: NodeJS.WriteStream = process.stderr): ProgressView {
   const multi = new cliProgress.MultiBar(
     { format: ' {id} |{bar}| {state} {figure}', stream, hideCursor: true, clearOnComplete: false, autopadding: true, barsize: 24 },
     cliProgress.Presets.shades_classic,

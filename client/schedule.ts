@@ -14,7 +14,7 @@ export interface ScheduleInfo {
   nextRuns: string[];
 }
 
-export function defaultScheduleId(pipeline: Pipeline): string {
+function defaultScheduleId(pipeline: Pipeline): string {
   return `audit-schedule-${pipeline.name}`;
 }
 

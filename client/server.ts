@@ -8,14 +8,14 @@ import { createConnection } from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_TYPES } from '../workflows/definitions.js';
-import { projectRoot } from '../worker/index.js';
+import { repoRoot } from '../data/paths.js';
 
 /** Path of the `temporal` CLI, or an error saying how to install it. */
 export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
   const candidates: string[] = [];
   if (env.TEMPORAL_CLI_PATH) candidates.push(env.TEMPORAL_CLI_PATH);
   for (const dir of (env.PATH ?? '').split(delimiter)) if (dir) candidates.push(join(dir, 'temporal'));
-  candidates.push(join(projectRoot, '.venv-temporal', 'bin', 'temporal'));
+  candidates.push(join(repoRoot, '.venv-temporal', 'bin', 'temporal'));
   for (const c of candidates) {
     try {
       accessSync(c, constants.X_OK);
@@ -122,7 +122,7 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
 }
 
 /** True when a Temporal frontend answers on `address` (plain gRPC, no TLS). */
-export async function temporalAnswers(address: string): Promise<boolean> {
+async function temporalAnswers(address: string): Promise<boolean> {
   const [host, port] = splitAddress(address);
   if (!(await portOpen(host, port))) return false;
   let connection: Connection | undefined;

@@ -5,14 +5,14 @@
 // Layout under root:
 //   <key>/...files...        a published artifact
 //   <key>/.artifact.json     its manifest (written last, inside the temp folder, before the rename)
-//   .tmp/<key>-<random>/     artifacts being written (a crash leaves them here; sweep() removes them)
+//   .tmp/<key>.tmp-<random>/ artifacts being written (a crash leaves them here; sweep() removes them)
 //   .quarantine/<key>-<random>/  artifacts that failed verification, kept for inspection
 
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { canonicalJson, sha256File, sha256Hex } from './hash.js';
-import { pathExists } from './files.js';
+import { pathExists, publishDir } from './files.js';
 
 export interface ArtifactRef {
   stage: string;
@@ -30,7 +30,7 @@ export interface ArtifactFile {
   bytes: number;
 }
 
-export interface ArtifactManifest {
+interface ArtifactManifest {
   version: 1;
   stage: string;
   key: string;
@@ -101,40 +101,30 @@ export class ArtifactStore {
   async publish(stage: string, key: string, write: (tmpDir: string) => Promise<void>): Promise<ArtifactRef> {
     const dir = this.dir(key);
     if (stage === '') throw new Error('artifact stage name is empty');
-    const tmpRoot = join(this.root, TMP);
-    await mkdir(tmpRoot, { recursive: true });
-    const tmp = join(tmpRoot, `${key}-${randomBytes(6).toString('hex')}`);
-    await mkdir(tmp);
-    try {
-      await write(tmp);
-      const paths = await listFiles(tmp, '');
-      if (paths.includes(ARTIFACT_MANIFEST))
-        throw new Error(`${tmp}: stage '${stage}' wrote ${ARTIFACT_MANIFEST}, a name reserved for the artifact manifest`);
-      const files: ArtifactFile[] = [];
-      for (const path of paths.sort()) files.push({ path, ...(await sha256File(join(tmp, path))) });
-      const manifest: ArtifactManifest = { version: 1, stage, key, files };
-      const text = JSON.stringify(manifest, null, 1) + '\n';
-      await writeFile(join(tmp, ARTIFACT_MANIFEST), text);
-      const ref: ArtifactRef = { stage, key, sha256: sha256Hex(text), bytes: totalBytes(manifest) };
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await rename(tmp, dir);
-          return ref;
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if ((code !== 'EEXIST' && code !== 'ENOTEMPTY') || attempt >= 3) throw err;
-        }
-        // Someone published this key first: keep theirs if it verifies, else it was quarantined; retry.
-        const existing = await this.lookup(stage, key);
-        if (existing) {
-          await rm(tmp, { recursive: true, force: true });
-          return existing;
-        }
-      }
-    } catch (err) {
-      await rm(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    return publishDir(
+      dir,
+      async (tmp) => {
+        await write(tmp);
+        const paths = await listFiles(tmp, '');
+        if (paths.includes(ARTIFACT_MANIFEST))
+          throw new Error(`${tmp}: stage '${stage}' wrote ${ARTIFACT_MANIFEST}, a name reserved for the artifact manifest`);
+        const files: ArtifactFile[] = [];
+        for (const path of paths.sort()) files.push({ path, ...(await sha256File(join(tmp, path))) });
+        const manifest: ArtifactManifest = { version: 1, stage, key, files };
+        const text = JSON.stringify(manifest, null, 1) + '\n';
+        await writeFile(join(tmp, ARTIFACT_MANIFEST), text);
+        return { stage, key, sha256: sha256Hex(text), bytes: totalBytes(manifest) };
+      },
+      {
+        // Someone published this key first: keep theirs if it verifies; if not, lookup has
+        // quarantined it and the rename is tried again (never moved aside: it may be a fresh
+        // artifact another writer has just returned).
+        keepExisting: () => this.lookup(stage, key),
+        replace: false,
+        // Under the root, not beside the artifact: sweep() finds what crashed publishers left.
+        tmpParent: join(this.root, TMP),
+      },
+    );
   }
 
   /** True when the artifact's manifest is the one the ref names and every file matches it. */

@@ -2,6 +2,7 @@
 // bytes are) before anything is decoded or written, so that bad input fails early and names
 // the offending file.
 
+import { CsvError, parse as parseCsv } from 'csv-parse/sync';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { CIFAR10_CLASSES } from './cifar10.js';
@@ -24,7 +25,7 @@ export class DatasetError extends Error {
 }
 
 /** Image file extensions accepted in ImageFolder class folders (lower-case). */
-export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp'];
+const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp'];
 
 /** CIFAR binary record: 1 label byte + 32x32x3 bytes, channel-major. */
 export const CIFAR_SIDE = 32;
@@ -305,63 +306,34 @@ function parseJsonlManifest(manifest: string, text: string): ManifestRow[] {
   return rows;
 }
 
+/**
+ * CSV (RFC 4180, parsed by csv-parse): a header naming `path` and `label` (any case, any
+ * order, other columns ignored), then one sample per record; blank lines are skipped.
+ */
 function parseCsvManifest(manifest: string, text: string): ManifestRow[] {
-  const records = parseCsv(manifest, text.replace(/^\uFEFF/, ''));
-  const header = records.shift();
-  const columns = header?.fields.map((f) => f.trim().toLowerCase()) ?? [];
-  const pathCol = columns.indexOf('path');
-  const labelCol = columns.indexOf('label');
-  if (!header || pathCol < 0 || labelCol < 0) {
-    throw new DatasetError(manifest, 'CSV manifest needs a header line with columns path and label');
+  try {
+    return parseCsv<ManifestRow, Record<string, string | undefined>>(text, {
+      bom: true,
+      skip_empty_lines: true,
+      relax_column_count: true, // a short record gets the "missing path or label" error below
+      relax_quotes: true, // a quote inside an unquoted field is a plain character
+      columns: (header) => {
+        const names = header.map((f) => f.trim().toLowerCase());
+        if (!names.includes('path') || !names.includes('label')) {
+          throw new DatasetError(manifest, 'CSV manifest needs a header line with columns path and label');
+        }
+        return names;
+      },
+      on_record: (fields, { lines }) => {
+        // `lines` is where the record ends; a quoted field may span lines, and errors name the first.
+        const line = lines - (Object.values(fields).join('').match(/\n/g)?.length ?? 0);
+        const { path, label } = fields;
+        if (!path || !label) throw new DatasetError(manifest, `line ${line}: missing path or label`);
+        return { line, path, label };
+      },
+    });
+  } catch (err) {
+    if (err instanceof CsvError) throw new DatasetError(manifest, `line ${String(err.lines)}: ${err.message}`);
+    throw err;
   }
-  return records.map((r) => {
-    const path = r.fields[pathCol];
-    const label = r.fields[labelCol];
-    if (path === undefined || path === '' || label === undefined || label === '') {
-      throw new DatasetError(manifest, `line ${r.line}: missing path or label`);
-    }
-    return { line: r.line, path, label };
-  });
-}
-
-/** RFC 4180 CSV: quoted fields may hold commas, quotes ("") and newlines. Blank lines are skipped. */
-function parseCsv(file: string, text: string): { line: number; fields: string[] }[] {
-  const out: { line: number; fields: string[] }[] = [];
-  let fields: string[] = [];
-  let field = '';
-  let quoted = false;
-  let line = 1;
-  let startLine = 1;
-  const endRecord = (): void => {
-    fields.push(field);
-    if (!(fields.length === 1 && fields[0] === '')) out.push({ line: startLine, fields });
-    fields = [];
-    field = '';
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted) {
-      if (c === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else {
-        if (c === '\n') line++;
-        field += c;
-      }
-    } else if (c === '"' && field === '') quoted = true;
-    else if (c === ',') {
-      fields.push(field);
-      field = '';
-    } else if (c === '\n' || c === '\r') {
-      if (c === '\r' && text[i + 1] === '\n') i++;
-      endRecord();
-      line++;
-      startLine = line;
-    } else field += c;
-  }
-  if (quoted) throw new DatasetError(file, `line ${startLine}: unterminated quoted field`);
-  if (field !== '' || fields.length > 0) endRecord();
-  return out;
 }

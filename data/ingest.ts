@@ -11,10 +11,12 @@
 // sit in a corner, and a centre crop ('cover') could cut them off and hide the very thing the
 // audit looks for. EXIF orientation is applied, alpha is dropped, grey/CMYK become sRGB.
 
+import pMap, { pMapIterable } from 'p-map';
 import sharp, { type OutputInfo } from 'sharp';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { createHash } from 'node:crypto';
+import { open, readFile, readdir, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { join, relative, resolve, sep } from 'node:path';
+import { publishDir } from './files.js';
 import { canonicalJson, sha256File, sha256Hex } from './hash.js';
 import {
   CIFAR_RECORD_BYTES,
@@ -47,7 +49,7 @@ export interface IngestOptions {
   signal?: AbortSignal;
 }
 
-export type IngestPhase = 'hash' | 'decode';
+type IngestPhase = 'hash' | 'decode';
 
 export interface DatasetManifest {
   name: string;
@@ -101,15 +103,14 @@ export async function ingest(spec: DatasetSpec, outDir: string, opts: IngestOpti
 
   // Pass 1: content hashes only (cheap), so that an unchanged dataset is recognised before decoding.
   let hashed = 0;
-  const hashes = await mapBounded(
+  const hashes = await pMap(
     samples,
-    DECODE_CONCURRENCY,
     async (s) => {
       const h = sha256Hex(await reader.read(s.source));
       if (++hashed % 256 === 0 || hashed === samples.length) opts.onProgress?.(hashed, samples.length, 'hash');
       return h;
     },
-    opts.signal,
+    { concurrency: DECODE_CONCURRENCY, signal: opts.signal },
   );
   const entries: SampleEntry[] = samples.map((s, i) => ({ id: s.id, label: s.label, sha256: hashes[i]! }));
   const hash = datasetHash(INGEST_PIPELINE, found.classes, size, size, entries);
@@ -519,21 +520,6 @@ async function decodeCifarRecord(record: Uint8Array, file: string, size: number)
   }
 }
 
-/** Runs fn over items with at most `limit` in flight; results in item order. */
-async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>, signal?: AbortSignal): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      signal?.throwIfAborted();
-      const i = next++;
-      results[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-
 async function readFully(fh: FileHandle, out: Uint8Array, offset: number, length: number, position: number, path: string): Promise<void> {
   let done = 0;
   while (done < length) {
@@ -552,9 +538,9 @@ interface DatasetMeta {
 }
 
 /**
- * Streams `count` samples from produce(i) into shard files in a temporary sibling folder,
- * keeping at most DECODE_CONCURRENCY samples in flight and writing them in order; then writes
- * the index, the manifest last, and renames the folder into place.
+ * Streams `count` samples from produce(i) into shard files of a new folder, keeping at most
+ * DECODE_CONCURRENCY samples in flight and writing them in order; then writes the index, the
+ * manifest last, and publishes the folder as outDir. An existing dataset with the same hash wins.
  */
 async function writeShardedDataset(
   outDir: string,
@@ -569,72 +555,51 @@ async function writeShardedDataset(
   if (count === 0) throw new Error(`${outDir}: refusing to write an empty dataset`);
   const sampleBytes = meta.height * meta.width * 3;
   await checkReplaceable(outDir); // fail before the work, not after
-  await mkdir(dirname(outDir), { recursive: true });
-  const tmp = `${outDir}.tmp-${randomBytes(6).toString('hex')}`;
-  await mkdir(tmp);
-  let fh: FileHandle | undefined;
-  const inflight: Promise<Uint8Array>[] = [];
-  try {
+  const fill = async (tmp: string): Promise<DatasetManifest> => {
     const shards: DatasetManifest['shards'] = [];
+    let fh: FileHandle | undefined;
     let shardHash = createHash('sha256');
     let inShard = 0;
-    let next = 0;
-    for (let i = 0; i < count; i++) {
-      while (next < count && next - i < DECODE_CONCURRENCY) {
-        const p = produce(next++);
-        p.catch(() => undefined); // awaited below in order; avoids unhandled rejections on early exit
-        inflight.push(p);
+    let i = 0;
+    try {
+      // In order, with a bounded look-ahead: memory stays at DECODE_CONCURRENCY samples.
+      for await (const px of pMapIterable(Array(count).keys(), produce, { concurrency: DECODE_CONCURRENCY })) {
+        opts.signal?.throwIfAborted();
+        if (px.length !== sampleBytes) throw new Error(`sample ${i} has ${px.length} bytes, expected ${sampleBytes}`);
+        if (!fh) fh = await open(join(tmp, shardName(shards.length)), 'wx');
+        const { bytesWritten } = await fh.write(px, 0, px.length);
+        if (bytesWritten !== px.length) throw new Error(`short write to ${join(tmp, shardName(shards.length))}`);
+        shardHash.update(px);
+        inShard++;
+        if (inShard === shardSize || i === count - 1) {
+          await fh.close();
+          fh = undefined;
+          shards.push({ file: shardName(shards.length), count: inShard, sha256: shardHash.digest('hex') });
+          shardHash = createHash('sha256');
+          inShard = 0;
+        }
+        i++;
+        opts.onProgress?.(i, count, 'decode');
       }
-      const px = await inflight.shift()!;
-      opts.signal?.throwIfAborted();
-      if (px.length !== sampleBytes) throw new Error(`sample ${i} has ${px.length} bytes, expected ${sampleBytes}`);
-      if (!fh) fh = await open(join(tmp, shardName(shards.length)), 'wx');
-      const { bytesWritten } = await fh.write(px, 0, px.length);
-      if (bytesWritten !== px.length) throw new Error(`short write to ${join(tmp, shardName(shards.length))}`);
-      shardHash.update(px);
-      inShard++;
-      if (inShard === shardSize || i === count - 1) {
-        await fh.close();
-        fh = undefined;
-        shards.push({ file: shardName(shards.length), count: inShard, sha256: shardHash.digest('hex') });
-        shardHash = createHash('sha256');
-        inShard = 0;
-      }
-      opts.onProgress?.(i + 1, count, 'decode');
+    } finally {
+      await fh?.close().catch(() => undefined);
     }
     const { entries, hash } = describe();
     const index = entries.map((e) => JSON.stringify({ id: e.id, label: e.label, sha256: e.sha256 })).join('\n') + '\n';
     await writeFile(join(tmp, INDEX_FILE), index);
     const manifest: DatasetManifest = { ...meta, size: count, hash, shards, index: { file: INDEX_FILE, sha256: sha256Hex(index) } };
     await writeFile(join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 1) + '\n');
-    return await moveIntoPlace(tmp, outDir, manifest);
-  } catch (err) {
-    await fh?.close().catch(() => undefined);
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
-}
-
-/** Renames the finished temporary folder to outDir; an existing dataset with the same hash wins. */
-async function moveIntoPlace(tmp: string, outDir: string, manifest: DatasetManifest): Promise<DatasetManifest> {
-  try {
-    await rename(tmp, outDir);
     return manifest;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EEXIST' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR' && code !== 'EISDIR') throw err;
-  }
-  const existing = await existingManifest(outDir);
-  if (existing?.hash === manifest.hash) {
-    await rm(tmp, { recursive: true, force: true });
-    return existing;
-  }
-  await checkReplaceable(outDir);
-  const aside = `${outDir}.old-${randomBytes(6).toString('hex')}`;
-  await rename(outDir, aside);
-  await rename(tmp, outDir);
-  await rm(aside, { recursive: true, force: true });
-  return manifest;
+  };
+  return publishDir(outDir, fill, {
+    keepExisting: async (dir, written) => {
+      const existing = await existingManifest(dir);
+      if (existing?.hash === written.hash) return existing;
+      await checkReplaceable(dir); // an unrelated folder appeared meanwhile: never replace it
+      return undefined;
+    },
+    replace: true,
+  });
 }
 
 /** Only an empty folder or a previous dataset output may be replaced, never an unrelated folder or file. */

@@ -45,13 +45,13 @@ export interface AugmentParams {
 }
 
 // torchvision RandomResizedCrop defaults; "random resized crop" in the paper means these.
-export const CROP_SCALE: readonly [number, number] = [0.08, 1];
-export const CROP_RATIO: readonly [number, number] = [3 / 4, 4 / 3];
+const CROP_SCALE: readonly [number, number] = [0.08, 1];
+const CROP_RATIO: readonly [number, number] = [3 / 4, 4 / 3];
 // SimCLR's CIFAR colour distortion: strength 0.5 of (0.8, 0.8, 0.8, 0.2), applied with p 0.8;
 // random grayscale p 0.2 (Chen et al. 2020, appendix A).
-export const SIMCLR_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 } as const;
-export const SIMCLR_GRAY_P = 0.2;
-export const FLIP_P = 0.5;
+const SIMCLR_JITTER = { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 } as const;
+const SIMCLR_GRAY_P = 0.2;
+const FLIP_P = 0.5;
 
 // ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
 const LUMA = [0.299, 0.587, 0.114] as const;
@@ -101,7 +101,7 @@ export function sampleSimclrParams(rng: Rng, n: number, h: number, w: number): A
 }
 
 /** Random parameters of the classifier's augmentation: random resized crop + horizontal flip. */
-export function sampleTrainParams(rng: Rng, n: number, h: number, w: number): AugmentParams {
+function sampleTrainParams(rng: Rng, n: number, h: number, w: number): AugmentParams {
   const p: AugmentParams = { crops: [], flips: [], jitters: [], grays: [] };
   for (let i = 0; i < n; i++) {
     p.crops.push(sampleCrop(rng, h, w));

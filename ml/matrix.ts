@@ -23,10 +23,6 @@ export function selectRows(m: Matrix, rows: ArrayLike<number>): Matrix {
   return { rows: rows.length, cols: m.cols, data: out };
 }
 
-export function row(m: Matrix, r: number): Float32Array {
-  return m.data.subarray(r * m.cols, (r + 1) * m.cols);
-}
-
 /** A constant dimension's std is raised to this fraction of the mean std (no division by zero). */
 const STD_FLOOR = 1e-3;
 

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { tempSibling, writeFileAtomic } from '../data/files.js';
+import { publishDir } from '../data/files.js';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';
@@ -39,28 +39,15 @@ export async function saveModel(model: tfl.LayersModel, dir: string): Promise<vo
     }),
   );
   if (!files) throw new Error(`saveModel ${dir}: tfjs produced no artifacts`);
-  const target = path.resolve(dir);
-  await fs.mkdir(path.dirname(target), { recursive: true });
-  const tmp = tempSibling(target);
-  await fs.mkdir(tmp);
-  try {
-    await fs.writeFile(path.join(tmp, WEIGHTS_BIN), files.bin);
-    await fs.writeFile(path.join(tmp, MODEL_JSON), files.json);
-    // A folder cannot be renamed over a non-empty one: move the old one aside first.
-    let old: string | undefined;
-    try {
-      old = tempSibling(target) + '.old';
-      await fs.rename(target, old);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      old = undefined;
-    }
-    await fs.rename(tmp, target);
-    if (old) await fs.rm(old, { recursive: true, force: true });
-  } catch (err) {
-    await fs.rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
+  const { json, bin } = files;
+  await publishDir(
+    path.resolve(dir),
+    async (tmp) => {
+      await fs.writeFile(path.join(tmp, WEIGHTS_BIN), bin);
+      await fs.writeFile(path.join(tmp, MODEL_JSON), json);
+    },
+    { replace: true },
+  );
 }
 
 /** Loads a LayersModel saved by `saveModel` (or any tfjs layers-format folder). */

@@ -25,7 +25,7 @@ export function featureDim(width: number): number {
 }
 
 /** Name of the layer whose output is the pooled feature vector. */
-export const FEATURE_LAYER = 'features';
+const FEATURE_LAYER = 'features';
 
 /**
  * ResNet-18: stem, four stages of two basic blocks, global average pooling.

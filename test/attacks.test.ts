@@ -1,15 +1,10 @@
 import { expect } from 'chai';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { createAttack, poisonDataset, savePoisoned, triggeredTestSet, loadTrigger } from '../attacks/index.js';
+import { createAttack, poisonDataset, triggeredTestSet, loadTrigger } from '../attacks/index.js';
 import { triggersDir } from '../attacks/triggers.js';
 import { bicubicUpsample, gridSample, identityGrid, warpGrid } from '../attacks/wanet.js';
 import { CIFAR10_CLASSES, ensureCifar10 } from '../data/cifar10.js';
-import { discoverDataset } from '../data/formats.js';
-import { ingest, openDataset } from '../data/ingest.js';
 import type { ImageSource } from '../data/types.js';
 import { Rng } from '../ml/random.js';
 
@@ -345,69 +340,6 @@ describe('attacks', function () {
         const want = attack.applyTest(source.pixels.subarray(i * PX, (i + 1) * PX), S, S, rng());
         expect(Buffer.compare(got.subarray(k * PX, (k + 1) * PX), want)).to.equal(0);
       });
-    });
-  });
-
-  describe('savePoisoned', function () {
-    let dir: string;
-    before(async function () {
-      dir = await mkdtemp(join(tmpdir(), 'attacks-test-'));
-    });
-    after(async function () {
-      await rm(dir, { recursive: true, force: true });
-    });
-
-    it('writes an ImageFolder of PNGs that reads back to identical pixels, with the truth in its order', async function () {
-      const { poisoned, truth } = await poisonDataset(source, { name: 'wanet', targetClass: 0, rate: 0.1, seed: 8 });
-      const saved = await savePoisoned(poisoned, truth, join(dir, 'wanet'));
-      expect(await readdir(dir)).to.deep.equal(['wanet']); // no temporary folder left
-      expect((await readdir(saved.dir)).sort()).to.deep.equal(['preview.png', 'train', 'truth.json']);
-
-      // The project's own ImageFolder reader sees the ids, order and labels the truth assumes.
-      const found = await discoverDataset({ format: 'imagefolder', root: saved.datasetDir });
-      expect(found.classes).to.deep.equal([...CIFAR10_CLASSES]);
-      expect(found.samples.map((s) => s.id)).to.deep.equal(saved.ids);
-      const onDisk = JSON.parse(await readFile(join(saved.dir, 'truth.json'), 'utf8'));
-      expect(onDisk).to.deep.equal(saved.truth);
-      expect(saved.truth.sourceLabels).to.deep.equal(truth.sourceLabels);
-      expect(saved.truth.cover).to.have.length(truth.cover!.length);
-
-      // Every file, decoded by sharp, has exactly the poisoned pixels of the sample it came from.
-      const origin = saved.ids.map((id) => Number(id.split('/')[1].replace('.png', '')));
-      const want = await poisoned.readImages(origin);
-      for (let j = 0; j < saved.ids.length; j++) {
-        const got = await decode(join(saved.datasetDir, saved.ids[j]));
-        expect(Buffer.compare(got, want.subarray(j * PX, (j + 1) * PX)), saved.ids[j]).to.equal(0);
-        expect(found.samples[j].label).to.equal(poisoned.labels[origin[j]]);
-      }
-      saved.truth.poisoned.forEach((j, k) => {
-        expect(origin[j]).to.equal(truth.poisoned[k]);
-        expect(found.samples[j].label).to.equal(0);
-      });
-      saved.truth.cover!.forEach((j, k) => expect(origin[j]).to.equal(truth.cover![k]));
-
-      // And the audit's ingest of the folder, like a user's upload, gives the same pixels and labels.
-      await ingest({ format: 'imagefolder', root: saved.datasetDir }, join(dir, 'ingested'), { imageSize: S });
-      const ingested = await openDataset(join(dir, 'ingested'));
-      expect(ingested.ids).to.deep.equal(saved.ids);
-      expect(Array.from(ingested.labels)).to.deep.equal(origin.map((i) => poisoned.labels[i]));
-      const all = Array.from({ length: ingested.size }, (_, j) => j);
-      const pixels = await ingested.readImages(all);
-      await ingested.close();
-      expect(Buffer.compare(pixels, want)).to.equal(0);
-
-      const meta = await sharp(join(saved.dir, 'preview.png')).metadata();
-      expect([meta.width, meta.height]).to.deep.equal([12 * 96 + 13 * 4, 4 * 96 + 5 * 4]);
-    });
-
-    it('refuses to overwrite an existing folder', async function () {
-      const { poisoned, truth } = await poisonDataset(source, { name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 });
-      await savePoisoned(poisoned, truth, join(dir, 'twice'));
-      await savePoisoned(poisoned, truth, join(dir, 'twice')).then(
-        () => expect.fail('should throw'),
-        (err: Error) => expect(err.message).to.match(/already exists/),
-      );
-      expect(existsSync(join(dir, 'twice', 'truth.json'))).to.equal(true);
     });
   });
 });

@@ -8,6 +8,7 @@ import { CIFAR10_CLASSES, ensureCifar10 } from '../data/cifar10.js';
 import { compareIds } from '../data/formats.js';
 import { canonicalJson, sha256File, sha256Hex } from '../data/hash.js';
 import { DatasetError, InMemoryImages, ingest, openDataset, writeDataset, type DatasetSpec } from '../data/ingest.js';
+import { sharedDataDir } from '../data/paths.js';
 import { Rng } from '../ml/random.js';
 
 const CLASSES3 = ['bird', 'cat', 'ship'];
@@ -238,6 +239,8 @@ describe('data', function () {
   });
 
   describe('ensureCifar10', () => {
+    const sharedArchive = join(sharedDataDir(), 'cifar10-jpg.tar.gz');
+
     it('extracts the shared archive into a fresh cache folder, then finds it there', async () => {
       const cache = fresh('cache');
       const got = await ensureCifar10(cache);
@@ -248,13 +251,20 @@ describe('data', function () {
       await rm(cache, { recursive: true, force: true });
     });
 
-    it('names the archive when it is missing', async () => {
+    it('names the archive and the variable when the archive is missing', async () => {
       const saved = process.env.BACKDOOR_AUDIT_SHARED_DATA;
       process.env.BACKDOOR_AUDIT_SHARED_DATA = join(work, 'nowhere');
       try {
         let err: unknown;
         await ensureCifar10(fresh('cache-missing')).catch((e: unknown) => (err = e));
-        expect((err as Error).message).to.include(join(work, 'nowhere', 'cifar10-jpg.tar.gz'));
+        expect((err as Error).message)
+          .to.include(join(work, 'nowhere', 'cifar10-jpg.tar.gz'))
+          .and.include(`BACKDOOR_AUDIT_SHARED_DATA=${join(work, 'nowhere')}`);
+        // The variable names the folder; the archive itself is refused with a reason.
+        process.env.BACKDOOR_AUDIT_SHARED_DATA = sharedArchive;
+        err = undefined;
+        await ensureCifar10(fresh('cache-file')).catch((e: unknown) => (err = e));
+        expect((err as Error).message).to.match(/BACKDOOR_AUDIT_SHARED_DATA=.*cifar10-jpg\.tar\.gz is a file; it must name the folder/);
       } finally {
         if (saved === undefined) delete process.env.BACKDOOR_AUDIT_SHARED_DATA;
         else process.env.BACKDOOR_AUDIT_SHARED_DATA = saved;
@@ -472,6 +482,36 @@ describe('data', function () {
           path,
           out,
           /label 3 is not in the class list/,
+        );
+      } finally {
+        await rm(path);
+      }
+    });
+
+    it('CSV manifest errors name the line a record starts on', async () => {
+      const path = join(folder, 'bad.csv');
+      const out = fresh('csv-out');
+      try {
+        await writeFile(path, 'path,label\ncat/0000.jpg,"c\na\nt"\n"cat/\n0001.jpg"\n');
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path }, out, { imageSize: 32 }),
+          path,
+          out,
+          /^line 5: missing path or label/,
+        );
+        await writeFile(path, 'path,label\ncat/0000.jpg,cat\n"cat/0001.jpg,cat\n');
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path }, out, { imageSize: 32 }),
+          path,
+          out,
+          /^line 3: .*Quote Not Closed/,
+        );
+        await writeFile(path, 'file,class\ncat/0000.jpg,cat\n');
+        await expectDatasetError(
+          () => ingest({ format: 'manifest', path }, out, { imageSize: 32 }),
+          path,
+          out,
+          /header line with columns path and label/,
         );
       } finally {
         await rm(path);

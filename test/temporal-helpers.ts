@@ -10,7 +10,8 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import { stringify } from 'yaml';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { startDevServer, type DevServer } from '../client/server.js';
-import { createWorkers, installRuntime, projectRoot, runWorkers } from '../worker/index.js';
+import { repoRoot } from '../data/paths.js';
+import { createWorkers, installRuntime, runWorkers } from '../worker/index.js';
 import type { QueueKind } from '../workflows/types.js';
 
 export async function freePort(): Promise<number> {
@@ -163,7 +164,7 @@ export class WorkerProcess {
   }
 
   static spawn(args: string[], env: NodeJS.ProcessEnv): WorkerProcess {
-    const child = spawn(process.execPath, [join(projectRoot, 'bin', 'backdoor-audit.js'), 'worker', ...args], {
+    const child = spawn(process.execPath, [join(repoRoot, 'bin', 'backdoor-audit.js'), 'worker', ...args], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

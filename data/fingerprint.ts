@@ -4,17 +4,17 @@
 // from cache and the same dataset is recognised without reading every image.
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { cifar10ArchivePath } from '../data/cifar10.js';
-import { discoverDataset } from '../data/formats.js';
-import { sha256Hex } from '../data/hash.js';
-import type { DatasetSource } from '../workflows/types.js';
+import { CIFAR10_ARCHIVE } from './cifar10.js';
+import { discoverDataset } from './formats.js';
+import { sha256Hex } from './hash.js';
+import { sharedDataFile } from './paths.js';
+import type { DatasetSource } from './sources.js';
 
 /** sha256 over (sample id, label, file, size, mtime) of every sample, in id order. */
 export async function datasetFingerprint(source: DatasetSource): Promise<string> {
   if (source.format === 'cifar10') {
-    const archive = cifar10ArchivePath();
-    const st = await stat(archive).catch(() => undefined);
-    if (!st) throw new Error(`${archive}: CIFAR-10 archive not found; set BACKDOOR_AUDIT_SHARED_DATA`);
+    // The archive stands for the split: fingerprinting it needs no extraction.
+    const st = await stat(sharedDataFile(CIFAR10_ARCHIVE));
     return sha256Hex(`cifar10|${source.split}|${st.size}|${Math.trunc(st.mtimeMs)}`);
   }
   const found = await discoverDataset(source);

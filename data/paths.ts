@@ -1,0 +1,54 @@
+// Where the project keeps things on disk, and the environment variables that move them. Every
+// reader of BACKDOOR_AUDIT_STATE, _STORE and _SHARED_DATA goes through here, so that each
+// variable means one thing. They are read on every call: tests and the CLI set them at run time.
+import { statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout (this file is `<repo>/data/paths.ts`). */
+export const repoRoot: string = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** State folder (embedded server database, default artifact store): BACKDOOR_AUDIT_STATE, else `<repo>/.state`. */
+export function stateDir(): string {
+  return resolve(process.env.BACKDOOR_AUDIT_STATE ?? join(repoRoot, '.state'));
+}
+
+/** Artifact store root: BACKDOOR_AUDIT_STORE, else `<state>/artifacts`. */
+export function storeRoot(): string {
+  return resolve(process.env.BACKDOOR_AUDIT_STORE ?? join(stateDir(), 'artifacts'));
+}
+
+/**
+ * The shared data folder (the CIFAR-10 archive, `triggers/`): BACKDOOR_AUDIT_SHARED_DATA,
+ * else `shared/data` beside the checkout.
+ */
+export function sharedDataDir(): string {
+  return resolve(process.env.BACKDOOR_AUDIT_SHARED_DATA ?? join(repoRoot, '..', 'shared', 'data'));
+}
+
+/**
+ * A file of the shared data folder, e.g. `sharedDataFile('triggers', 'hellokitty_32.png')`.
+ * Throws, naming the variable and the path, when it is not there: a wrong or unset variable is
+ * the usual cause, and the message says which.
+ */
+export function sharedDataFile(...parts: string[]): string {
+  const dir = sharedDataDir();
+  const file = join(dir, ...parts);
+  if (isFile(file)) return file;
+  const env = process.env.BACKDOOR_AUDIT_SHARED_DATA;
+  const setting =
+    env === undefined
+      ? `BACKDOOR_AUDIT_SHARED_DATA is not set, so the default ${dir} was used`
+      : isFile(dir)
+        ? `BACKDOOR_AUDIT_SHARED_DATA=${env} is a file; it must name the folder that holds it`
+        : `BACKDOOR_AUDIT_SHARED_DATA=${env}`;
+  throw new Error(`${file}: not found (${setting}); set BACKDOOR_AUDIT_SHARED_DATA to the shared data folder`);
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false; // missing, or a file where a folder was expected (ENOTDIR)
+  }
+}
