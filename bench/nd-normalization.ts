@@ -21,7 +21,7 @@ import sharp from 'sharp';
 import { applyStamp, cornerStamp } from '../attacks/badnets.js';
 import { loadTrigger } from '../attacks/triggers.js';
 import { ensureCifar10 } from '../data/cifar10.js';
-import { perClassFlows } from '../ml/audit.js';
+import { perClassFlows } from '../ml/flow.js';
 import { selectBackend, type BackendName } from '../backend/backend.js';
 import { defaultAuditConfig, type FlowConfig, type NdNormalization } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';

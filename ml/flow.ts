@@ -21,15 +21,18 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-layers';
 import { readFile } from 'node:fs/promises';
 import type { FlowConfig } from './config.js';
-import { featureMoments, type Matrix } from './matrix.js';
+import { gradientStep, runEpochs, type TrainHooks } from './loop.js';
+import { featureMoments, selectRows, type Matrix } from './matrix.js';
+import { Adam } from './optim.js';
 import { Rng } from './random.js';
 import { writeFileAtomic } from '../data/files.js';
+import { canonicalJson, sha256Hex } from '../data/hash.js';
 
 /** Bound on each coupling's log-scale (see the header). */
 export const SCALE_BOUND = 3;
 const LOG_2PI = Math.log(2 * Math.PI);
 
-/** A flow as plain data: what is saved, checkpointed, and sent between processes. */
+/** A flow as plain data: what is saved and sent between processes. */
 export interface FlowParams {
   dim: number;
   hidden: number;
@@ -251,32 +254,10 @@ function validateParams(p: FlowParams, where: string): void {
 
 // ---- training ----
 
-/** Everything needed to continue an interrupted training run exactly. */
-export interface FlowCheckpoint {
-  /** Epochs completed. */
-  epoch: number;
-  flow: FlowParams;
-  /** Adam's state (iteration count, first and second moments), in `ClassFlow.trainable` order. */
-  optimizer: { name: string; shape: number[]; data: Float32Array }[];
-  rngState: number;
-  nll: number[];
-}
-
-export interface FlowEpochEvent {
-  epoch: number;
-  epochs: number;
-  /** Mean NLL (nats per sample) over this epoch's batches. */
-  nll: number;
-  /** Snapshot of the run after this epoch, for `hooks.resume`; call it before onEpoch returns. */
-  checkpoint: () => Promise<FlowCheckpoint>;
-}
-
-export interface FlowTrainHooks {
-  signal?: AbortSignal;
-  onEpoch?: (e: FlowEpochEvent) => void | Promise<void>;
-  /** Continue from this checkpoint instead of starting fresh. */
-  resume?: FlowCheckpoint;
-}
+/** Paper: Adam betas (0.9, 0.99), as for SimCLR. */
+const FLOW_BETAS = [0.9, 0.99] as const;
+/** tf.train.adam's default epsilon on float32 backends (backend.epsilon()), which the flows were trained with before. */
+const FLOW_EPSILON = 1e-7;
 
 function validateFlowConfig(cfg: FlowConfig): void {
   for (const k of ['epochs', 'batchSize', 'hidden'] as const) {
@@ -288,16 +269,19 @@ function validateFlowConfig(cfg: FlowConfig): void {
 
 /**
  * Fits one class's flow by minimising the mean NLL of `features` (the class's rows only) with
- * Adam (lr from cfg, betas 0.9 / 0.99), shuffling every epoch with a seeded stream. Yields to
- * the event loop between batches, stops at the next batch when `signal` aborts (throwing its
- * reason), and can resume exactly from a checkpoint given by `onEpoch`.
+ * Adam, through the shared epoch loop: seeded shuffling every epoch, every trailing batch
+ * trained, cancellation at the next batch (AbortError), checkpoint and exact resume in
+ * `hooks.checkpointDir`. `nll[e]` is epoch e's mean over its batches of the batch-mean NLL
+ * (nats per sample) while training, as runEpochs reports it; it equals the per-sample mean
+ * when the batch size divides the row count (otherwise the short last batch weighs as much
+ * as a full one).
  */
 export async function trainClassFlow(
   features: Matrix,
   cfg: FlowConfig,
   seed: number,
-  hooks: FlowTrainHooks = {},
-): Promise<{ flow: ClassFlow; nll: number[] }> {
+  hooks: TrainHooks = {},
+): Promise<{ flow: ClassFlow; nll: number[]; resumedFromEpoch: number }> {
   validateFlowConfig(cfg);
   if (features.rows < 1) throw new Error('trainClassFlow: no samples');
   if (features.cols < 2) throw new Error(`trainClassFlow: features need >= 2 columns, got ${features.cols}`);
@@ -305,88 +289,86 @@ export async function trainClassFlow(
     if (!Number.isFinite(features.data[i]))
       throw new Error(`trainClassFlow: feature ${i % features.cols} of row ${Math.floor(i / features.cols)} is ${features.data[i]}`);
   }
-  const { resume, signal, onEpoch } = hooks;
-  let flow: ClassFlow;
-  let rng: Rng;
-  const nll: number[] = [];
-  if (resume) {
-    if (resume.flow.dim !== features.cols || resume.flow.hidden !== cfg.hidden)
-      throw new Error(
-        `trainClassFlow: checkpoint is for dim ${resume.flow.dim} hidden ${resume.flow.hidden}, not ${features.cols} / ${cfg.hidden}`,
-      );
-    flow = ClassFlow.fromJSON(resume.flow);
-    rng = Rng.fromState(resume.rngState);
-    nll.push(...resume.nll);
-  } else {
-    const { mean, std } = featureMoments(features);
-    flow = ClassFlow.create(features.cols, cfg.hidden, seed, mean, std);
-    rng = new Rng(seed).fork(1);
-  }
-  const optimizer = tf.train.adam(cfg.lr, 0.9, 0.99);
+  const { rows, cols: d, data } = features;
+  const { mean, std } = featureMoments(features);
+  const flow = ClassFlow.create(d, cfg.hidden, seed, mean, std);
   const vars = flow.trainable;
+  const optimizer = new Adam(vars, cfg.lr, FLOW_BETAS[0], FLOW_BETAS[1], FLOW_EPSILON);
+  // The run is the config (epochs left out, so a finished run can be extended), the seed and
+  // the class's features themselves: same-shaped features of another class or encoder are
+  // another run. The standardisation follows from the features, so it needs no checkpointing.
+  const { epochs: _epochs, ...shape } = cfg;
+  const fingerprint = canonicalJson({
+    run: 'flow',
+    v: 1,
+    cfg: shape,
+    seed,
+    rows,
+    cols: d,
+    features: sha256Hex(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)),
+  });
   try {
-    if (resume && resume.optimizer.length) {
-      const named = resume.optimizer.map((w) => ({ name: w.name, tensor: tf.tensor(w.data, w.shape) }));
-      await optimizer.setWeights(named); // copies into the optimizer's own variables
-      tf.dispose(named.map((w) => w.tensor));
-    }
-    const d = features.cols;
-    for (let epoch = resume?.epoch ?? 0; epoch < cfg.epochs; epoch++) {
-      const order = rng.permutation(features.rows);
-      let total = 0;
-      for (let start = 0; start < order.length; start += cfg.batchSize) {
-        if (signal?.aborted) throw signal.reason ?? new Error('trainClassFlow: aborted');
-        const n = Math.min(cfg.batchSize, order.length - start);
-        const batch = new Float32Array(n * d);
-        for (let i = 0; i < n; i++) batch.set(features.data.subarray(order[start + i] * d, (order[start + i] + 1) * d), i * d);
-        const cost = optimizer.minimize(
-          () => {
-            const xb = tf.tensor2d(batch, [n, d]);
-            return tf.neg(tf.mean(flow.logProbTensor(xb))) as tf.Scalar;
-          },
-          true,
-          vars,
-        );
-        total += (cost as tf.Scalar).dataSync()[0] * n;
-        cost?.dispose();
-        await new Promise((r) => setImmediate(r));
-      }
-      const epochNll = total / features.rows;
-      if (!Number.isFinite(epochNll)) throw new Error(`trainClassFlow: NLL became ${epochNll} at epoch ${epoch + 1}`);
-      nll.push(epochNll);
-      if (onEpoch) {
-        const done = epoch + 1;
-        const rngState = rng.state;
-        const nllSoFar = nll.slice();
-        await onEpoch({
-          epoch: done,
-          epochs: cfg.epochs,
-          nll: epochNll,
-          checkpoint: async () => ({
-            epoch: done,
-            flow: flow.toJSON(),
-            optimizer: await snapshotOptimizer(optimizer),
-            rngState,
-            nll: nllSoFar,
-          }),
-        });
-      }
-    }
+    const { losses, resumedFromEpoch } = await runEpochs({
+      name: 'flow',
+      epochs: cfg.epochs,
+      pool: Int32Array.from({ length: rows }, (_, i) => i),
+      batchSize: cfg.batchSize,
+      minBatch: 1,
+      rng: new Rng(seed).fork(1),
+      fingerprint,
+      // The flow's own variables, not copies: the checkpoint only reads them.
+      getWeights: () => vars,
+      setWeights: (ws) => {
+        if (ws.length !== vars.length) throw new Error(`${ws.length} weights for ${vars.length} flow variables`);
+        vars.forEach((v, i) => v.assign(ws[i]));
+      },
+      optimizer,
+      hooks,
+      step: (idx) => {
+        const batch = new Float32Array(idx.length * d);
+        idx.forEach((r, i) => batch.set(data.subarray(r * d, (r + 1) * d), i * d));
+        const nll = () => tf.neg(tf.mean(flow.logProbTensor(tf.tensor2d(batch, [idx.length, d])))) as tf.Scalar;
+        return gradientStep(nll, vars, optimizer);
+      },
+    });
+    return { flow, nll: losses, resumedFromEpoch };
   } catch (err) {
     flow.dispose();
     throw err;
   } finally {
     optimizer.dispose();
   }
-  return { flow, nll };
 }
 
-async function snapshotOptimizer(optimizer: tf.Optimizer): Promise<FlowCheckpoint['optimizer']> {
-  const weights = await optimizer.getWeights();
-  // The first entry (iteration count) is a fresh tensor; the rest are the optimizer's own variables.
-  const out = weights.map((w) => ({ name: w.name, shape: w.tensor.shape.slice(), data: Float32Array.from(w.tensor.dataSync()) }));
-  weights[0].tensor.dispose();
+/** Indices of the samples labelled `y`. */
+export function classMembers(labels: Int32Array, y: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < labels.length; i++) if (labels[i] === y) out.push(i);
   return out;
+}
+
+/** One flow per class, each trained on that class's features only (step 4). */
+export async function perClassFlows(
+  features: Matrix,
+  labels: Int32Array,
+  numClasses: number,
+  cfg: FlowConfig,
+  seed: number,
+  hooks: { signal?: AbortSignal } = {},
+): Promise<ClassFlow[]> {
+  const flows: ClassFlow[] = [];
+  try {
+    for (let y = 0; y < numClasses; y++) {
+      const rows = classMembers(labels, y);
+      if (rows.length === 0) throw new Error(`class ${y} has no samples: a flow cannot be fitted`);
+      flows.push((await trainClassFlow(selectRows(features, rows), cfg, seed + y, hooks)).flow);
+    }
+  } catch (err) {
+    // The caller never sees the flows already fitted: free them.
+    flows.forEach((f) => f.dispose());
+    throw err;
+  }
+  return flows;
 }
 
 // ---- files ----

@@ -27,7 +27,12 @@ export interface Optimizer {
 }
 
 function zeroSlots(vars: readonly tf.Variable[]): tf.Variable[] {
-  return vars.map((v) => tf.variable(tf.zerosLike(v), false));
+  return vars.map((v) => {
+    const zeros = tf.zerosLike(v);
+    const slot = tf.variable(zeros, false);
+    zeros.dispose(); // the variable holds its own reference to the data; this tensor would leak
+    return slot;
+  });
 }
 
 function checkState(kind: OptimizerState['kind'], s: OptimizerState, expected: readonly tf.Variable[]): void {

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { selectBackend } from '../backend/backend.js';
 import { densityMatrix, foreignDensity } from '../ml/density.js';
 import { featureMoments } from '../ml/matrix.js';
-import { ClassFlow, loadFlow, meanNll, saveFlow, trainClassFlow, type FlowCheckpoint, type FlowParams } from '../ml/flow.js';
-import { matrix, type Matrix } from '../ml/matrix.js';
+import { CHECKPOINT_FILE } from '../ml/checkpoint.js';
+import { ClassFlow, classMembers, loadFlow, meanNll, perClassFlows, saveFlow, trainClassFlow, type FlowParams } from '../ml/flow.js';
+import { AbortError } from '../ml/loop.js';
+import { matrix, selectRows, type Matrix } from '../ml/matrix.js';
 import { Rng } from '../ml/random.js';
 import { poisonScores } from '../ml/score.js';
 
@@ -154,42 +156,117 @@ describe('ClassFlow (RealNVP, two affine couplings)', function () {
     expect(() => flow.logProb(gaussianRows(1, 6, new Rng(4)))).to.throw(/after dispose/);
   });
 
-  it('resumes from a checkpoint to the same parameters as an uninterrupted run', async () => {
-    const x = gaussianRows(64, 4, new Rng(8));
-    const cfg = { epochs: 4, batchSize: 16, lr: 1e-2, hidden: 8 };
-    let saved: FlowCheckpoint | undefined;
-    const full = await trainClassFlow(x, cfg, 9, {
-      onEpoch: async (e) => {
-        if (e.epoch === 2) saved = await e.checkpoint();
-      },
+  describe('checkpoints and cancellation', () => {
+    let dir: string;
+    beforeEach(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'flow-ckpt-'));
     });
-    expect(saved?.epoch).to.equal(2);
-    const resumed = await trainClassFlow(x, cfg, 9, { resume: saved });
-    expect(resumed.nll).to.have.length(4);
-    resumed.nll.forEach((v, i) => expect(v).to.be.closeTo(full.nll[i], 1e-4 * Math.abs(full.nll[i]) + 1e-5));
-    const a = full.flow.toJSON().weights;
-    const b = resumed.flow.toJSON().weights;
-    for (const k of Object.keys(a)) a[k].forEach((v, i) => expect(b[k][i]).to.be.closeTo(v, 1e-4));
-    full.flow.dispose();
-    resumed.flow.dispose();
+    afterEach(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    // 70 rows in batches of 16: a trailing batch of 6 every epoch.
+    const x = gaussianRows(70, 4, new Rng(8));
+    const cfg = { epochs: 5, batchSize: 16, lr: 1e-2, hidden: 8 };
+
+    it('resumes after an abort to bit-identical weights and NLLs of an uninterrupted run', async () => {
+      const full = await trainClassFlow(x, cfg, 9);
+      expect(full.resumedFromEpoch).to.equal(0);
+
+      const ac = new AbortController();
+      const first = await trainClassFlow(x, cfg, 9, {
+        checkpointDir: dir,
+        signal: ac.signal,
+        onEpoch: (p) => {
+          if (p.epoch === 2) ac.abort();
+        },
+      }).then(
+        () => expect.fail('the aborted run finished'),
+        (e: unknown) => e,
+      );
+      expect(first).to.be.instanceOf(AbortError);
+
+      const before = tf.memory().numTensors;
+      const resumed = await trainClassFlow(x, cfg, 9, { checkpointDir: dir });
+      expect(resumed.resumedFromEpoch).to.equal(2);
+      expect(resumed.nll).to.deep.equal(full.nll);
+      expect(resumed.nll).to.have.length(5);
+      const a = full.flow.toJSON().weights;
+      const b = resumed.flow.toJSON().weights;
+      expect(Object.keys(b)).to.deep.equal(Object.keys(a));
+      for (const k of Object.keys(a)) expect(Buffer.from(b[k].buffer).equals(Buffer.from(a[k].buffer)), k).to.equal(true);
+      resumed.flow.dispose();
+      // Loading the checkpoint leaves no tensors behind.
+      expect(tf.memory().numTensors).to.equal(before);
+      full.flow.dispose();
+    });
+
+    it('refuses, naming the file, a checkpoint of another run; extends its own run', async () => {
+      (await trainClassFlow(x, { ...cfg, epochs: 1 }, 9, { checkpointDir: dir })).flow.dispose();
+      const file = join(dir, CHECKPOINT_FILE);
+      const other = gaussianRows(70, 4, new Rng(80)); // same shape, other samples
+      const runs: [string, Promise<unknown>][] = [
+        ['seed', trainClassFlow(x, cfg, 10, { checkpointDir: dir })],
+        ['lr', trainClassFlow(x, { ...cfg, lr: 2e-2 }, 9, { checkpointDir: dir })],
+        ['hidden', trainClassFlow(x, { ...cfg, hidden: 16 }, 9, { checkpointDir: dir })],
+        ['features', trainClassFlow(other, cfg, 9, { checkpointDir: dir })],
+      ];
+      for (const [what, run] of runs) {
+        await run.then(
+          () => expect.fail(`accepted a checkpoint of another ${what}`),
+          (e: Error) =>
+            expect(e.message, what)
+              .to.include(file)
+              .and.match(/different run/),
+        );
+      }
+      // More epochs is the same run, continued.
+      const more = await trainClassFlow(x, { ...cfg, epochs: 2 }, 9, { checkpointDir: dir });
+      expect(more.resumedFromEpoch).to.equal(1);
+      expect(more.nll).to.have.length(2);
+      more.flow.dispose();
+    });
+
+    it('stops within a batch when the signal aborts, with an AbortError and no leak', async () => {
+      const before = tf.memory().numTensors;
+      const ac = new AbortController();
+      let batches = 0;
+      let epochs = 0;
+      const error = await trainClassFlow(x, { ...cfg, epochs: 50 }, 1, {
+        signal: ac.signal,
+        onEpoch: () => {
+          epochs++;
+        },
+        onBatch: (done) => {
+          batches++;
+          if (done === 2) ac.abort(new Error('cancelled by test'));
+        },
+      }).then(
+        () => expect.fail('the aborted run finished'),
+        (e: unknown) => e,
+      );
+      expect(error).to.be.instanceOf(AbortError);
+      expect((error as AbortError).cause).to.have.property('message', 'cancelled by test');
+      expect(batches).to.equal(2);
+      expect(epochs).to.equal(0);
+      expect(tf.memory().numTensors).to.equal(before);
+    });
   });
 
-  it('stops at the next batch when the signal aborts, without leaking', async () => {
-    const before = tf.memory().numTensors;
-    const ac = new AbortController();
-    let epochs = 0;
-    const run = trainClassFlow(gaussianRows(64, 4, new Rng(8)), { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 8 }, 1, {
-      signal: ac.signal,
-      onEpoch: () => {
-        epochs++;
-        ac.abort(new Error('cancelled by test'));
-      },
-    });
-    let error: unknown;
-    await run.catch((e) => (error = e));
-    expect((error as Error).message).to.equal('cancelled by test');
-    expect(epochs).to.equal(1);
-    expect(tf.memory().numTensors).to.equal(before);
+  it('perClassFlows fits class y on its own rows with seed + y, and refuses an empty class', async () => {
+    const x = gaussianRows(30, 4, new Rng(12));
+    const labels = Int32Array.from({ length: 30 }, (_, i) => (i * 7) % 3);
+    expect(classMembers(labels, 1)).to.deep.equal([1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
+    const cfg = { epochs: 2, batchSize: 4, lr: 1e-2, hidden: 8 };
+    const flows = await perClassFlows(x, labels, 3, cfg, 40);
+    expect(flows).to.have.length(3);
+    const alone = await trainClassFlow(selectRows(x, classMembers(labels, 2)), cfg, 42);
+    expect(flows[2].toJSON().weights).to.deep.equal(alone.flow.toJSON().weights);
+    [...flows, alone.flow].forEach((f) => f.dispose());
+    await perClassFlows(x, labels, 4, cfg, 40).then(
+      () => expect.fail('fitted a flow to an empty class'),
+      (e: Error) => expect(e.message).to.match(/class 3 has no samples/),
+    );
   });
 
   it('rejects bad configurations and inputs with clear errors', async () => {
