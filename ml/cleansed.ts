@@ -3,9 +3,51 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../data/files.js';
-import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation } from './config.js';
+import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './config.js';
 import type { BackendName } from '../backend/backend.js';
 import type { ClassDetection } from './detect.js';
+
+/** The sides each action may carry (see SampleSide): what is kept is clean, what is relabelled
+ *  is poisoned, what is dropped is either the poisoned side or the undecided part. */
+export const SIDES_OF_ACTION: Readonly<Record<SampleAction, readonly SampleSide[]>> = {
+  keep: ['clean'],
+  relabel: ['poisoned'],
+  drop: ['poisoned', 'uncertain'],
+};
+
+/**
+ * Throws unless `cleansed` is a well-formed split of the samples (`ids`, `labels`, `classes`
+ * classes): one entry per sample in input order, its own label, a new label (another class)
+ * exactly when relabelled, and a side allowed for its action. Every defense's output passes
+ * through this, so retraining and evaluation can trust any of them. `who` names the producer.
+ */
+export function checkCleansed(
+  who: string,
+  cleansed: readonly CleansedEntry[],
+  ids: readonly string[],
+  labels: Int32Array,
+  classes: number,
+): void {
+  if (cleansed.length !== ids.length) throw new Error(`${who}: ${cleansed.length} cleansed entries for ${ids.length} samples`);
+  cleansed.forEach((e, i) => {
+    const at = `${who}: entry ${i} (${e?.id})`;
+    if (!e || e.id !== ids[i]) throw new Error(`${at}: expected sample ${ids[i]} (entries must be in input order)`);
+    if (e.label !== labels[i]) throw new Error(`${at}: label ${e.label}, but the sample is labelled ${labels[i]}`);
+    const sides = SIDES_OF_ACTION[e.action];
+    if (!sides) throw new Error(`${at}: unknown action ${JSON.stringify(e.action)}`);
+    if (!sides.includes(e.side)) {
+      throw new Error(`${at}: side ${JSON.stringify(e.side)} with action '${e.action}' (allowed: ${sides.join(', ')})`);
+    }
+    if (e.action === 'relabel') {
+      const to = e.newLabel;
+      if (to === undefined || !Number.isInteger(to) || to < 0 || to >= classes || to === e.label) {
+        throw new Error(`${at}: relabelled to ${to}, which is not another class of 0..${classes - 1}`);
+      }
+    } else if (e.newLabel !== undefined) {
+      throw new Error(`${at}: newLabel ${e.newLabel} on a '${e.action}' entry`);
+    }
+  });
+}
 
 /** Label each sample is retrained with: its new label, its own label, or -1 when dropped. */
 export function trainingLabels(cleansed: readonly CleansedEntry[]): Int32Array {

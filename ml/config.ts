@@ -1,6 +1,7 @@
 // The audit's configuration as plain data. Every default is the paper's number (see
 // ../shared/docs/method.md, restated in README.md) unless its comment says otherwise.
 import type { BackendChoice, BackendName } from '../backend/backend.js';
+import type { DefenseName } from './defenses/index.js';
 
 export type Stem = 'cifar' | 'imagenet';
 
@@ -79,6 +80,13 @@ export interface AuditConfig {
   encoder: EncoderConfig;
   flow: FlowConfig;
   detection: DetectionConfig;
+  /**
+   * Which registered defense (ml/defenses/) computes the split into cleansed.jsonl. Decision:
+   * the default is 'flow-relabel', the paper's method (poison score + split and relabel); the
+   * others are baselines to compare it with on the same features and density facts.
+   */
+  defense: DefenseName;
+  /** Config of 'flow-relabel'. */
   relabel: RelabelConfig;
   /** Absent: stop after the cleansed manifest. */
   retrain?: RetrainConfig;
@@ -112,6 +120,7 @@ export const defaultAuditConfig: AuditConfig = {
   encoder: defaultSimclrEncoder,
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'robust-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
+  defense: 'flow-relabel',
   relabel: { alpha: 0.15 },
   retrain: {
     width: 64,
@@ -170,11 +179,28 @@ export interface AuditReport {
 
 export type SampleAction = 'keep' | 'relabel' | 'drop';
 
+/**
+ * Which side of the defense's split a sample fell on; evaluation (TPR / FPR of D^_P) reads
+ * this, never the reason text, so that every defense is scored the same way.
+ * - 'poisoned': the part the defense treats as poisoned (D^_P), whatever it then does with it:
+ *   relabelled or dropped.
+ * - 'clean': kept with its own label as clean.
+ * - 'uncertain': dropped because the defense cannot decide (neither side).
+ * Allowed with each action (checked by ml/cleansed.ts `checkCleansed`): keep -> 'clean';
+ * relabel -> 'poisoned'; drop -> 'poisoned' or 'uncertain'.
+ * For 'flow-relabel' (the paper's method, ml/relabel.ts): every sample of an unflagged class is
+ * 'clean'; in a flagged class the alpha fraction at the poisoned end is 'poisoned' (relabelled
+ * if the class is non-disruptive, dropped if disruptive), the alpha fraction at the other end is
+ * 'clean' (kept), and the 1 - 2 * alpha middle is 'uncertain' (dropped).
+ */
+export type SampleSide = 'poisoned' | 'clean' | 'uncertain';
+
 /** One line of cleansed.jsonl. */
 export interface CleansedEntry {
   id: string;
   label: number;
   action: SampleAction;
+  side: SampleSide;
   newLabel?: number;
   score?: number;
   reason: string;

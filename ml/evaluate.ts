@@ -24,25 +24,29 @@ export function attackSuccessRate(predOnTriggered: Int32Array, targetClass: numb
   return hit / predOnTriggered.length;
 }
 
-/** Words ml/relabel.ts puts in the reason of the removed poisoned side of a disruptive class. */
-export const POISONED_SIDE_REASON = 'removed as poisoned';
-
 /**
- * "Sent to D^_P": the part of a flagged class the defense treats as poisoned. For a
- * non-disruptive target that is the relabelled alpha fraction (action 'relabel'); for a
- * disruptive target it is the removed alpha fraction, which shares action 'drop' with the
- * uncertain middle and is told apart only by its reason (containing POISONED_SIDE_REASON).
+ * "Sent to D^_P": the entry is on the poisoned side of the defense's split (`side`), whether the
+ * defense relabelled or removed it. Read from `side`, not from `action` or `reason`, because a
+ * drop can be either the poisoned side or the undecided part, and reasons are free text.
+ * Throws on an entry without a valid side (e.g. a manifest written before `side` existed):
+ * counting it as not sent would silently give a TPR of 0.
  */
 export function sentToPoisoned(entry: CleansedEntry): boolean {
-  return entry.action === 'relabel' || (entry.action === 'drop' && entry.reason.includes(POISONED_SIDE_REASON));
+  const side: unknown = entry.side;
+  if (side !== 'poisoned' && side !== 'clean' && side !== 'uncertain') {
+    throw new Error(
+      `cleansingMetrics: entry ${entry.id} has side ${JSON.stringify(side)}, expected "poisoned", "clean" or "uncertain" (a manifest from before \`side\` existed? rerun the relabel stage)`,
+    );
+  }
+  return side === 'poisoned';
 }
 
 /**
  * Cleansing quality against ground truth. `cleansed` is in dataset order (entry i = sample i
  * of the audited, poisoned set, whose indices the truth uses).
  * - targetDetected: the flagged classes are exactly {y_T}.
- * - tpr: among truly poisoned samples, the fraction sent to D^_P (`sentToPoisoned`); a poisoned
- *   sample of an unflagged class is kept, so it counts as missed.
+ * - tpr: among truly poisoned samples, the fraction sent to D^_P (side 'poisoned', see
+ *   `sentToPoisoned`); a poisoned sample the defense keeps or cannot decide on counts as missed.
  * - fpr: among samples that are not poisoned and whose (dataset) label is a flagged class, the
  *   fraction sent to D^_P. Covers count as clean: their label is true.
  * - relabelAccuracy: among poisoned samples with action 'relabel', the fraction whose new label
@@ -53,7 +57,6 @@ export function cleansingMetrics(
   cleansed: CleansedEntry[],
   truth: PoisonTruth,
   flaggedClasses: number[],
-  isSent: (entry: CleansedEntry) => boolean = sentToPoisoned,
 ): Pick<Evaluation, 'tpr' | 'fpr' | 'relabelAccuracy' | 'targetDetected'> {
   if (truth.sourceLabels.length !== truth.poisoned.length) {
     throw new Error(`cleansingMetrics: truth has ${truth.poisoned.length} poisoned indices but ${truth.sourceLabels.length} source labels`);
@@ -72,7 +75,7 @@ export function cleansingMetrics(
       );
     }
     isPoisoned[i] = 1;
-    if (isSent(entry)) sentPoisoned++;
+    if (sentToPoisoned(entry)) sentPoisoned++;
     if (entry.action === 'relabel') {
       relabelled++;
       if (entry.newLabel === truth.sourceLabels[k]) relabelledRight++;
@@ -84,7 +87,7 @@ export function cleansingMetrics(
   cleansed.forEach((entry, i) => {
     if (isPoisoned[i] || !flagged.has(entry.label)) return;
     cleanFlagged++;
-    if (isSent(entry)) sentClean++;
+    if (sentToPoisoned(entry)) sentClean++;
   });
   const rate = (num: number, den: number) => (den > 0 ? num / den : undefined);
   return {

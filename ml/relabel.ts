@@ -12,6 +12,10 @@
 //   flow (which trained on them) explains them and s is HIGHEST. They are removed, not
 //   relabelled: for clean-label attacks their label already is the true class.
 // A class flagged by both tests is 'disruptive' (see ClassDetection.kind).
+//
+// Each entry's `side` (see SampleSide) follows the split, not the action: the poisoned end is
+// 'poisoned' whether relabelled or removed, the other end 'clean', the middle 'uncertain', and
+// unflagged classes 'clean'. Evaluation reads it instead of parsing `reason`.
 import type { CleansedEntry, RelabelConfig } from './config.js';
 import { maxForeign } from './density.js';
 import type { ClassDetection } from './detect.js';
@@ -48,7 +52,7 @@ export function splitAndRelabel(
     if (!(y >= 0 && y < cols)) throw new Error(`splitAndRelabel: label ${y} of sample ${i} out of range 0..${cols - 1}`);
     const det = byClass.get(y);
     if (!det || det.kind === 'clean') {
-      out[i] = { id: ids[i], label: y, action: 'keep', score: scores[i], reason: `${name(y)} not flagged: kept` };
+      out[i] = { id: ids[i], label: y, score: scores[i], action: 'keep', side: 'clean', reason: `${name(y)} not flagged: kept` };
       continue;
     }
     let list = members.get(y);
@@ -72,24 +76,46 @@ export function splitAndRelabel(
           out[i] = {
             ...base,
             action: 'relabel',
+            side: 'poisoned',
             newLabel: to,
             reason: `non-disruptive target ${name(y)}: lowest ${pct} poison score -> relabelled to ${name(to)}`,
           };
         } else if (high) {
-          out[i] = { ...base, action: 'keep', reason: `non-disruptive target ${name(y)}: highest ${pct} poison score -> kept as clean` };
+          out[i] = {
+            ...base,
+            action: 'keep',
+            side: 'clean',
+            reason: `non-disruptive target ${name(y)}: highest ${pct} poison score -> kept as clean`,
+          };
         } else {
-          out[i] = { ...base, action: 'drop', reason: `non-disruptive target ${name(y)}: uncertain middle poison score -> dropped` };
+          out[i] = {
+            ...base,
+            action: 'drop',
+            side: 'uncertain',
+            reason: `non-disruptive target ${name(y)}: uncertain middle poison score -> dropped`,
+          };
         }
       } else if (high) {
         out[i] = {
           ...base,
           action: 'drop',
+          side: 'poisoned',
           reason: `disruptive target ${name(y)}${tests}: highest ${pct} poison score -> removed as poisoned`,
         };
       } else if (low) {
-        out[i] = { ...base, action: 'keep', reason: `disruptive target ${name(y)}${tests}: lowest ${pct} poison score -> kept as clean` };
+        out[i] = {
+          ...base,
+          action: 'keep',
+          side: 'clean',
+          reason: `disruptive target ${name(y)}${tests}: lowest ${pct} poison score -> kept as clean`,
+        };
       } else {
-        out[i] = { ...base, action: 'drop', reason: `disruptive target ${name(y)}${tests}: uncertain middle poison score -> dropped` };
+        out[i] = {
+          ...base,
+          action: 'drop',
+          side: 'uncertain',
+          reason: `disruptive target ${name(y)}${tests}: uncertain middle poison score -> dropped`,
+        };
       }
     });
   }

@@ -326,8 +326,13 @@ describe('splitAndRelabel', () => {
     expect(count(es, 'relabel', 0)).to.equal(15);
     expect(count(es, 'keep', 0)).to.equal(15);
     expect(count(es, 'drop', 0)).to.equal(70);
-    // Unflagged classes are kept whole.
+    // Sides follow the split: relabelled = poisoned, kept end = clean, dropped middle = uncertain.
+    expect(
+      es.filter((e) => e.label === 0).every((e) => e.side === { relabel: 'poisoned', keep: 'clean', drop: 'uncertain' }[e.action]),
+    ).to.equal(true);
+    // Unflagged classes are kept whole, as clean.
     expect(count(es, 'keep') - count(es, 'keep', 0)).to.equal(100);
+    expect(es.filter((e) => e.label !== 0).every((e) => e.side === 'clean')).to.equal(true);
     const poisoned = source.map((s, i) => (s >= 0 ? i : -1)).filter((i) => i >= 0);
     expect(poisoned).to.have.length(12);
     const right = poisoned.filter((i) => es[i].action === 'relabel' && es[i].newLabel === source[i]).length;
@@ -358,6 +363,10 @@ describe('splitAndRelabel', () => {
     }
     expect(count(es, 'keep', 0)).to.equal(15);
     expect(count(es, 'drop', 0)).to.equal(85);
+    // Both the removed end and the middle are drops; only `side` tells them apart.
+    const sides = (side: string) => es.filter((e) => e.label === 0 && e.side === side).length;
+    expect([sides('poisoned'), sides('clean'), sides('uncertain')]).to.deep.equal([15, 15, 70]);
+    for (let i = 0; i < 10; i++) expect(es[i].side).to.equal('poisoned');
   });
 
   it('rounds alpha * count and validates its inputs', () => {

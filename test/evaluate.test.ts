@@ -1,14 +1,27 @@
 import { expect } from 'chai';
 import type { PoisonTruth } from '../data/types.js';
-import type { ClassKind, CleansedEntry } from '../ml/config.js';
+import type { ClassKind, CleansedEntry, SampleSide } from '../ml/config.js';
 import type { ClassDetection } from '../ml/detect.js';
 import { accuracy, attackSuccessRate, cleansingMetrics, sentToPoisoned } from '../ml/evaluate.js';
 import { splitAndRelabel } from '../ml/relabel.js';
 import { matrix } from '../ml/matrix.js';
 
-const keep = (label: number): CleansedEntry => ({ id: `s${label}`, label, action: 'keep', reason: 'kept' });
-const relabel = (label: number, newLabel: number): CleansedEntry => ({ id: 'r', label, action: 'relabel', newLabel, reason: 'relabelled' });
-const drop = (label: number, reason: string): CleansedEntry => ({ id: 'd', label, action: 'drop', reason });
+const keep = (label: number): CleansedEntry => ({ id: `s${label}`, label, action: 'keep', side: 'clean', reason: 'kept' });
+const relabel = (label: number, newLabel: number): CleansedEntry => ({
+  id: 'r',
+  label,
+  action: 'relabel',
+  side: 'poisoned',
+  newLabel,
+  reason: 'relabelled',
+});
+const drop = (label: number, side: Exclude<SampleSide, 'clean'>, reason: string): CleansedEntry => ({
+  id: 'd',
+  label,
+  action: 'drop',
+  side,
+  reason,
+});
 
 describe('evaluate', function () {
   it('accuracy and ASR on known answers', function () {
@@ -32,9 +45,9 @@ describe('evaluate', function () {
       relabel(0, 1), // clean target sent: a false positive
       keep(4), // other class, not flagged: outside FPR
       relabel(0, 6), // poisoned, sent, wrong label
-      drop(0, 'uncertain middle poison score -> dropped'), // clean target, middle: not sent
+      drop(0, 'uncertain', 'uncertain middle poison score -> dropped'), // clean target, middle: not sent
       keep(0), // clean target
-      drop(0, 'uncertain middle poison score -> dropped'), // poisoned, middle: missed
+      drop(0, 'uncertain', 'uncertain middle poison score -> dropped'), // poisoned, middle: missed
       keep(8),
       relabel(0, 2), // poisoned, sent, right label
     ];
@@ -48,9 +61,9 @@ describe('evaluate', function () {
   it('disruptive target: the removed poisoned side counts as sent, the dropped middle does not', function () {
     const truth: PoisonTruth = { attack: 'lc', targetClass: 1, poisoned: [0, 1], sourceLabels: [1, 1] };
     const cleansed: CleansedEntry[] = [
-      drop(1, 'disruptive target class 1: highest 15% poison score -> removed as poisoned'),
-      drop(1, 'disruptive target class 1: uncertain middle poison score -> dropped'),
-      drop(1, 'disruptive target class 1: highest 15% poison score -> removed as poisoned'),
+      drop(1, 'poisoned', 'disruptive target class 1: highest 15% poison score -> removed as poisoned'),
+      drop(1, 'uncertain', 'disruptive target class 1: uncertain middle poison score -> dropped'),
+      drop(1, 'poisoned', 'disruptive target class 1: highest 15% poison score -> removed as poisoned'),
       keep(1),
       keep(2),
     ];
@@ -61,7 +74,7 @@ describe('evaluate', function () {
     expect(m.targetDetected).to.equal(false); // class 2 flagged too
   });
 
-  it('the reasons ml/relabel.ts writes are read the intended way', function () {
+  it('the sides ml/relabel.ts writes are read the intended way', function () {
     // Class 0 disruptive, class 1 non-disruptive: 20 samples each, alpha 0.15 -> 3 per end.
     const n = 40;
     const labels = Int32Array.from({ length: n }, (_, i) => (i < 20 ? 0 : 1));
@@ -97,6 +110,29 @@ describe('evaluate', function () {
         .map((s, i) => (s ? i : -1))
         .filter((i) => i >= 0),
     ).to.deep.equal([0, 1, 2]);
+    // Every entry's side: poisoned end, clean end, uncertain middle, per the class's kind.
+    const ends = (low: SampleSide, high: SampleSide) =>
+      Array.from({ length: 20 }, (_, r): SampleSide => (r < 3 ? low : r >= 17 ? high : 'uncertain'));
+    expect(cleansed.map((e) => e.side)).to.deep.equal([...ends('clean', 'poisoned'), ...ends('poisoned', 'clean')]);
+  });
+
+  it('reads side, never the reason text or the action alone', function () {
+    const truth: PoisonTruth = { attack: 'lc', targetClass: 1, poisoned: [0, 1], sourceLabels: [1, 1] };
+    // Reasons that say the opposite of the side: the side wins.
+    const cleansed: CleansedEntry[] = [
+      drop(1, 'poisoned', 'some baseline: outlier'),
+      drop(1, 'uncertain', 'removed as poisoned'),
+      drop(1, 'uncertain', 'removed as poisoned'),
+    ];
+    const m = cleansingMetrics(cleansed, truth, [1]);
+    expect(m.tpr).to.equal(0.5);
+    expect(m.fpr).to.equal(0);
+  });
+
+  it('fails loudly on an entry without a side (a manifest from before the field)', function () {
+    const truth: PoisonTruth = { attack: 'blend', targetClass: 0, poisoned: [0], sourceLabels: [4] };
+    const legacy = JSON.parse('{"id":"a","label":0,"action":"relabel","newLabel":4,"reason":"relabelled"}') as CleansedEntry;
+    expect(() => cleansingMetrics([legacy], truth, [0])).to.throw(/entry a has side undefined.*rerun the relabel stage/);
   });
 
   it('undetected target: poisoned samples are kept, TPR 0, FPR undefined', function () {

@@ -1,0 +1,18 @@
+// The paper's method (method.md steps 7-8): poison score s = log p_y(z) - max_{y' != y} log
+// p_{y'}(z) (ml/score.ts), then, inside each flagged class, the alpha split and generative
+// relabelling of ml/relabel.ts. Uses the density facts only; the features are not needed.
+import type { RelabelConfig } from '../config.js';
+import { splitAndRelabel } from '../relabel.js';
+import { poisonScores } from '../score.js';
+import type { Defense } from './types.js';
+
+export const flowRelabel: Defense<RelabelConfig> = {
+  name: 'flow-relabel',
+  description:
+    'paper method: per-class flow poison score; in flagged classes the poisoned alpha end is relabelled (non-disruptive) or removed (disruptive), the other alpha end kept, the middle dropped',
+  configOf: (audit) => audit.relabel,
+  split(input, config) {
+    const { ids, labels, density, detections, classNames } = input;
+    return splitAndRelabel(ids, labels, density, poisonScores(density, labels), detections, config, classNames);
+  },
+};
