@@ -2,13 +2,15 @@
 // reported with the file, the line and the path inside the document; the workflow id follows
 // the audit's content and the dataset's identity.
 import { expect } from 'chai';
-import { mkdtemp, mkdir, rm, writeFile, utimes } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, rm, writeFile, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditIdentity, workflowIdFor } from '../client/audit.js';
 import { durationMs, loadPipeline, parsePipeline, PipelineError } from '../client/pipeline.js';
+import { schemaFile } from '../client/pipeline-schema.js';
+import { renderSchema } from '../scripts/write-schema.js';
 import { defaultAuditConfig } from '../ml/config.js';
-import { projectRoot } from '../worker/index.js';
+import { repoRoot } from '../data/paths.js';
 
 async function problems(text: string, file = '/p/x.yaml'): Promise<string[]> {
   try {
@@ -33,20 +35,19 @@ describe('pipeline files', function () {
   after(async () => rm(dir, { recursive: true, force: true }));
 
   it('loads demo.yaml with defaults merged and paths made absolute', async function () {
-    const p = await loadPipeline(join(projectRoot, 'pipelines', 'demo.yaml'));
+    const p = await loadPipeline(join(repoRoot, 'pipelines', 'demo.yaml'));
     expect(p.name).to.equal('demo');
     expect(p.dataset).to.deep.equal({
       source: { format: 'cifar10', split: 'train' },
-      imageSize: 32,
       limitPerClass: 50,
       name: 'cifar10-demo',
     });
     expect(p.attack).to.deep.equal({ name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 });
     expect(p.audit.encoder).to.deep.include({ kind: 'simclr', width: 8, lr: 3e-4, temperature: 0.5, stem: 'cifar' });
     expect(p.audit.detection).to.deep.equal(defaultAuditConfig.detection);
-    expect(p.audit.imageSize).to.equal(32);
+    expect(p.audit.imageSize, 'the one image size: dataset.imageSize in the file').to.equal(32);
     expect(p.audit.retrain).to.equal(undefined);
-    expect(p.output).to.equal(join(projectRoot, 'out', 'demo'));
+    expect(p.output).to.equal(join(repoRoot, 'out', 'demo'));
     expect(p.temporal.taskQueues).to.deep.equal({ cpu: 'audit-cpu', gpu: 'audit-gpu' });
     expect(p.temporal.stageQueues.encoder).to.equal('gpu');
     expect(p.temporal.stageQueues.flow).to.equal('cpu');
@@ -54,7 +55,7 @@ describe('pipeline files', function () {
   });
 
   it('loads the paper pipeline with the paper retraining schedule', async function () {
-    const p = await loadPipeline(join(projectRoot, 'pipelines', 'cifar10-paper.yaml'));
+    const p = await loadPipeline(join(repoRoot, 'pipelines', 'cifar10-paper.yaml'));
     expect(p.audit.encoder).to.deep.include({ width: 64, epochs: 200, batchSize: 256 });
     expect(p.audit.retrain).to.deep.include({ epochs: 200, milestones: [100, 150], lr: 0.1, momentum: 0.9, weightDecay: 5e-4 });
     expect(p.temporal.heartbeatTimeouts.encoder).to.equal(10 * 60_000);
@@ -63,8 +64,8 @@ describe('pipeline files', function () {
 
   it('accepts the ImageNet pipeline except for the dataset folders it expects you to provide', async function () {
     const list = await problems(
-      (await import('node:fs')).readFileSync(join(projectRoot, 'pipelines', 'imagenet-subset.yaml'), 'utf8'),
-      join(projectRoot, 'pipelines', 'imagenet-subset.yaml'),
+      (await import('node:fs')).readFileSync(join(repoRoot, 'pipelines', 'imagenet-subset.yaml'), 'utf8'),
+      join(repoRoot, 'pipelines', 'imagenet-subset.yaml'),
     );
     expect(list).to.have.length(2);
     expect(list[0]).to.match(/imagenet-subset\.yaml:\d+:\d+: dataset\.root: folder not found: .*data\/imagenet-subset\/train$/);
@@ -111,7 +112,7 @@ describe('pipeline files', function () {
         'dataset: {format: cifar10, split: train, imageSize: 32}',
         'output: o',
         'temporal:',
-        '  heartbeatTimeouts: {simclr: 5s, flow: 3 weeks}',
+        '  heartbeatTimeouts: {simclr: 5s, flow: 3 fortnights}',
         '',
       ].join('\n'),
     );
@@ -135,6 +136,41 @@ describe('pipeline files', function () {
     expect(durationMs('30s')).to.equal(30_000);
     expect(durationMs('1.5h')).to.equal(5_400_000);
     expect(() => durationMs('soon')).to.throw(/not a duration/);
+  });
+
+  it('accepts the duration strings Temporal reads (the ms package), with the value Temporal reads', async function () {
+    const withTimeout = (value: string) =>
+      `name: x\ndataset: {format: cifar10, split: train, imageSize: 32}\noutput: o\ntemporal: {heartbeatTimeouts: {flow: "${value}"}}\n`;
+    const accepted: Record<string, number> = {
+      '500ms': 500,
+      '30s': 30_000,
+      '.5s': 500,
+      '5m': 300_000,
+      '10 min': 600_000,
+      '1.5h': 5_400_000,
+      '2 days': 172_800_000,
+      '3 weeks': 1_814_400_000,
+      '1y': 31_557_600_000,
+    };
+    for (const [text, ms] of Object.entries(accepted)) {
+      expect((await parsePipeline(withTimeout(text), '/p/x.yaml')).temporal.heartbeatTimeouts.flow, text).to.equal(ms);
+      expect(durationMs(text), text).to.equal(ms);
+    }
+    // Not durations for ms either, or (the last three) ones ms reads but the schema asks to write
+    // otherwise: no negative values, a unit on every string, lower-case units (5M is minutes).
+    for (const text of ['soon', '3 fortnights', '1.', '5 s s', '-5s', '5', '5M']) {
+      const list = await problems(withTimeout(text));
+      expect(
+        list.some((l) => /:4:\d+: temporal\.heartbeatTimeouts\.flow: expected milliseconds or a duration/.test(l)),
+        text,
+      ).to.equal(true);
+    }
+  });
+
+  it('pipelines/schema.json is the one generated from client/pipeline-schema.ts', async function () {
+    if ((await readFile(schemaFile, 'utf8')) !== (await renderSchema())) {
+      expect.fail('pipelines/schema.json differs from the definition in client/pipeline-schema.ts: run `npm run schema`');
+    }
   });
 
   describe('workflow identity', function () {

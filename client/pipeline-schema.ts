@@ -1,0 +1,320 @@
+// The pipeline file's format, defined once: client/pipeline.ts validates with this object (ajv)
+// and takes the raw file types from it; pipelines/schema.json (for editors' YAML language
+// servers) is generated from it by `npm run schema` (scripts/write-schema.ts), and a test fails
+// when the committed file differs.
+//
+// The layout is the JSON Schema's own (named `definitions` reached by `$ref`, if/then variants,
+// `not` for forbidden keys) because describeErrors reads ajv's keywords, schema paths ('retrain',
+// 'duration') and the `not` schemas to word its messages.
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Type, { type Static, type TSchema, type TSchemaOptions, type TUnsafe } from 'typebox';
+import type { AttackConfig, AttackName } from '../attacks/types.js';
+import type { BackendChoice } from '../backend/backend.js';
+import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
+import type { DetectionConfig, FlowConfig, RelabelConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import { STAGES, type DatasetSource as WorkflowDatasetSource, type QueueKind, type StageName } from '../workflows/types.js';
+
+/** The generated file (committed, for editors). */
+export const schemaFile = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
+
+// ---- helpers for the JSON Schema constructs TypeBox has no builder for ----
+
+/** A schema stored under `definitions`; `ref` is its `$ref`, typed as the schema. */
+function definition<T extends TSchema>(name: string, schema: T) {
+  return { name, schema, ref: Type.Unsafe<Static<T>>({ $ref: `#/definitions/${name}` }) };
+}
+
+/** `oneOf` (TypeBox's Union writes `anyOf`; a value matching both forms must fail here). */
+function oneOf<T extends TSchema[]>(types: [...T], options: TSchemaOptions = {}): TUnsafe<Static<T[number]>> {
+  return Type.Unsafe<Static<T[number]>>({ ...options, oneOf: types });
+}
+
+/**
+ * If `key` is `value`, `then` applies. As in the hand-written schema, the `if` does not require
+ * the key: when it is missing (an error of its own) every variant's `then` applies.
+ */
+function when(key: string, value: string, then: Record<string, unknown>) {
+  return { if: { properties: { [key]: { const: value } } }, then };
+}
+
+/** None of `keys` may be present (describeErrors lists the present ones from this shape). */
+function forbid(...keys: string[]) {
+  return { not: { anyOf: keys.map((k) => ({ required: [k] })) } };
+}
+
+const positiveInt = (options: TSchemaOptions = {}) => Type.Integer({ minimum: 1, ...options });
+const nonEmpty = (options: TSchemaOptions = {}) => Type.String({ minLength: 1, ...options });
+const positive = () => Type.Number({ exclusiveMinimum: 0 });
+const fraction = () => Type.Number({ minimum: 0, maximum: 1 });
+const optional = Type.Optional;
+
+// ---- definitions ----
+
+const DatasetSource = definition(
+  'datasetSource',
+  Type.Object(
+    {
+      format: Type.Enum(['imagefolder', 'cifar-binary', 'manifest', 'cifar10']),
+      root: optional(nonEmpty()),
+      files: optional(Type.Array(nonEmpty(), { minItems: 1 })),
+      path: optional(nonEmpty()),
+      classes: optional(Type.Array(nonEmpty(), { minItems: 2 })),
+      split: optional(Type.Enum(['train', 'test'])),
+      // Declared (empty) so that additionalProperties admits them; dataset and testSet constrain them.
+      imageSize: optional(Type.Unknown()),
+      limitPerClass: optional(Type.Unknown()),
+      name: optional(Type.Unknown()),
+    },
+    {
+      additionalProperties: false,
+      allOf: [
+        when('format', 'imagefolder', { required: ['root'], ...forbid('files', 'path', 'split', 'classes') }),
+        when('format', 'cifar-binary', { required: ['files'], ...forbid('root', 'path', 'split') }),
+        when('format', 'manifest', { required: ['path'], ...forbid('files', 'split') }),
+        when('format', 'cifar10', { required: ['split'], ...forbid('root', 'files', 'path', 'classes') }),
+      ],
+    },
+  ),
+);
+
+const Attack = definition(
+  'attack',
+  Type.Object(
+    {
+      name: Type.Enum(['badnets', 'blend', 'wanet']),
+      targetClass: Type.Integer({ minimum: 0 }),
+      rate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+      coverRate: optional(fraction()),
+      seed: Type.Integer(),
+      trigger: optional(nonEmpty()),
+      corner: optional(Type.Enum(['upper-left', 'lower-right'])),
+      alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+      k: optional(Type.Integer({ minimum: 2 })),
+      s: optional(positive()),
+      coverNoise: optional(Type.Number({ minimum: 0 })),
+    },
+    {
+      description: 'Poison the (clean) dataset before auditing it, for evaluation with ground truth.',
+      additionalProperties: false,
+      allOf: [
+        when('name', 'badnets', forbid('alpha', 'k', 's', 'coverNoise')),
+        when('name', 'blend', forbid('corner', 'k', 's', 'coverNoise')),
+        when('name', 'wanet', forbid('corner', 'alpha', 'trigger')),
+      ],
+    },
+  ),
+);
+
+const Retrain = Type.Object(
+  {
+    width: optional(positiveInt()),
+    epochs: optional(positiveInt()),
+    batchSize: optional(positiveInt()),
+    lr: optional(positive()),
+    momentum: optional(fraction()),
+    weightDecay: optional(Type.Number({ minimum: 0 })),
+    milestones: optional(Type.Array(positiveInt())),
+  },
+  { additionalProperties: false },
+);
+
+const Audit = definition(
+  'audit',
+  Type.Object(
+    {
+      seed: optional(Type.Integer()),
+      backend: optional(Type.Enum(['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'])),
+      encoder: optional(
+        Type.Object(
+          {
+            kind: Type.Enum(['simclr', 'pretrained']),
+            width: optional(positiveInt()),
+            stem: optional(Type.Enum(['cifar', 'imagenet'])),
+            epochs: optional(positiveInt()),
+            batchSize: optional(Type.Integer({ minimum: 2 })),
+            lr: optional(positive()),
+            temperature: optional(positive()),
+            projectionDim: optional(positiveInt()),
+            path: optional(nonEmpty()),
+          },
+          {
+            additionalProperties: false,
+            allOf: [
+              when('kind', 'pretrained', { required: ['path'], ...forbid('width', 'epochs', 'stem') }),
+              // A bare `not: {required}` as before (describeErrors: "key combination not allowed").
+              when('kind', 'simclr', { not: { required: ['path'] } }),
+            ],
+          },
+        ),
+      ),
+      flow: optional(
+        Type.Object(
+          {
+            epochs: optional(positiveInt()),
+            batchSize: optional(positiveInt()),
+            lr: optional(positive()),
+            hidden: optional(positiveInt()),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+      detection: optional(
+        Type.Object(
+          {
+            ndNormalization: optional(Type.Enum(['median-ratio', 'own-gap', 'robust-z'])),
+            betaND: optional(Type.Number()),
+            betaD: optional(fraction()),
+            bins: optional(Type.Integer({ minimum: 2 })),
+            lambda: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+      relabel: optional(
+        Type.Object({ alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 0.5 })) }, { additionalProperties: false }),
+      ),
+      defense: optional(
+        Type.Unsafe<DefenseName>(
+          Type.Enum(DEFENSE_NAMES, {
+            description: "Which registered defense splits the training set (ml/defenses/); default: the paper's.",
+          }),
+        ),
+      ),
+      retrain: optional(
+        oneOf([Type.Literal(false), Retrain], {
+          description: "false: stop after the cleansed manifest; an object (possibly empty) is merged onto the paper's retrain settings.",
+        }),
+      ),
+    },
+    {
+      description: "AuditConfig without imageSize (taken from dataset.imageSize); every omitted field keeps defaultAuditConfig's value.",
+      additionalProperties: false,
+    },
+  ),
+);
+
+/**
+ * Strings that `ms` (what Temporal's msToNumber uses) parses to a non-negative duration: a
+ * number, optional spaces, a lower-case unit in its short or long form. ms also reads bare
+ * numbers and upper-case units; they are left out, as YAML numbers already are milliseconds
+ * and `5M` (minutes to ms) reads like months.
+ */
+const DURATION_PATTERN =
+  '^([0-9]+|[0-9]*\\.[0-9]+) *(ms|msecs?|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?|y|yrs?|years?)$';
+
+const Duration = definition(
+  'duration',
+  oneOf([positiveInt(), Type.String({ pattern: DURATION_PATTERN })], {
+    description: 'Milliseconds, or a duration string such as 30s, 5m, 2h, 1.5h, 500ms, 2 days (the units Temporal accepts).',
+  }),
+);
+
+const StageMap = definition('stageMap', Type.Object({}, { propertyNames: Type.Enum([...STAGES]) }));
+
+/** Stage name -> `value`; an unknown stage fails `propertyNames` (reported as "unknown stage"). */
+function stageMap<V extends TSchema>(value: V, options: TSchemaOptions = {}) {
+  return Type.Unsafe<Partial<Record<StageName, Static<V>>>>({ allOf: [StageMap.ref], additionalProperties: value, ...options });
+}
+
+const Temporal = definition(
+  'temporal',
+  Type.Object(
+    {
+      workflowId: optional(
+        nonEmpty({ maxLength: 200, description: 'Fixed workflow id; default: derived from the pipeline and dataset identity.' }),
+      ),
+      taskQueues: optional(Type.Object({ cpu: optional(nonEmpty()), gpu: optional(nonEmpty()) }, { additionalProperties: false })),
+      stageQueues: optional(
+        stageMap(Type.Enum(['cpu', 'gpu']), {
+          description: 'Which queue runs each stage (default: encoder and retrain on gpu, the rest on cpu).',
+        }),
+      ),
+      heartbeatTimeouts: optional(stageMap(Duration.ref)),
+      startToCloseTimeouts: optional(stageMap(Duration.ref)),
+      maximumAttempts: optional(
+        positiveInt({ description: 'Attempts per stage activity (0 = unlimited is not allowed: a broken stage must end the run).' }),
+      ),
+      checkpointEvery: optional(positiveInt({ description: 'Epochs between checkpoints of training stages.' })),
+    },
+    { additionalProperties: false },
+  ),
+);
+
+// ---- the file ----
+
+export const PipelineSchema = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$',
+      maxLength: 100,
+      description: 'Pipeline name: shown in the memo, part of the workflow id.',
+    }),
+    description: optional(Type.String()),
+    dataset: Type.Intersect([
+      DatasetSource.ref,
+      Type.Object({
+        imageSize: Type.Integer({
+          minimum: 8,
+          maximum: 1024,
+          description: 'Images are resized to imageSize x imageSize at ingest.',
+        }),
+        limitPerClass: optional(positiveInt({ description: 'Keep at most this many images per class (the first ones in id order).' })),
+        name: optional(nonEmpty({ description: "Dataset name (search attribute BackdoorDataset); default: the source's own name." })),
+      }),
+    ]),
+    testSet: optional(
+      Type.Intersect(
+        [
+          DatasetSource.ref,
+          Type.Object({ limitPerClass: optional(positiveInt()), name: optional(nonEmpty()) }, { not: { required: ['imageSize'] } }),
+        ],
+        {
+          description: 'Clean test set for ACC (and, with an attack, the triggered ASR set). Same image size as the dataset.',
+        },
+      ),
+    ),
+    attack: optional(Attack.ref),
+    audit: optional(Audit.ref),
+    output: nonEmpty({ description: 'Folder that receives report.json and cleansed.jsonl.' }),
+    temporal: optional(Temporal.ref),
+  },
+  {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    $id: 'https://backdoor-audit.local/pipeline.schema.json',
+    title: 'backdoor-audit pipeline',
+    description:
+      "One audit: which dataset, optionally which attack to apply first (evaluation), the method's configuration (merged onto defaultAuditConfig), where the outputs go and how Temporal runs the stages. Relative paths are relative to the pipeline file.",
+    additionalProperties: false,
+    definitions: Object.fromEntries([DatasetSource, Attack, Audit, Duration, StageMap, Temporal].map((d) => [d.name, d.schema])),
+  },
+);
+
+// ---- the file's shape after validation ----
+
+export type RawPipeline = Static<typeof PipelineSchema>;
+export type RawSource = Static<typeof DatasetSource.schema>;
+export type RawAudit = Static<typeof Audit.schema>;
+export type RawTemporal = Static<typeof Temporal.schema>;
+
+// The config types the file is merged onto are written by hand (ml/config.ts, attacks/types.ts,
+// workflows/types.ts): this fails to compile when a key or an allowed value is added to one
+// side only.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Expect<T extends true> = T;
+type Section<K extends keyof RawAudit> = Required<Exclude<NonNullable<RawAudit[K]>, false>>;
+type KeysOf<U> = U extends unknown ? keyof U : never;
+type RawAttack = NonNullable<RawPipeline['attack']>;
+export type SchemaMatchesConfig = [
+  Expect<Same<Section<'flow'>, FlowConfig>>,
+  Expect<Same<Section<'detection'>, DetectionConfig>>,
+  Expect<Same<Section<'relabel'>, RelabelConfig>>,
+  Expect<Same<Section<'retrain'>, RetrainConfig>>,
+  Expect<Same<Omit<Section<'encoder'>, 'kind' | 'path'>, Omit<SimclrEncoderConfig, 'kind'>>>,
+  Expect<Same<Section<'backend'>, BackendChoice>>,
+  Expect<Same<RawAttack['name'], AttackName>>,
+  Expect<Same<keyof RawAttack, KeysOf<AttackConfig>>>,
+  Expect<Same<RawSource['format'], WorkflowDatasetSource['format']>>,
+  Expect<Same<Section<'seed'>, number>>,
+  Expect<Same<NonNullable<NonNullable<RawTemporal['stageQueues']>[StageName]>, QueueKind>>,
+];
