@@ -3,9 +3,7 @@
 // NaN and +-Infinity (detection statistics use them; plain JSON would turn them into null).
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FlowCheckpoint } from '../ml/flow.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
-import { writeFileAtomic } from '../data/files.js';
 
 export async function writeMatrix(dir: string, name: string, m: Matrix): Promise<void> {
   await writeFile(join(dir, `${name}.json`), JSON.stringify({ rows: m.rows, cols: m.cols, dtype: 'float32', endian: 'little' }) + '\n');
@@ -43,62 +41,4 @@ export async function readJson<T>(file: string, numericKeys: readonly string[] =
   return JSON.parse(await readFile(file, 'utf8'), (k, v: unknown) =>
     keys.has(k) && typeof v === 'string' && v in NON_FINITE ? NON_FINITE[v] : v,
   ) as T;
-}
-
-// ---- flow checkpoints (ml/flow.ts gives the snapshot; the file format lives here) ----
-
-interface FlowCheckpointFile {
-  format: 'backdoor-audit/flow-checkpoint@1';
-  epoch: number;
-  rngState: number;
-  nll: number[];
-  flow: { dim: number; hidden: number; weights: Record<string, string> };
-  optimizer: { name: string; shape: number[]; data: string }[];
-}
-
-const b64 = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-function f32(s: string): Float32Array {
-  const b = Buffer.from(s, 'base64');
-  const out = new Float32Array(b.byteLength / 4);
-  new Uint8Array(out.buffer).set(b);
-  return out;
-}
-
-/** Writes a flow training checkpoint atomically (temp file + rename). */
-export async function saveFlowCheckpoint(file: string, c: FlowCheckpoint): Promise<void> {
-  const body: FlowCheckpointFile = {
-    format: 'backdoor-audit/flow-checkpoint@1',
-    epoch: c.epoch,
-    rngState: c.rngState,
-    nll: c.nll,
-    flow: {
-      dim: c.flow.dim,
-      hidden: c.flow.hidden,
-      weights: Object.fromEntries(Object.entries(c.flow.weights).map(([k, v]) => [k, b64(v)])),
-    },
-    optimizer: c.optimizer.map((o) => ({ name: o.name, shape: o.shape, data: b64(o.data) })),
-  };
-  await writeFileAtomic(file, JSON.stringify(body));
-}
-
-/** The checkpoint in `file`, or undefined when there is none or it is unreadable (then training starts over). */
-export async function loadFlowCheckpoint(file: string): Promise<FlowCheckpoint | undefined> {
-  let body: FlowCheckpointFile;
-  try {
-    body = JSON.parse(await readFile(file, 'utf8')) as FlowCheckpointFile;
-  } catch {
-    return undefined;
-  }
-  if (body.format !== 'backdoor-audit/flow-checkpoint@1') return undefined;
-  return {
-    epoch: body.epoch,
-    rngState: body.rngState,
-    nll: body.nll,
-    flow: {
-      dim: body.flow.dim,
-      hidden: body.flow.hidden,
-      weights: Object.fromEntries(Object.entries(body.flow.weights).map(([k, v]) => [k, f32(v)])),
-    },
-    optimizer: body.optimizer.map((o) => ({ name: o.name, shape: o.shape, data: f32(o.data) })),
-  };
 }

@@ -8,16 +8,16 @@
 //
 //   npm run bench -- detection-scale [--per-class 100,500] [--epochs 3,12] [--width 8] [--flow-hidden 64] [--flow-epochs 5]
 //                                    [--conditions badnets,clean] [--save dir] [--seed 0]
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { poisonDataset } from '../attacks/index.js';
-import { ensureCifar10 } from '../data/cifar10.js';
-import { canonicalJson, sha256Hex } from '../data/hash.js';
-import { ingest, openDataset } from '../data/ingest.js';
-import { auditDataset } from '../ml/audit.js';
-import { defaultAuditConfig, defaultSimclrEncoder, type AuditConfig } from '../ml/config.js';
+import { stringify } from 'yaml';
+import { auditDataset } from '../activities/in-process.js';
+import { parsePipeline } from '../client/pipeline.js';
+import { openDataset } from '../data/ingest.js';
+import type { PoisonTruth } from '../data/types.js';
+import { defaultAuditConfig } from '../ml/config.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -34,7 +34,6 @@ const { values } = parseArgs({
 });
 const list = (s: string): number[] => s.split(',').map(Number);
 
-const cifar = await ensureCifar10();
 const work = await mkdtemp(join(tmpdir(), 'bench-detection-'));
 console.log(
   '| data | images/class | encoder epochs | backend | flagged (kind) | target found | TPR % | FPR % | relabel acc. % | time (s) |',
@@ -42,33 +41,30 @@ console.log(
 console.log('|---|---|---|---|---|---|---|---|---|---|');
 try {
   for (const perClass of list(values['per-class'])) {
-    const dir = join(work, `train-${perClass}`);
-    const manifest = await ingest({ format: 'imagefolder', root: cifar.train }, dir, { imageSize: 32, limitPerClass: perClass });
-    const attack = { name: 'badnets' as const, targetClass: 0, rate: 0.1, seed: Number(values.seed) };
-    const clean = await openDataset(dir);
-    const { poisoned, truth } = await poisonDataset(clean, attack);
     for (const condition of values.conditions.split(',')) {
       if (condition !== 'badnets' && condition !== 'clean')
         throw new Error(`--conditions: unknown condition "${condition}" (badnets, clean)`);
-      const train = condition === 'badnets' ? poisoned : clean;
       for (const epochs of list(values.epochs)) {
-        const config: AuditConfig = {
-          ...defaultAuditConfig,
-          seed: Number(values.seed),
-          encoder: { ...defaultSimclrEncoder, width: Number(values.width), epochs },
-          flow: { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']), hidden: Number(values['flow-hidden']) },
-          retrain: undefined,
-        };
-        const t0 = performance.now();
-        const { report, density } = await auditDataset(
-          {
-            name: `cifar10-${perClass}-${condition}`,
-            hash: sha256Hex(canonicalJson({ manifest: manifest.hash, attack: condition === 'badnets' ? attack : null })),
-            train,
-            ...(condition === 'badnets' ? { truth } : {}),
-          },
-          config,
+        // The audit as a pipeline file would state it, run in process through the same DAG.
+        const name = `cifar10-${perClass}-${condition}-e${epochs}`;
+        const file = join(work, `${name}.yaml`);
+        const pipeline = await parsePipeline(
+          stringify({
+            name,
+            dataset: { format: 'cifar10', split: 'train', imageSize: 32, limitPerClass: perClass, name: `cifar10-${perClass}` },
+            ...(condition === 'badnets' ? { attack: { name: 'badnets', targetClass: 0, rate: 0.1, seed: Number(values.seed) } } : {}),
+            audit: {
+              seed: Number(values.seed),
+              encoder: { kind: 'simclr', width: Number(values.width), epochs },
+              flow: { epochs: Number(values['flow-epochs']), hidden: Number(values['flow-hidden']) },
+              retrain: false,
+            },
+            output: join(work, 'out', name),
+          }),
+          file,
         );
+        const t0 = performance.now();
+        const { report, density, outcomes, store } = await auditDataset(pipeline, { store: join(work, 'store') });
         const e = report.evaluation ?? {};
         const flagged = report.classes.filter((c) => c.flagged).map((c) => `${c.index}(${c.kind === 'disruptive' ? 'D' : 'ND'})`);
         const pct = (x?: number): string => (x === undefined ? '-' : (100 * x).toFixed(1));
@@ -78,8 +74,13 @@ try {
             `${pct(e.tpr)} | ${pct(e.fpr)} | ${pct(e.relabelAccuracy)} | ${((performance.now() - t0) / 1000).toFixed(0)} |`,
         );
         if (values.save) {
+          const trainRef = (outcomes.attack ?? outcomes.ingest).ref;
+          const train = await openDataset(join(store.dir(trainRef), 'dataset'));
           const isPoisoned = new Uint8Array(train.size);
-          if (condition === 'badnets') for (const i of truth.poisoned) isPoisoned[i] = 1;
+          if (outcomes.attack) {
+            const truth = JSON.parse(await readFile(join(store.dir(outcomes.attack.ref), 'truth.json'), 'utf8')) as PoisonTruth;
+            for (const i of truth.poisoned) isPoisoned[i] = 1;
+          }
           await mkdir(values.save, { recursive: true });
           const body = {
             dataset: `simclr-w${values.width}-e${epochs}-n${perClass}`,
@@ -91,6 +92,7 @@ try {
             cols: density.cols,
             density: Array.from(density.data),
           };
+          await train.close();
           await writeFile(join(values.save, `${body.dataset}-${condition}.json`), JSON.stringify(body));
         }
       }

@@ -3,18 +3,38 @@
 // the live run instead of starting a duplicate.
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { canonicalJson, sha256Hex } from '../data/hash.js';
-import { datasetFingerprint } from '../activities/fingerprint.js';
+import { datasetFingerprint } from '../data/fingerprint.js';
 import type { auditWorkflow } from '../workflows/audit.js';
 import { datasetKey, progressQuery, verdictKey } from '../workflows/definitions.js';
 import type { AuditProgress, AuditResult, Pipeline } from '../workflows/types.js';
 
 export type AuditHandle = WorkflowHandle<typeof auditWorkflow>;
 
+/**
+ * The pipeline with its datasets' fingerprints filled in: computed once per run, they name the
+ * workflow and key the ingests (the workers do not fingerprint the files again).
+ */
+export async function withFingerprints(pipeline: Pipeline): Promise<Pipeline> {
+  const { dataset, testSet } = pipeline;
+  return {
+    ...pipeline,
+    dataset: { ...dataset, fingerprint: dataset.fingerprint ?? (await datasetFingerprint(dataset.source)) },
+    ...(testSet ? { testSet: { ...testSet, fingerprint: testSet.fingerprint ?? (await datasetFingerprint(testSet.source)) } } : {}),
+  };
+}
+
 /** Identity of the audit: everything that changes its result, not where the file lies or how Temporal runs it. */
 export async function auditIdentity(pipeline: Pipeline): Promise<string> {
-  const { file: _file, description: _description, temporal: _temporal, ...content } = pipeline;
-  const datasets = [await datasetFingerprint(pipeline.dataset.source)];
-  if (pipeline.testSet) datasets.push(await datasetFingerprint(pipeline.testSet.source));
+  const p = await withFingerprints(pipeline);
+  const { file: _file, description: _description, temporal: _temporal, dataset, testSet, ...rest } = p;
+  const { fingerprint: trainPrint, ...train } = dataset;
+  const datasets = [trainPrint];
+  const content: Record<string, unknown> = { ...rest, dataset: train };
+  if (testSet) {
+    const { fingerprint: testPrint, ...test } = testSet;
+    datasets.push(testPrint);
+    content.testSet = test;
+  }
   return sha256Hex(canonicalJson({ content, datasets }));
 }
 
@@ -49,7 +69,8 @@ export interface StartedAudit {
 }
 
 /** Starts the audit, or attaches to the live run with the same id. */
-export async function startAudit(client: Client, pipeline: Pipeline, workflowId?: string): Promise<StartedAudit> {
+export async function startAudit(client: Client, given: Pipeline, workflowId?: string): Promise<StartedAudit> {
+  const pipeline = await withFingerprints(given);
   const id = workflowId ?? (await workflowIdFor(pipeline));
   const existing = client.workflow.getHandle<typeof auditWorkflow>(id);
   const running = await existing
@@ -106,6 +127,8 @@ export async function followAudit(
     await Promise.race([new Promise((r) => setTimeout(r, intervalMs)), result.catch(() => undefined)]);
   }
   const out = await result;
-  onProgress(out.progress);
+  // The result carries references only; the final table comes from a query of the closed run.
+  const final = await queryProgress(handle);
+  if (final) onProgress(final);
   return out;
 }

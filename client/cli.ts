@@ -7,7 +7,8 @@ import { join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import type { WorkflowHandle } from '@temporalio/client';
 import { ArtifactStore } from '../data/artifacts.js';
-import { createWorkers, defaultStoreRoot, installRuntime, runWorkers, stateDir } from '../worker/index.js';
+import { stateDir, storeRoot } from '../data/paths.js';
+import { createWorkers, installRuntime, runWorkers } from '../worker/index.js';
 import { embeddedPort, ensureSearchAttributes, openTemporal, type ConnectionFlags, type TemporalSession } from './connection.js';
 import { followAudit, queryProgress, startAudit, type AuditHandle } from './audit.js';
 import { loadPipeline, PipelineError } from './pipeline.js';
@@ -80,7 +81,7 @@ function parseQueues(value: string): QueueKind[] {
 async function ensureLocalOutputs(result: AuditResult, pipeline: Pipeline, io: CliIo): Promise<string[]> {
   const files = [join(pipeline.output, 'report.json'), join(pipeline.output, 'cleansed.jsonl')];
   if (files.every((f) => existsSync(f))) return files;
-  const storeDir = new ArtifactStore(defaultStoreRoot()).dir(result.reportRef);
+  const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
   if (!existsSync(join(storeDir, 'cleansed.jsonl'))) {
     io.err(`the outputs were written by a remote worker (${result.outputs.join(', ')}); this machine cannot see its artifact store`);
     return [];
@@ -95,11 +96,11 @@ async function copyOutputs(storeDir: string, dir: string): Promise<void> {
 }
 
 function summary(result: AuditResult): string {
-  const r = result.report;
-  const targets = r.targetClasses.map((y) => r.dataset.classes[y] ?? String(y));
+  const r = result.summary;
+  const targets = r.targetClasses;
   const lines = [
     `verdict: ${targets.length ? `poisoned (target class${targets.length > 1 ? 'es' : ''}: ${targets.join(', ')})` : 'no target class found'}`,
-    `samples: ${r.dataset.samples}; kept ${r.counts.kept}, relabelled ${r.counts.relabelled}, dropped ${r.counts.dropped}`,
+    `samples: ${r.samples}; kept ${r.counts.kept}, relabelled ${r.counts.relabelled}, dropped ${r.counts.dropped}`,
   ];
   if (r.evaluation)
     lines.push(
@@ -246,11 +247,13 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       const result = (await t.client.workflow.getHandle(id).result()) as AuditResult;
       if (typeof opts.out === 'string') {
         const dir = resolve(opts.out);
-        const storeDir = new ArtifactStore(defaultStoreRoot()).dir(result.reportRef);
+        const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
         await copyOutputs(storeDir, dir);
         io.out(`wrote ${join(dir, 'report.json')} and ${join(dir, 'cleansed.jsonl')}`);
       } else {
-        io.out(JSON.stringify(result.report, null, 2));
+        // The workflow returns a reference; the report itself is in the artifact store.
+        const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
+        io.out((await readFile(join(storeDir, 'report.json'), 'utf8')).trimEnd());
       }
     });
   });

@@ -1,21 +1,15 @@
-// Pipeline files: YAML validated against pipelines/schema.json, defaults applied, paths made
-// absolute. Every problem is reported with the file, the line and the path inside it, and
+// Pipeline files: YAML validated against the pipeline schema (client/pipeline-schema.ts, the one
+// definition of the format: pipelines/schema.json is generated from it), defaults applied, paths
+// made absolute. Every problem is reported with the file, the line and the path inside it, and
 // nothing is started when there is one.
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { msToNumber, type Duration } from '@temporalio/common';
 import { Ajv, type ErrorObject } from 'ajv';
 import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
-import {
-  defaultAuditConfig,
-  defaultSimclrEncoder,
-  stemForImageSize,
-  type AuditConfig,
-  type EncoderConfig,
-  type RetrainConfig,
-} from '../ml/config.js';
+import { defaultAuditConfig, defaultSimclrEncoder, stemForImageSize, type AuditConfig, type EncoderConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
+import { STAGE_SPECS, type QueueKind } from '../workflows/graph.js';
 import {
   STAGES,
   TASK_QUEUES,
@@ -25,8 +19,7 @@ import {
   type StageName,
 } from '../workflows/types.js';
 import { pathExists } from '../data/files.js';
-
-export const schemaPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
+import { PipelineSchema, type RawAudit, type RawPipeline, type RawSource, type RawTemporal } from './pipeline-schema.js';
 
 export interface PipelineProblem {
   /** Path inside the document, as `audit.flow.epochs`. */
@@ -49,56 +42,20 @@ export class PipelineError extends Error {
   }
 }
 
-// Defaults for how Temporal runs each stage. Heartbeat timeouts must exceed the longest gap
-// between two heartbeats (one training batch on the slowest backend expected), start-to-close
-// the longest honest run of the stage.
-const MINUTE = 60_000;
-const HOUR = 60 * MINUTE;
-const DEFAULT_QUEUES: Record<StageName, 'cpu' | 'gpu'> = {
-  ingest: 'cpu',
-  attack: 'cpu',
-  encoder: 'gpu',
-  features: 'cpu',
-  flow: 'cpu',
-  density: 'cpu',
-  detect: 'cpu',
-  relabel: 'cpu',
-  retrain: 'gpu',
-  evaluate: 'cpu',
-  report: 'cpu',
-};
-const DEFAULT_HEARTBEAT: Record<StageName, number> = {
-  ingest: 5 * MINUTE,
-  attack: 5 * MINUTE,
-  encoder: 5 * MINUTE,
-  features: 5 * MINUTE,
-  flow: 2 * MINUTE,
-  density: 5 * MINUTE,
-  detect: 2 * MINUTE,
-  relabel: 2 * MINUTE,
-  retrain: 5 * MINUTE,
-  evaluate: 5 * MINUTE,
-  report: 2 * MINUTE,
-};
-const DEFAULT_START_TO_CLOSE: Record<StageName, number> = {
-  ingest: 12 * HOUR,
-  attack: 12 * HOUR,
-  encoder: 7 * 24 * HOUR,
-  features: 24 * HOUR,
-  flow: 24 * HOUR,
-  density: 24 * HOUR,
-  detect: HOUR,
-  relabel: HOUR,
-  retrain: 7 * 24 * HOUR,
-  evaluate: 24 * HOUR,
-  report: HOUR,
-};
+// How Temporal runs each stage by default (queue, heartbeat and start-to-close timeouts) is
+// declared with the stage in workflows/graph.ts; a pipeline's `temporal` section overrides it.
+const DEFAULT_QUEUES = Object.fromEntries(STAGES.map((s) => [s, STAGE_SPECS[s].queue])) as Record<StageName, QueueKind>;
+const DEFAULT_HEARTBEAT = Object.fromEntries(STAGES.map((s) => [s, durationMs(STAGE_SPECS[s].heartbeat)])) as Record<StageName, number>;
+const DEFAULT_START_TO_CLOSE = Object.fromEntries(STAGES.map((s) => [s, durationMs(STAGE_SPECS[s].startToClose)])) as Record<
+  StageName,
+  number
+>;
 
 let validator: ReturnType<Ajv['compile']> | undefined;
 function validate(value: unknown): ErrorObject[] {
   if (!validator) {
     const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
-    validator = ajv.compile(JSON.parse(readFileSync(schemaPath, 'utf8')) as object);
+    validator = ajv.compile(PipelineSchema);
   }
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
@@ -159,7 +116,6 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
     file,
     dataset: {
       source,
-      imageSize: dataset.imageSize,
       ...(dataset.limitPerClass !== undefined ? { limitPerClass: dataset.limitPerClass } : {}),
       ...(dataset.name !== undefined ? { name: dataset.name } : {}),
     },
@@ -177,44 +133,6 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   }
   if (raw.attack) pipeline.attack = resolveAttack(raw.attack, base);
   return pipeline;
-}
-
-// ---- the file's shape after schema validation ----
-interface RawSource {
-  format: DatasetSource['format'];
-  root?: string;
-  files?: string[];
-  path?: string;
-  classes?: string[];
-  split?: 'train' | 'test';
-}
-interface RawPipeline {
-  name: string;
-  description?: string;
-  dataset: RawSource & { imageSize: number; limitPerClass?: number; name?: string };
-  testSet?: RawSource & { limitPerClass?: number; name?: string };
-  attack?: AttackConfig;
-  audit?: RawAudit;
-  output: string;
-  temporal?: RawTemporal;
-}
-interface RawAudit {
-  seed?: number;
-  backend?: AuditConfig['backend'];
-  encoder?: { kind: 'simclr' | 'pretrained'; path?: string } & Record<string, unknown>;
-  flow?: Partial<AuditConfig['flow']>;
-  detection?: Partial<AuditConfig['detection']>;
-  relabel?: Partial<AuditConfig['relabel']>;
-  retrain?: false | Partial<RetrainConfig>;
-}
-interface RawTemporal {
-  workflowId?: string;
-  taskQueues?: { cpu?: string; gpu?: string };
-  stageQueues?: Partial<Record<StageName, 'cpu' | 'gpu'>>;
-  heartbeatTimeouts?: Partial<Record<StageName, number | string>>;
-  startToCloseTimeouts?: Partial<Record<StageName, number | string>>;
-  maximumAttempts?: number;
-  checkpointEvery?: number;
 }
 
 function sourceOf(raw: RawSource): RawSource {
@@ -281,6 +199,7 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     flow: { ...d.flow, ...(raw.flow ?? {}) },
     detection: { ...d.detection, ...(raw.detection ?? {}) },
     relabel: { ...d.relabel, ...(raw.relabel ?? {}) },
+    defense: raw.defense ?? d.defense,
   };
   if (raw.retrain !== false && d.retrain) config.retrain = { ...d.retrain, ...(raw.retrain ?? {}) };
   return config;
@@ -300,13 +219,17 @@ function temporalOptions(raw: RawTemporal): PipelineTemporalOptions {
   };
 }
 
-/** Milliseconds from a number (ms) or a string such as `30s`, `5m`, `1.5h`. */
+/**
+ * Milliseconds from a number (ms) or a duration string such as `30s`, `5m`, `1.5h`, `2 days`,
+ * read as Temporal reads its own durations (msToNumber, the `ms` package).
+ */
 export function durationMs(value: number | string): number {
-  if (typeof value === 'number') return value;
-  const m = /^([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)$/.exec(value.trim());
-  if (!m) throw new Error(`not a duration: ${JSON.stringify(value)} (use e.g. 500ms, 30s, 5m, 2h)`);
-  const unit = { ms: 1, s: 1000, m: MINUTE, h: HOUR, d: 24 * HOUR }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Math.round(Number(m[1]) * unit);
+  try {
+    // Duration's string half is `ms`'s grammar as a type; msToNumber checks it at run time anyway.
+    return msToNumber(value as Duration);
+  } catch {
+    throw new Error(`not a duration: ${JSON.stringify(value)} (use e.g. 500ms, 30s, 5m, 2h)`);
+  }
 }
 
 // ---- error messages ----

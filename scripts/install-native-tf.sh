@@ -64,6 +64,16 @@ if [[ "$(uname -s)" != Linux || "$(uname -m)" != x86_64 ]]; then
   fallback "only Linux x86_64 is supported by this script (found $(uname -s) $(uname -m))"
 fi
 
+# npm adds the GPU twin from the lockfile (again at every later `npm install`); without its addon
+# it only breaks imports: loading it registers the tensorflow kernels before failing.
+remove_gpu_twin() {
+  if [[ -d "$GPU_PKG" && ! -f "$GPU_PKG/lib/napi-v8/tfjs_binding.node" ]]; then
+    say "removing node_modules/@tensorflow/tfjs-node-gpu (no GPU addon is built here; see docs/backends.md)"
+    rm -rf "$GPU_PKG"
+  fi
+}
+remove_gpu_twin
+
 if [[ "${FORCE:-0}" != 1 && -d "$PKG" ]] && native_works; then
   say "@tensorflow/tfjs-node already loads with a working native backend; nothing to do (FORCE=1 rebuilds)."
   exit 0
@@ -78,11 +88,7 @@ if [[ ! -f "$PKG/package.json" ]]; then
   ")"
   say "npm install --ignore-scripts --no-save @tensorflow/tfjs-node@$TFJS_NODE_VERSION"
   npm install --ignore-scripts --no-save --no-audit --no-fund "@tensorflow/tfjs-node@$TFJS_NODE_VERSION"
-fi
-# npm also adds the GPU twin from the lockfile; without its addon it only breaks imports.
-if [[ -d "$GPU_PKG" && ! -f "$GPU_PKG/lib/napi-v8/tfjs_binding.node" ]]; then
-  say "removing node_modules/@tensorflow/tfjs-node-gpu (no GPU addon is built here; see docs/backends.md)"
-  rm -rf "$GPU_PKG"
+  remove_gpu_twin
 fi
 
 STEP="download tensorflow-cpu==$TF_WHEEL_VERSION from PyPI"

@@ -2,7 +2,9 @@
 // hits, partial recomputation, a worker process killed during SimCLR, a server restart, a
 // corrupted artifact, attaching to a live run, schedules, search attributes and per-class
 // child workflows, and pipeline errors that start nothing. Tests share one server, one
-// artifact store and one tiny dataset (3 classes x 12 CIFAR-10 images), and run in order.
+// artifact store and one tiny dataset (3 classes x 12 CIFAR-10 images); none depends on
+// another having run: a test that needs the base audit done asks `baseRun()`, which runs it
+// once (later calls reuse it), and each test leaves the in-process workers running.
 import { expect } from 'chai';
 import { readFile, readdir, rm, mkdtemp, writeFile, stat, open } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -52,12 +54,18 @@ describe('temporal pipeline (real dev server)', function () {
     return { io: { out: (t: string) => void out.push(t), err: (t: string) => void err.push(t), progressStream }, out, err };
   };
 
-  async function runToEnd(file: string): Promise<{ result: AuditResult; seconds: number; workflowId: string }> {
+  async function runToEnd(file: string): Promise<{ result: AuditResult; progress: AuditProgress; seconds: number; workflowId: string }> {
     const t0 = performance.now();
     const started = await startAudit(client, await loadPipeline(file));
-    const result = await followAudit(started.handle, () => undefined, 200);
-    return { result, seconds: (performance.now() - t0) / 1000, workflowId: started.workflowId };
+    let progress: AuditProgress | undefined;
+    const result = await followAudit(started.handle, (p) => (progress = p ?? progress), 200);
+    if (!progress?.done) throw new Error(`${started.workflowId}: no final progress table`);
+    return { result, progress, seconds: (performance.now() - t0) / 1000, workflowId: started.workflowId };
   }
+
+  let base: ReturnType<typeof runToEnd> | undefined;
+  /** The base audit, run once by whichever test needs it first. */
+  const baseRun = () => (base ??= runToEnd(pipelineFile('base')));
 
   before(async function () {
     dir = await mkdtemp(join(tmpdir(), 'backdoor-temporal-'));
@@ -81,13 +89,14 @@ describe('temporal pipeline (real dev server)', function () {
   });
 
   it('runs the whole DAG through the CLI and writes report.json and cleansed.jsonl', async function () {
+    await writeTinyPipeline(pipelineFile('cli'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-cli') });
     const { io, out, err } = cliIo();
     const t0 = performance.now();
-    const code = await main(['run', pipelineFile('base'), '--address', server.address], io);
+    const code = await main(['run', pipelineFile('cli'), '--address', server.address], io);
     timings.firstRun = (performance.now() - t0) / 1000;
     expect(code, err.join('\n')).to.equal(0);
-    const report = JSON.parse(await readFile(join(dir, 'out-base', 'report.json'), 'utf8')) as AuditReport;
-    const cleansed = (await readFile(join(dir, 'out-base', 'cleansed.jsonl'), 'utf8'))
+    const report = JSON.parse(await readFile(join(dir, 'out-cli', 'report.json'), 'utf8')) as AuditReport;
+    const cleansed = (await readFile(join(dir, 'out-cli', 'cleansed.jsonl'), 'utf8'))
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as CleansedEntry);
@@ -99,46 +108,50 @@ describe('temporal pipeline (real dev server)', function () {
     expect(report.counts.kept + report.counts.relabelled + report.counts.dropped).to.equal(36);
     expect(report.evaluation?.targetDetected).to.be.a('boolean');
     expect(out.join('\n')).to.contain('wrote');
-    // Progress lines reached the (non-TTY) progress stream.
-    expect(err.join('')).to.match(/encoder: done/);
+    expect(out.join('\n')).to.match(/verdict: /);
+    // Progress lines reached the (non-TTY) progress stream (cached when another test ran the base audit first).
+    expect(err.join('')).to.match(/encoder: (done|cached)/);
   });
 
   it('shows the run in search attributes, memo and one child workflow per class', async function () {
-    const ids: string[] = [];
-    for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND WorkflowType = "auditWorkflow"` }))
-      ids.push(wf.workflowId);
-    expect(ids).to.have.length(1);
+    const { workflowId, result, progress } = await baseRun();
+    const ids = [workflowId];
     const d = await client.workflow.getHandle(ids[0]).describe();
     expect(d.typedSearchAttributes.get(datasetKey)).to.equal('tiny-base');
     expect(d.typedSearchAttributes.get(stageKey)).to.equal('done');
     const verdict = d.typedSearchAttributes.get(verdictKey);
-    const result = (await client.workflow.getHandle(ids[0]).result()) as AuditResult;
-    const targets = result.report.targetClasses.map((y) => result.report.dataset.classes[y]);
+    const targets = result.summary.targetClasses;
     expect(verdict).to.equal(targets.length ? 'poisoned' : 'clean');
-    const encoder = result.progress.stages.find((r) => r.id === 'encoder');
-    expect(encoder).to.include({ state: 'done', epoch: 2, epochs: 2 });
+    const encoder = progress.stages.find((r) => r.id === 'encoder');
+    expect(encoder?.state).to.be.oneOf(['done', 'cached']);
+    if (encoder?.state === 'done') expect(encoder).to.include({ epoch: 2, epochs: 2 });
     const status = cliIo();
     expect(await main(['status', ids[0], '--address', server.address], status.io), status.err.join('\n')).to.equal(0);
     expect(status.out.join('\n'))
-      .to.match(/encoder\s+done 2\/2/)
-      .and.match(/flow\[2\]\s+done/);
+      .to.match(/encoder\s+(done 2\/2|cached)/)
+      .and.match(/flow\[2\]\s+(done|cached)/);
     // An empty keyword list is stored as no value.
     expect(d.typedSearchAttributes.get(targetClassesKey) ?? []).to.deep.equal(targets);
     expect(await d.memo).to.deep.include({ pipeline: 'tiny' });
     const children: string[] = [];
     for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND BackdoorStage = "flow"` })) {
+      if (!wf.workflowId.startsWith(`${ids[0]}/`)) continue; // other tests' audits
       children.push(wf.workflowId);
-      expect(wf.type).to.equal('classFlowWorkflow');
+      expect(wf.type).to.equal('classStageWorkflow');
     }
+    // Every class's flow runs in its own child (a cached one too: the child's probe finds it).
     expect(children.sort()).to.deep.equal([0, 1, 2].map((y) => `${ids[0]}/flow-${y}`));
-    const child = await client.workflow.getHandle(children[0]).describe();
-    expect(child.raw.workflowExecutionInfo?.parentExecution?.workflowId).to.equal(ids[0]);
+    for (const c of children) {
+      const child = await client.workflow.getHandle(c).describe();
+      expect(child.raw.workflowExecutionInfo?.parentExecution?.workflowId).to.equal(ids[0]);
+    }
   });
 
   it('serves a second run entirely from the cache', async function () {
-    const { result, seconds } = await runToEnd(pipelineFile('base'));
+    await baseRun();
+    const { progress, seconds } = await runToEnd(pipelineFile('base'));
     timings.cachedRun = seconds;
-    const states = stageStates(result.progress);
+    const states = stageStates(progress);
     for (const [id, state] of Object.entries(states)) expect(state, id).to.equal(id === 'report' ? 'done' : 'cached');
     expect(Object.keys(states)).to.include.members([
       'ingest',
@@ -162,16 +175,18 @@ describe('temporal pipeline (real dev server)', function () {
       output: join(dir, 'out-flow3'),
       flowEpochs: 3,
     });
-    const { result } = await runToEnd(pipelineFile('flow3'));
-    const states = stageStates(result.progress);
+    await baseRun();
+    const { progress } = await runToEnd(pipelineFile('flow3'));
+    const states = stageStates(progress);
     for (const id of ['ingest', 'attack', 'encoder', 'features']) expect(states[id], id).to.equal('cached');
     for (const id of ['flow[0]', 'flow[1]', 'flow[2]', 'density', 'detect', 'relabel', 'evaluate', 'report'])
       expect(states[id], id).to.equal('done');
   });
 
   it('detects a corrupted artifact by its hash and recomputes it', async function () {
-    const features = await artifactsOf(storeRoot, 'features');
-    expect(features).to.have.length(1);
+    const key = (await baseRun()).progress.stages.find((r) => r.id === 'features')?.key;
+    expect(key).to.be.a('string');
+    const features = [key as string];
     const file = join(storeRoot, features[0], 'features.f32');
     const size = (await stat(file)).size;
     const fh = await open(file, 'r+');
@@ -180,15 +195,15 @@ describe('temporal pipeline (real dev server)', function () {
     byte[0] ^= 0xff;
     await fh.write(byte, 0, 1, Math.floor(size / 2));
     await fh.close();
-    const { result } = await runToEnd(pipelineFile('base'));
-    const states = stageStates(result.progress);
+    const { progress } = await runToEnd(pipelineFile('base'));
+    const states = stageStates(progress);
     expect(states.features).to.equal('done');
     expect(states.encoder).to.equal('cached');
     // Same key, same bytes again: everything after it is still a cache hit.
     expect(states.density).to.equal('cached');
     const quarantined = await readdir(join(storeRoot, '.quarantine'));
     expect(quarantined.some((q) => q.startsWith(features[0]))).to.equal(true);
-    expect(await artifactsOf(storeRoot, 'features')).to.deep.equal(features);
+    expect(await artifactsOf(storeRoot, 'features')).to.include(features[0]);
   });
 
   it('attaches a second run of the same pipeline to the live workflow', async function () {
@@ -215,7 +230,7 @@ describe('temporal pipeline (real dev server)', function () {
     expect(b.err.join('\n')).to.contain('attached to the running audit');
     workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
     const result = (await client.workflow.getHandle(a.out[0]).result()) as AuditResult;
-    expect(result.report.dataset.samples).to.equal(36);
+    expect(result.summary.samples).to.equal(36);
     let runs = 0;
     for await (const _ of client.workflow.list({ query: `WorkflowId = "${a.out[0]}"` })) runs++;
     expect(runs).to.equal(1);
@@ -259,9 +274,9 @@ describe('temporal pipeline (real dev server)', function () {
         50,
       );
       timings.killToRetry = (performance.now() - killedAt) / 1000;
-      const result = await finished;
+      await finished;
       timings.crashRecovery = (performance.now() - killedAt) / 1000;
-      const encoder = result.progress.stages.find((s) => s.id === 'encoder');
+      const encoder = (await queryProgress(started.handle))?.stages.find((s) => s.id === 'encoder');
       expect(encoder?.state).to.equal('done');
       expect(encoder?.resumedFromEpoch, second.output.join('\n')).to.be.at.least(1);
       expect(encoder?.attempt).to.be.at.least(2);
@@ -291,9 +306,10 @@ describe('temporal pipeline (real dev server)', function () {
       () => 'flows never started',
     );
     await server.restart();
-    const result = (await started.handle.result()) as AuditResult;
-    expect(result.progress.done).to.equal(true);
-    expect(stageStates(result.progress).density).to.equal('done');
+    await started.handle.result();
+    const progress = await queryProgress(started.handle);
+    expect(progress?.done).to.equal(true);
+    expect(stageStates(progress as AuditProgress).density).to.equal('done');
     expect(existsSync(join(dir, 'out-restart', 'report.json'))).to.equal(true);
   });
 
@@ -325,7 +341,7 @@ describe('temporal pipeline (real dev server)', function () {
     expect(d.info.numActionsSkippedOverlap).to.be.at.least(1);
     workers = await InProcessWorkers.start(server.address, storeRoot, { client, log: (l) => log.push(l) });
     const result = (await client.workflow.getHandle(runs.workflowIds[0]).result()) as AuditResult;
-    expect(result.report.dataset.samples).to.equal(36);
+    expect(result.summary.samples).to.equal(36);
     expect(existsSync(join(dir, 'out-sched', 'report.json'))).to.equal(true);
     const list = cliIo();
     expect(await main(['schedule', 'list', '--address', server.address], list.io)).to.equal(0);
@@ -498,36 +514,3 @@ function alive(pid: number): boolean {
     return false;
   }
 }
-
-describe('flow checkpoint files (activities/io.ts)', function () {
-  it('resume from a saved checkpoint gives the same flow as an uninterrupted run', async function () {
-    const { trainClassFlow } = await import('../ml/flow.js');
-    const { Rng } = await import('../ml/random.js');
-    const { saveFlowCheckpoint, loadFlowCheckpoint } = await import('../activities/io.js');
-    const rng = new Rng(3);
-    const data = Float32Array.from({ length: 40 * 6 }, () => rng.normal());
-    const features = { rows: 40, cols: 6, data };
-    const cfg = { epochs: 3, batchSize: 8, lr: 1e-3, hidden: 8 };
-    const dir = await mkdtemp(join(tmpdir(), 'flow-ckpt-'));
-    const file = join(dir, 'ckpt.json');
-    try {
-      const full = await trainClassFlow(features, cfg, 5);
-      const first = await trainClassFlow(features, { ...cfg, epochs: 1 }, 5, {
-        onEpoch: async (e) => saveFlowCheckpoint(file, await e.checkpoint()),
-      });
-      first.flow.dispose();
-      const resume = await loadFlowCheckpoint(file);
-      expect(resume?.epoch).to.equal(1);
-      const resumed = await trainClassFlow(features, cfg, 5, { resume });
-      expect(resumed.nll).to.deep.equal(full.nll);
-      const a = full.flow.toJSON().weights;
-      const b = resumed.flow.toJSON().weights;
-      for (const k of Object.keys(a)) expect(Array.from(b[k]), k).to.deep.equal(Array.from(a[k]));
-      full.flow.dispose();
-      resumed.flow.dispose();
-      expect(await loadFlowCheckpoint(join(dir, 'missing.json'))).to.equal(undefined);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-});

@@ -1,8 +1,7 @@
 // Worker processes: task queue `audit-cpu` runs the workflows, the cache probes and the CPU
 // stages; `audit-gpu` runs the GPU stages (SimCLR, retraining) one at a time. Usable embedded
 // (the CLI's `run` starts both in-process) or alone (`backdoor-audit worker --queue ...`).
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import {
   bundleWorkflowCode,
@@ -15,21 +14,11 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import { ArtifactStore } from '../data/artifacts.js';
+import { repoRoot, storeRoot } from '../data/paths.js';
 import { createActivities } from '../activities/index.js';
 import { TASK_QUEUES, type QueueKind } from '../workflows/types.js';
 
-export const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-export const workflowsPath = join(projectRoot, 'workflows', 'index.ts');
-
-/** State folder: BACKDOOR_AUDIT_STATE, else `.state/` under the project root. */
-export function stateDir(): string {
-  return resolve(process.env.BACKDOOR_AUDIT_STATE ?? join(projectRoot, '.state'));
-}
-
-/** Artifact store root: BACKDOOR_AUDIT_STORE, else `<state>/artifacts`. */
-export function defaultStoreRoot(): string {
-  return resolve(process.env.BACKDOOR_AUDIT_STORE ?? join(stateDir(), 'artifacts'));
-}
+const workflowsPath = join(repoRoot, 'workflows', 'index.ts');
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
@@ -72,7 +61,7 @@ export interface WorkerSetup {
   /** Which queues to serve (default both). */
   queues?: QueueKind[];
   taskQueues?: { cpu: string; gpu: string };
-  /** Artifact store root (default defaultStoreRoot()). */
+  /** Artifact store root (default storeRoot() of data/paths.ts). */
   storeRoot?: string;
   /** Lets training activities send epoch updates to the workflow's progress table. */
   client?: Client;
@@ -89,7 +78,7 @@ export interface WorkerSetup {
 export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
   const queues = setup.queues ?? ['cpu', 'gpu'];
   const names = setup.taskQueues ?? TASK_QUEUES;
-  const store = new ArtifactStore(setup.storeRoot ?? defaultStoreRoot());
+  const store = new ArtifactStore(setup.storeRoot ?? storeRoot());
   await store.sweep();
   const activities = createActivities({
     store,

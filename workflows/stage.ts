@@ -14,6 +14,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { AuditActivities } from '../activities/index.js';
+import { STAGE_SPECS } from './graph.js';
 import { CORRUPT_ARTIFACT, NON_RETRYABLE, STAGES } from './types.js';
 import type {
   ArtifactRef,
@@ -131,8 +132,8 @@ const { probe } = proxyLocalActivities<AuditActivities>({
 type StageActivity = ActivityFunctionWithOptions<(req: StageRequest<unknown>) => Promise<StageOutcome>>;
 
 /**
- * Runs one stage: cache hit -> its stored outcome, miss -> the stage's activity. `id` names
- * the progress row (`flow[3]`, `ingest-test`).
+ * Runs one stage: cache hit -> its stored outcome, miss -> the stage's activity (a stage
+ * declared uncached is always computed). `id` names the progress row (`flow[3]`, `ingest-test`).
  */
 export async function runStage(
   ctx: StageContext,
@@ -140,7 +141,6 @@ export async function runStage(
   stage: StageName,
   params: unknown,
   inputs: Record<string, ArtifactRef>,
-  opts: { probe?: boolean } = {},
 ): Promise<StageOutcome> {
   const { progress, temporal } = ctx;
   const queue = temporal.taskQueues[temporal.stageQueues[stage]];
@@ -156,7 +156,7 @@ export async function runStage(
   ctx.onStart?.(stage);
   progress.update(id, stage, { state: 'running', queue });
   try {
-    const found = opts.probe === false ? { key: '' } : await probe.executeWithOptions({ summary: `${id}: cache lookup` }, [request]);
+    const found = !STAGE_SPECS[stage].cached ? { key: '' } : await probe.executeWithOptions({ summary: `${id}: cache lookup` }, [request]);
     if ('hit' in found && found.hit) {
       const hit = found.hit;
       progress.update(id, stage, { state: 'cached', key: found.key, seconds: 0, figure: hit.info.figure });
@@ -166,9 +166,10 @@ export async function runStage(
     if (found.key) progress.update(id, stage, { key: found.key });
     const activities = proxyActivities<AuditActivities>(stageOptions(temporal, stage));
     const run = activities[stage] as unknown as StageActivity;
+    // The probe's key travels with the request: the activity does not fingerprint external inputs again.
     const out = await run.executeWithOptions(
       { summary: found.key ? `${id}: computing on ${queue} (cache miss, key ${found.key.slice(0, 12)})` : `${id}: computing on ${queue}` },
-      [request],
+      [found.key ? { ...request, key: found.key } : request],
     );
     progress.update(id, stage, {
       state: 'done',

@@ -2,47 +2,40 @@
 // workflow receives it, stage requests and outcomes, and the progress the `progress` query
 // returns. Types only (and constants), so the deterministic workflow bundle can import it.
 import type { ArtifactRef } from '../data/artifacts.js';
-import type { DatasetSpec } from '../data/formats.js';
+import type { DatasetSource } from '../data/sources.js';
 import type { AttackConfig } from '../attacks/types.js';
-import type {
-  AuditConfig,
-  AuditReport,
-  DetectionConfig,
-  FlowConfig,
-  RelabelConfig,
-  RetrainConfig,
-  SimclrEncoderConfig,
-} from '../ml/config.js';
+import type { AuditConfig, AuditReport, Evaluation } from '../ml/config.js';
+import type { QueueKind, StageName } from './graph.js';
 
-export type { ArtifactRef };
-
-/** A dataset on disk: one of the ingest formats, or the shared CIFAR-10 copy (extracted on demand). */
-export type DatasetSource = DatasetSpec | { format: 'cifar10'; split: 'train' | 'test' };
+export type { ArtifactRef, DatasetSource };
 
 export interface DatasetInput {
   source: DatasetSource;
-  imageSize: number;
   limitPerClass?: number;
   name?: string;
+  /**
+   * The source's fingerprint (data/fingerprint.ts) when the starter already computed it (the
+   * CLI does, for the workflow id): the ingest's cache key uses it instead of computing it again.
+   * Schedules leave it out, so every scheduled run sees tonight's files.
+   */
+  fingerprint?: string;
 }
 
-/** Stage names as they appear in cache keys, progress, search attributes and pipeline files. */
-export const STAGES = [
-  'ingest',
-  'attack',
-  'encoder',
-  'features',
-  'flow',
-  'density',
-  'detect',
-  'relabel',
-  'retrain',
-  'evaluate',
-  'report',
-] as const;
-export type StageName = (typeof STAGES)[number];
-
-export type QueueKind = 'cpu' | 'gpu';
+export { STAGES, type QueueKind, type StageName } from './graph.js';
+export type {
+  AttackParams,
+  DensityParams,
+  DetectParams,
+  EncoderParams,
+  EvaluateParams,
+  FeaturesParams,
+  FlowParams,
+  IngestParams,
+  RelabelParams,
+  ReportParams,
+  RetrainParams,
+  StageParams,
+} from './graph.js';
 
 export interface PipelineTemporalOptions {
   workflowId?: string;
@@ -63,8 +56,9 @@ export interface Pipeline {
   description?: string;
   /** Absolute path of the pipeline file it came from. */
   file: string;
+  /** The training set. Its image size is `audit.imageSize` (the file's `dataset.imageSize`): one source for ingest, encoder and classifier. */
   dataset: DatasetInput;
-  testSet?: { source: DatasetSource; limitPerClass?: number; name?: string };
+  testSet?: { source: DatasetSource; limitPerClass?: number; name?: string; fingerprint?: string };
   attack?: AttackConfig;
   audit: AuditConfig;
   /** Absolute folder for report.json and cleansed.jsonl. */
@@ -83,6 +77,8 @@ export interface StageRequest<P = unknown> {
   reportTo?: string;
   /** How to run, not what to compute: never part of the cache key. */
   options?: { checkpointEvery?: number };
+  /** The cache key the probe computed, so the activity does not fingerprint external inputs again. */
+  key?: string;
 }
 
 /** Small facts about an artifact that the workflow needs to make decisions or show progress. */
@@ -97,8 +93,8 @@ export interface StageInfo {
   counts?: AuditReport['counts'];
   backend?: string;
   metrics?: Record<string, number>;
-  /** Report stage only: the report and the files written to the output folder. */
-  report?: AuditReport;
+  /** Report stage only: the verdict in brief and the files written to the output folder. */
+  summary?: AuditSummary;
   outputs?: string[];
 }
 
@@ -117,61 +113,9 @@ export interface ProbeResult {
   hit?: StageOutcome;
 }
 
-// ---- parameters of each stage (what enters its cache key) ----
-// Inputs that live outside the store (dataset files, a pretrained model folder) enter the key
-// through a fingerprint the activity computes, not through these parameters.
-export interface IngestParams {
-  source: DatasetSource;
-  imageSize: number;
-  limitPerClass?: number;
-  name?: string;
-}
-export interface AttackParams {
-  attack: AttackConfig;
-}
-export type EncoderParams =
-  | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
-  | { kind: 'pretrained'; path: string; imageSize: number };
-export interface FeaturesParams {
-  backend: AuditConfig['backend'];
-  batchSize: number;
-}
-export interface FlowParams {
-  classIndex: number;
-  config: FlowConfig;
-  seed: number;
-  backend: AuditConfig['backend'];
-}
-export interface DensityParams {
-  classes: number;
-}
-export interface DetectParams {
-  config: DetectionConfig;
-}
-export interface RelabelParams {
-  config: RelabelConfig;
-}
-export interface RetrainParams {
-  config: RetrainConfig;
-  seed: number;
-  stem: 'cifar' | 'imagenet';
-  imageSize: number;
-  backend: AuditConfig['backend'];
-}
-export interface EvaluateParams {
-  attack?: AttackConfig;
-  seed: number;
-  backend: AuditConfig['backend'];
-}
-export interface ReportParams {
-  output: string;
-  config: AuditConfig;
-  timings: Record<string, number>;
-}
-
-/** Per-class flow child workflow input. */
-export interface ClassFlowInput {
-  request: StageRequest<FlowParams>;
+/** Input of the child workflow that runs one class's instance of a per-class stage. */
+export interface ClassStageInput {
+  request: StageRequest<unknown>;
   className: string;
   temporal: PipelineTemporalOptions;
   datasetName: string;
@@ -221,13 +165,27 @@ export interface EpochUpdate {
   attempt?: number;
 }
 
+/**
+ * The verdict in brief: a fixed handful of numbers whatever the number of classes (the full
+ * report stays in the artifact store, reachable through `reportRef`).
+ */
+export interface AuditSummary {
+  datasetName: string;
+  samples: number;
+  /** Names of the flagged classes (one per class found poisoned; empty when clean). */
+  targetClasses: string[];
+  counts: AuditReport['counts'];
+  evaluation?: Evaluation;
+}
+
+/** What an audit workflow returns: references, not the report (it grows with the classes). */
 export interface AuditResult {
-  report: AuditReport;
+  workflowId: string;
+  summary: AuditSummary;
   /** Artifact holding report.json and cleansed.jsonl. */
   reportRef: ArtifactRef;
   /** Files written into the pipeline's output folder. */
   outputs: string[];
-  progress: AuditProgress;
 }
 
 export const SEARCH_ATTRIBUTE_NAMES = {

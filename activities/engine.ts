@@ -1,0 +1,271 @@
+// The stage engine, shared by both executors (Temporal activities and the in-process library):
+// a stage's cache key (stage, version, canonical parameters, input keys, external
+// fingerprint), the probe, and the computation into a fresh artifact with its inputs verified,
+// its datasets closed, its training checkpointed under a work folder kept across retries, its
+// progress reported and its cancellation honoured. It knows nothing of Temporal: the executor
+// hands it a StageRuntime (heartbeat, cancellation, attempt, progress updates).
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { cacheKey, type ArtifactStore } from '../data/artifacts.js';
+import { openDataset, type ShardedDataset } from '../data/ingest.js';
+import { selectBackend, type BackendChoice, type BackendInfo } from '../backend/backend.js';
+import type { TrainHooks, TrainProgress } from '../ml/loop.js';
+import { STAGE_SPECS, type StageName, type StageParams } from '../workflows/graph.js';
+import type { EpochUpdate, ProbeResult, StageInfo, StageOutcome, StageRequest } from '../workflows/types.js';
+
+const INFO_FILE = 'info.json';
+
+/** What the executor lends a running stage. */
+export interface StageRuntime {
+  /** Aborts when the stage is cancelled (the stage stops at its next batch). */
+  signal?: AbortSignal;
+  /** 1 on the first try. */
+  attempt: number;
+  /** Details of the last heartbeat of the previous attempt, if any. */
+  lastHeartbeat?: unknown;
+  /** Keeps the stage alive (Temporal heartbeat); cheap enough to call every batch. */
+  heartbeat(details?: unknown): void;
+  log(line: string): void;
+  /** Sends an epoch's progress to whoever shows it; resolves when sent (or given up). */
+  epoch?(update: EpochUpdate): Promise<void>;
+}
+
+/** An input artifact no longer matches its hashes: the producer must run again. */
+export class CorruptArtifactError extends Error {
+  constructor(
+    message: string,
+    readonly key: string,
+  ) {
+    super(message);
+    this.name = 'CorruptArtifact';
+  }
+}
+
+/** The request is wrong in a way no retry fixes (a missing input, a class without samples). */
+export class StageInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PipelineInputError';
+  }
+}
+
+/** What a training stage heartbeats; read back on retry. */
+export interface TrainingHeartbeat {
+  epoch: number;
+  epochs: number;
+  loss?: number;
+  checkpoint?: string;
+  batch?: number;
+  batches?: number;
+}
+
+/** What a stage function sees: its parameters, its inputs (verified), its output and work folders. */
+export class StageRun<P = unknown> {
+  private readonly opened: ShardedDataset[] = [];
+  constructor(
+    readonly req: StageRequest<P>,
+    private readonly store: ArtifactStore,
+    readonly runtime: StageRuntime,
+    /** The artifact folder being written (renamed into place when the stage returns). */
+    readonly out: string,
+    /** Scratch folder kept across retries of the same key (checkpoints). */
+    readonly work: string,
+  ) {}
+
+  get params(): P {
+    return this.req.params;
+  }
+  get label(): string {
+    return this.req.label;
+  }
+  log(line: string): void {
+    this.runtime.log(`${this.req.label}: ${line}`);
+  }
+
+  has(role: string): boolean {
+    return this.req.inputs[role] !== undefined;
+  }
+
+  /** The folder of an input artifact, after checking it against its hashes. */
+  async input(role: string): Promise<string> {
+    const ref = this.req.inputs[role];
+    if (!ref) throw new StageInputError(`${this.req.label}: missing input '${role}'`);
+    if (!(await this.store.verify(ref))) {
+      await this.store.lookup(ref.stage, ref.key); // moves the damaged copy to quarantine
+      throw new CorruptArtifactError(
+        `${this.req.label}: input '${role}' (${ref.stage} ${ref.key.slice(0, 12)}) does not match its hashes`,
+        ref.key,
+      );
+    }
+    return this.store.dir(ref);
+  }
+
+  /** The small facts its producer recorded about an input. */
+  async inputInfo(role: string): Promise<StageInfo> {
+    return readInfo(await this.input(role));
+  }
+
+  /** An input dataset, open until the stage ends. */
+  async dataset(role = 'dataset'): Promise<ShardedDataset> {
+    const ds = await openDataset(join(await this.input(role), 'dataset'));
+    this.opened.push(ds);
+    return ds;
+  }
+
+  /** Selects the tensor backend; its explanation is logged once per process. */
+  backend(choice: BackendChoice, purpose: 'training' | 'inference'): Promise<BackendInfo> {
+    return selectBackend(choice, purpose, (line) => {
+      if (loggedBackendLines.has(line)) return;
+      loggedBackendLines.add(line);
+      this.runtime.log(line);
+    });
+  }
+
+  /** Hooks for ml/loop.ts: checkpoint in the work folder, heartbeat every batch, progress once a second. */
+  training(): TrainHooks {
+    const { runtime, req } = this;
+    const last = runtime.lastHeartbeat as TrainingHeartbeat | undefined;
+    if (runtime.attempt > 1) {
+      this.log(
+        `attempt ${runtime.attempt}; last heartbeat ${last ? `at epoch ${last.epoch}/${last.epochs}${last.checkpoint ? `, checkpoint ${last.checkpoint}` : ''}` : 'none'}`,
+      );
+    }
+    let state: TrainingHeartbeat = {
+      epoch: last?.epoch ?? 0,
+      epochs: last?.epochs ?? 0,
+      ...(last?.checkpoint ? { checkpoint: last.checkpoint } : {}),
+    };
+    let lastUpdate = 0;
+    return {
+      ...(runtime.signal ? { signal: runtime.signal } : {}),
+      checkpointDir: join(this.work, 'checkpoint'),
+      checkpointEvery: req.options?.checkpointEvery ?? 1,
+      log: (line) => runtime.log(line),
+      onBatch: (batch, batches) => runtime.heartbeat({ ...state, batch, batches } satisfies TrainingHeartbeat),
+      onEpoch: async (p: TrainProgress) => {
+        state = {
+          epoch: p.epoch,
+          epochs: p.epochs,
+          loss: p.loss,
+          ...(p.checkpoint ? { checkpoint: p.checkpoint } : state.checkpoint ? { checkpoint: state.checkpoint } : {}),
+        };
+        runtime.heartbeat(state);
+        const now = Date.now();
+        if (runtime.epoch && (now - lastUpdate >= 1000 || p.epoch === p.epochs)) {
+          lastUpdate = now;
+          const sent = runtime.epoch({
+            id: req.label,
+            epoch: p.epoch,
+            epochs: p.epochs,
+            loss: p.loss,
+            resumedFromEpoch: p.resumedFromEpoch ?? 0,
+            attempt: runtime.attempt,
+          });
+          if (p.epoch === p.epochs) await sent; // the last one lands before the stage's completion
+        }
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.opened.map((d) => d.close().catch(() => undefined)));
+  }
+}
+
+const loggedBackendLines = new Set<string>();
+
+export interface Computed {
+  info: StageInfo;
+  resumedFromEpoch?: number;
+}
+
+/** One stage's implementation: what its artifact holds and how the cache recognises it. */
+export interface StageImpl<S extends StageName> {
+  /** Fills `run.out` with the artifact. */
+  compute(run: StageRun<StageParams[S]>): Promise<Computed>;
+  /**
+   * The parameters that enter the key and the fingerprint of inputs outside the store (a
+   * dataset on disk, a pretrained model folder). Default: all parameters, nothing external.
+   */
+  identity?(params: StageParams[S]): Promise<{ params: unknown; external?: string }>;
+  /** Runs after the artifact is published (or found): e.g. copying the report to the output folder. */
+  deliver?(dir: string, params: StageParams[S], log: (line: string) => void): Promise<Partial<StageInfo>>;
+}
+
+export type StageImpls = { [S in StageName]: StageImpl<S> };
+
+async function readInfo(dir: string): Promise<StageInfo> {
+  return JSON.parse(await readFile(join(dir, INFO_FILE), 'utf8')) as StageInfo;
+}
+
+export class StageEngine {
+  constructor(
+    readonly store: ArtifactStore,
+    private readonly impls: StageImpls,
+  ) {}
+
+  private impl(stage: StageName): StageImpl<StageName> {
+    const impl = this.impls[stage] as StageImpl<StageName> | undefined;
+    if (!impl) throw new StageInputError(`no implementation of stage '${stage}'`);
+    return impl;
+  }
+
+  async keyOf(req: StageRequest): Promise<string> {
+    if (req.key) return req.key;
+    const inputs = Object.entries(req.inputs)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([role, ref]) => `${role}:${ref.key}`);
+    const impl = this.impl(req.stage);
+    const id = impl.identity ? await impl.identity(req.params as never) : { params: req.params };
+    return cacheKey(req.stage, STAGE_SPECS[req.stage].version, id.params, id.external ? [...inputs, `external:${id.external}`] : inputs);
+  }
+
+  /** The cached outcome of a request, or just its key. */
+  async probe(req: StageRequest): Promise<ProbeResult> {
+    const key = await this.keyOf(req);
+    const ref = await this.store.lookup(req.stage, key);
+    if (!ref) return { key };
+    return { key, hit: { ref, info: await readInfo(this.store.dir(ref)), cached: true, seconds: 0 } };
+  }
+
+  /** Cache check (for cached stages), then compute into a fresh artifact, then deliver. */
+  async run(req: StageRequest, runtime: StageRuntime): Promise<StageOutcome> {
+    const impl = this.impl(req.stage);
+    const key = await this.keyOf(req);
+    const deliver = async (out: StageOutcome): Promise<StageOutcome> => {
+      if (!impl.deliver) return out;
+      const extra = await impl.deliver(this.store.dir(out.ref), req.params as never, (line) => runtime.log(`${req.label}: ${line}`));
+      return { ...out, info: { ...out.info, ...extra } };
+    };
+    if (STAGE_SPECS[req.stage].cached) {
+      const existing = await this.store.lookup(req.stage, key);
+      if (existing) return deliver({ ref: existing, info: await readInfo(this.store.dir(existing)), cached: true, seconds: 0 });
+    }
+    const work = join(this.store.root, '.work', key);
+    await mkdir(work, { recursive: true });
+    const t0 = performance.now();
+    let computed: Computed | undefined;
+    const ref = await this.store.publish(req.stage, key, async (tmp) => {
+      const run = new StageRun(req, this.store, runtime, tmp, work);
+      try {
+        computed = await impl.compute(run as StageRun<never>);
+      } finally {
+        await run.close();
+      }
+      await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed.info) + '\n');
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    await rm(work, { recursive: true, force: true });
+    const done = computed ?? { info: await readInfo(this.store.dir(ref)) }; // another worker published first
+    if (done.resumedFromEpoch) runtime.log(`${req.label}: resumed from epoch ${done.resumedFromEpoch}`);
+    runtime.log(`${req.label}: computed in ${seconds.toFixed(1)} s (attempt ${runtime.attempt}): ${done.info.figure}`);
+    return deliver({
+      ref,
+      info: done.info,
+      cached: false,
+      seconds,
+      attempt: runtime.attempt,
+      ...(done.resumedFromEpoch ? { resumedFromEpoch: done.resumedFromEpoch } : {}),
+    });
+  }
+}

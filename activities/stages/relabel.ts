@@ -1,0 +1,29 @@
+// Stage `relabel`: the defense (ml/defenses/, the paper's by default) splits the training set
+// into the cleansed manifest: keep, relabel or drop each sample, and which side it fell on.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { countActions } from '../../ml/cleansed.js';
+import { createDefense } from '../../ml/defenses/index.js';
+import type { StageImpl } from '../engine.js';
+import { readMatrix } from '../io.js';
+import { readDetections } from './common.js';
+
+export const relabelStage: StageImpl<'relabel'> = {
+  async compute(run) {
+    const source = await run.dataset();
+    const cleansed = createDefense(run.params.defense).split(
+      {
+        ids: source.ids,
+        labels: source.labels,
+        classNames: source.classes,
+        features: await readMatrix(await run.input('features'), 'features'),
+        density: await readMatrix(await run.input('density'), 'density'),
+        detections: await readDetections(await run.input('detect')),
+      },
+      run.params.config,
+    );
+    await writeFile(join(run.out, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const counts = countActions(cleansed);
+    return { info: { figure: `kept ${counts.kept}, relabelled ${counts.relabelled}, dropped ${counts.dropped}`, counts } };
+  },
+};

@@ -1,0 +1,97 @@
+// The audit in process (activities/in-process.ts) on real images: a CIFAR-10 subset with a
+// BadNets trigger on 10% (target 0) through the same DAG and stage engine as the Temporal
+// pipeline, on the CPU. Detection quality at this tiny scale is measured by
+// `npm run bench -- detection-scale`, not here; here: the contract, determinism and the cache.
+import { expect } from 'chai';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { auditDataset, type InProcessResult } from '../activities/in-process.js';
+import { parsePipeline } from '../client/pipeline.js';
+import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import { activeNodes } from '../workflows/dag.js';
+import type { Pipeline } from '../workflows/types.js';
+
+describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
+  this.timeout(20 * 60_000);
+  let dir: string;
+  let pipeline: Pipeline;
+  let first: InProcessResult;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'audit-in-process-'));
+    const file = join(dir, 'audit.yaml');
+    const yaml = stringify({
+      name: 'in-process',
+      dataset: { format: 'cifar10', split: 'train', imageSize: 32, limitPerClass: 30 },
+      testSet: { format: 'cifar10', split: 'test', limitPerClass: 10 },
+      attack: { name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 },
+      audit: {
+        seed: 7,
+        encoder: { kind: 'simclr', width: 4, epochs: 1, batchSize: 64, projectionDim: 32 },
+        flow: { epochs: 3, batchSize: 16, hidden: 32 },
+        retrain: { width: 4, epochs: 1, batchSize: 64, milestones: [] },
+      },
+      output: 'out',
+    });
+    await writeFile(file, yaml);
+    pipeline = await parsePipeline(yaml, file);
+    first = await auditDataset(pipeline, { store: join(dir, 'store') });
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs every node of the DAG and writes one cleansed entry per sample, counts adding up', async () => {
+    const nodes = activeNodes(pipeline).map((n) => n.id);
+    expect(Object.keys(first.outcomes).filter((id) => !id.includes('['))).to.have.members(nodes.filter((id) => id !== 'flow'));
+    expect(Object.keys(first.outcomes).filter((id) => id.startsWith('flow['))).to.have.length(10);
+    const lines = (await readFile(join(pipeline.output, 'cleansed.jsonl'), 'utf8')).trim().split('\n');
+    const entries = lines.map((l) => JSON.parse(l) as CleansedEntry);
+    expect(entries).to.deep.equal(first.cleansed);
+    expect(entries).to.have.length(300);
+    expect(new Set(entries.map((e) => e.id)).size).to.equal(300);
+    const report = JSON.parse(await readFile(join(pipeline.output, 'report.json'), 'utf8')) as AuditReport;
+    expect(report).to.deep.equal(first.report);
+    const { kept, relabelled, dropped } = report.counts;
+    expect(kept + relabelled + dropped).to.equal(300);
+    for (const e of entries) {
+      if (e.action === 'relabel') expect(e.newLabel).to.not.equal(e.label);
+      expect(e.side).to.equal(e.action === 'keep' ? 'clean' : e.action === 'relabel' ? 'poisoned' : e.side);
+    }
+    expect(report.targetClasses).to.deep.equal(report.classes.filter((c) => c.flagged).map((c) => c.index));
+    // Timings are named by DAG node, the same names the Temporal pipeline uses.
+    expect(Object.keys(report.timings)).to.include.members([
+      'ingest',
+      'attack',
+      'encoder',
+      'features',
+      'flow[0]',
+      'density',
+      'detect',
+      'relabel',
+      'retrain',
+      'evaluate',
+    ]);
+    expect(report.evaluation?.acc).to.be.within(0, 1);
+    expect(report.evaluation?.asr).to.be.within(0, 1);
+    expect(first.density.rows).to.equal(300);
+    expect(first.density.cols).to.equal(10);
+    expect(first.detections).to.have.length(10);
+  });
+
+  it('a second run on the same store is served from the cache, with the same result', async () => {
+    const again = await auditDataset(pipeline, { store: join(dir, 'store') });
+    for (const [id, out] of Object.entries(again.outcomes)) expect(out.cached, id).to.equal(id !== 'report');
+    expect(again.cleansed).to.deep.equal(first.cleansed);
+    expect({ ...again.report, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+  });
+
+  it('gives the same result for the same seed on a fresh store', async () => {
+    const fresh = await auditDataset(pipeline, { store: join(dir, 'store-2') });
+    expect(Object.values(fresh.outcomes).every((o) => !o.cached)).to.equal(true);
+    expect(fresh.cleansed).to.deep.equal(first.cleansed);
+    expect({ ...fresh.report, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+  });
+});

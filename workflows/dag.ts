@@ -1,0 +1,170 @@
+// The one orchestration of an audit: walks AUDIT_DAG (workflows/graph.ts) for a pipeline and
+// runs every node through an executor, each as soon as its inputs exist. Two executors use it:
+// the Temporal workflow (workflows/audit.ts) and the in-process library (activities/in-process.ts).
+//
+// Deterministic: no I/O, clocks or randomness, no Temporal import. Only artifact references
+// and small facts pass through here; the bytes stay in the artifact store.
+import { AUDIT_DAG, STAGE_SPECS, type DagNode, type NodeFacts, type StageName } from './graph.js';
+import type { ArtifactRef, Pipeline, StageOutcome } from './types.js';
+
+/** What an executor does with one node: run its stage (cache probe, then compute). */
+export interface StageExecutor {
+  run(id: string, stage: StageName, params: unknown, inputs: Record<string, ArtifactRef>): Promise<StageOutcome>;
+  /**
+   * Runs the instances of a per-class node (Temporal: one child workflow each). `attempt`
+   * counts repairs of the same instance (a recomputation after its artifact was corrupted).
+   */
+  runPerClass?(
+    id: string,
+    stage: StageName,
+    classIndex: number,
+    className: string,
+    params: unknown,
+    inputs: Record<string, ArtifactRef>,
+    attempt: number,
+  ): Promise<StageOutcome>;
+  /** The rows the audit will have, before anything runs (and once more when the classes are known). */
+  plan?(rows: { id: string; stage: StageName }[]): void;
+  /** Every node's outcome, as it arrives. */
+  completed?(id: string, stage: StageName, outcome: StageOutcome): void;
+  /** The artifact key a failure blames as corrupted, if it is such a failure. */
+  corruptArtifact?(err: unknown): string | undefined;
+}
+
+/** An audit the pipeline cannot run (raised before any compute that would fail anyway). */
+export class AuditInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PipelineInputError';
+  }
+}
+
+export interface DagResult {
+  /** Outcome per node id that ran (`flow[3]` for per-class instances). */
+  outcomes: Record<string, StageOutcome>;
+  classes: string[];
+  timings: Record<string, number>;
+}
+
+/** How often one consumer may trigger the recomputation of a corrupted input. */
+const MAX_REPAIRS = 2;
+
+/** The nodes that run for this pipeline, in declaration order. */
+export function activeNodes(pipeline: Pipeline, dag: readonly DagNode[] = AUDIT_DAG): DagNode[] {
+  return dag.filter((n) => n.when?.(pipeline) ?? true);
+}
+
+export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, dag: readonly DagNode[] = AUDIT_DAG): Promise<DagResult> {
+  const nodes = activeNodes(pipeline, dag);
+  const active = new Set(nodes.map((n) => n.id));
+  for (const n of nodes) checkInputs(n, active, dag);
+  const perClass = (n: DagNode) => 'perClass' in STAGE_SPECS[n.stage];
+  // Per-class nodes appear as their instances (`flow[3]`), planned once the classes are known.
+  executor.plan?.(nodes.filter((n) => !perClass(n)).map((n) => ({ id: n.id, stage: n.stage })));
+
+  const outcomes: Record<string, StageOutcome> = {};
+  const timings: Record<string, number> = {};
+  let classes: string[] = [];
+  // Who produced each artifact key, so that a consumer that finds its input corrupted can have
+  // it recomputed (the producer's probe quarantines the damaged copy and it runs again).
+  const producers = new Map<string, () => Promise<StageOutcome>>();
+  const results = new Map<string, Promise<StageOutcome[]>>();
+
+  async function withRepair(id: string, inputs: Record<string, ArtifactRef>, run: () => Promise<StageOutcome>): Promise<StageOutcome> {
+    for (let repairs = 0; ; repairs++) {
+      try {
+        const out = await run();
+        producers.set(out.ref.key, run);
+        timings[id] = out.seconds;
+        outcomes[id] = out;
+        return out;
+      } catch (err) {
+        const key = executor.corruptArtifact?.(err);
+        const producer = key === undefined ? undefined : producers.get(key);
+        if (!producer || repairs >= MAX_REPAIRS) throw err;
+        const fresh = await producer();
+        for (const role of Object.keys(inputs)) if (inputs[role].key === key) inputs[role] = fresh.ref;
+      }
+    }
+  }
+
+  async function runNode(n: DagNode): Promise<StageOutcome[]> {
+    // Resolve inputs: wait for every producer this node names.
+    const inputs: Record<string, ArtifactRef> = {};
+    for (const [role, from] of Object.entries(n.inputs)) {
+      const producer = (typeof from === 'string' ? [from] : from).find((id) => active.has(id));
+      if (producer === undefined) continue; // optional, checked by checkInputs
+      const outs = await (results.get(producer) as Promise<StageOutcome[]>);
+      if (isPerClassRole(n.stage, role)) outs.forEach((o, y) => (inputs[`${role}-${y}`] = o.ref));
+      else inputs[role] = outs[0].ref;
+    }
+    const spec = STAGE_SPECS[n.stage];
+    if ('perClass' in spec && spec.perClass) {
+      await results.get('ingest'); // the classes come from the training set's ingest
+      return Promise.all(
+        classes.map((className, y) => {
+          const id = `${n.id}[${y}]`;
+          const params = n.params(pipeline, facts(y));
+          const own = { ...inputs };
+          let attempt = 0;
+          const run = executor.runPerClass
+            ? () => (executor.runPerClass as NonNullable<StageExecutor['runPerClass']>)(id, n.stage, y, className, params, own, attempt++)
+            : () => executor.run(id, n.stage, params, own);
+          return withRepair(id, own, run);
+        }),
+      );
+    }
+    const params = n.params(pipeline, facts(0));
+    const out = await withRepair(n.id, inputs, () => executor.run(n.id, n.stage, params, inputs));
+    if (n.id === 'ingest') {
+      classes = [...(out.info.classes ?? [])];
+      if (classes.length < 2) throw new AuditInputError(`ingest found ${classes.length} class(es); an audit needs at least 2`);
+      const fanned = nodes.filter(perClass);
+      executor.plan?.(fanned.flatMap((m) => classes.map((_, y) => ({ id: `${m.id}[${y}]`, stage: m.stage }))));
+    }
+    executor.completed?.(n.id, n.stage, out);
+    return [out];
+  }
+
+  const facts = (classIndex: number): NodeFacts => ({ classes, classIndex, timings: { ...timings } });
+
+  // Each node starts once every node before it has started, and runs when its inputs exist:
+  // the test set ingests while the encoder trains. Starting in declaration order keeps the
+  // sequence of commands the same on every replay.
+  for (const n of nodes) {
+    const p = runNode(n);
+    p.catch(() => undefined); // observed below; keeps an early failure from going unhandled
+    results.set(n.id, p);
+  }
+  // Fail as soon as any node fails, not when its turn in the list comes.
+  await new Promise<void>((resolve, reject) => {
+    let left = nodes.length;
+    for (const p of results.values())
+      p.then(() => {
+        if (--left === 0) resolve();
+      }, reject);
+  });
+  return { outcomes, classes, timings };
+}
+
+function isPerClassRole(stage: StageName, role: string): boolean {
+  return (STAGE_SPECS[stage].inputs as readonly string[]).includes(`${role}*`);
+}
+
+/** Every declared role is wired, every wired role is declared, required producers run. */
+function checkInputs(n: DagNode, active: Set<string>, dag: readonly DagNode[]): void {
+  const declared = STAGE_SPECS[n.stage].inputs as readonly string[];
+  const name = (r: string) => r.replace(/[?*]$/, '');
+  for (const role of Object.keys(n.inputs)) {
+    if (!declared.some((r) => name(r) === role)) throw new Error(`DAG node ${n.id}: input '${role}' is not an input of stage ${n.stage}`);
+    const from = n.inputs[role];
+    for (const id of typeof from === 'string' ? [from] : from)
+      if (!dag.some((m) => m.id === id)) throw new Error(`DAG node ${n.id}: input '${role}' names unknown node '${id}'`);
+  }
+  for (const r of declared) {
+    const from = n.inputs[name(r)];
+    if (from === undefined) throw new Error(`DAG node ${n.id}: stage input '${name(r)}' is not wired`);
+    const runs = (typeof from === 'string' ? [from] : from).some((id) => active.has(id));
+    if (!runs && !r.endsWith('?')) throw new Error(`DAG node ${n.id}: no producer of required input '${name(r)}' runs`);
+  }
+}

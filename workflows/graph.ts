@@ -1,0 +1,358 @@
+// The audit as data: every stage declared once (what it is, how Temporal runs it), and the DAG
+// of one audit (which stage runs, on which inputs, with which parameters). Both executors walk
+// this table: the Temporal workflow (workflows/audit.ts) and the in-process one
+// (activities/in-process.ts). Adding a stage is one entry in STAGE_SPECS, one node in
+// AUDIT_DAG, its parameter type in StageParams, and its function in activities/stages/.
+//
+// Deterministic and types-only imports: the workflow bundle includes this file.
+import type { AttackConfig } from '../attacks/types.js';
+import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
+import { classifierStem, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
+import type { RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type { DatasetSource, Pipeline } from './types.js';
+
+export type QueueKind = 'cpu' | 'gpu';
+
+/** How a stage is computed and run, independent of any one audit. */
+export interface StageSpec {
+  /** Bump when the stage's code changes what it computes: its keys and all downstream keys change. */
+  version: number;
+  /** The queue that runs it by default (pipelines may override). */
+  queue: QueueKind;
+  /** Longest gap between two heartbeats (one batch on the slowest backend), as a duration string. */
+  heartbeat: string;
+  /** Longest honest run of the stage. */
+  startToClose: string;
+  /**
+   * Artifact roles it reads. `role?` is optional; `role*` is one artifact per class
+   * (`role-0`, `role-1`, ...).
+   */
+  inputs: readonly string[];
+  /** Runs once per class (Temporal: one child workflow each). */
+  perClass?: true;
+  /** False: always computed (its parameters carry run facts such as timings); no cache probe. */
+  cached: boolean;
+  /** One line for the stage table in the README and the UI. */
+  summary: string;
+}
+
+export const STAGE_SPECS = {
+  ingest: {
+    version: 1,
+    queue: 'cpu',
+    heartbeat: '5m',
+    startToClose: '12h',
+    inputs: [],
+    cached: true,
+    summary: 'decode, resize and shard a dataset source',
+  },
+  attack: {
+    version: 1,
+    queue: 'cpu',
+    heartbeat: '5m',
+    startToClose: '12h',
+    inputs: ['dataset'],
+    cached: true,
+    summary: 'poison a clean dataset (benchmarks)',
+  },
+  encoder: {
+    version: 1,
+    queue: 'gpu',
+    heartbeat: '5m',
+    startToClose: '7d',
+    inputs: ['dataset'],
+    cached: true,
+    summary: 'SimCLR encoder (or a pretrained one)',
+  },
+  features: {
+    version: 2,
+    queue: 'cpu',
+    heartbeat: '5m',
+    startToClose: '24h',
+    inputs: ['encoder', 'dataset'],
+    cached: true,
+    summary: 'encoder features of every sample',
+  },
+  flow: {
+    // 2: trained through the one training loop (ml/loop.ts) with ml/optim.ts's Adam.
+    version: 2,
+    queue: 'cpu',
+    heartbeat: '2m',
+    startToClose: '24h',
+    inputs: ['features', 'dataset'],
+    perClass: true,
+    cached: true,
+    summary: "one normalizing flow per class, on that class's features",
+  },
+  density: {
+    version: 1,
+    queue: 'cpu',
+    heartbeat: '5m',
+    startToClose: '24h',
+    inputs: ['features', 'flow*'],
+    cached: true,
+    summary: 'N x C log-densities of every sample under every flow',
+  },
+  detect: {
+    version: 1,
+    queue: 'cpu',
+    heartbeat: '2m',
+    startToClose: '1h',
+    inputs: ['density', 'dataset'],
+    cached: true,
+    summary: 'target classes: non-disruptive and disruptive tests',
+  },
+  relabel: {
+    // 2: the split comes from the defense registry and carries `side`.
+    version: 2,
+    queue: 'cpu',
+    heartbeat: '2m',
+    startToClose: '1h',
+    inputs: ['density', 'detect', 'dataset', 'features'],
+    cached: true,
+    summary: 'the defense: poison scores, split, drop / relabel',
+  },
+  retrain: {
+    version: 1,
+    queue: 'gpu',
+    heartbeat: '5m',
+    startToClose: '7d',
+    inputs: ['dataset', 'relabel'],
+    cached: true,
+    summary: 'classifier trained on the cleansed labels',
+  },
+  evaluate: {
+    // 2: reads each entry's side, not its reason text.
+    version: 2,
+    queue: 'cpu',
+    heartbeat: '5m',
+    startToClose: '24h',
+    inputs: ['relabel', 'detect', 'dataset', 'attack?', 'model?', 'test?'],
+    cached: true,
+    summary: 'TPR/FPR, relabel accuracy, ACC, ASR',
+  },
+  report: {
+    version: 2,
+    queue: 'cpu',
+    heartbeat: '2m',
+    startToClose: '1h',
+    inputs: ['dataset', 'detect', 'relabel', 'features', 'evaluate?'],
+    cached: false,
+    summary: 'report.json + cleansed.jsonl, written to the output folder',
+  },
+} as const satisfies Record<string, StageSpec>;
+
+export type StageName = keyof typeof STAGE_SPECS;
+/** Stage names in DAG order, as they appear in cache keys, progress, search attributes and pipeline files. */
+export const STAGES = Object.keys(STAGE_SPECS) as StageName[];
+
+// ---- parameters of each stage (what enters its cache key) ----
+// Inputs that live outside the store (dataset files, a pretrained model folder) enter the key
+// through a fingerprint, not through these parameters.
+export interface IngestParams {
+  source: DatasetSource;
+  imageSize: number;
+  limitPerClass?: number;
+  name?: string;
+  /** Precomputed fingerprint of the source (not part of the key's parameters: it is the key's external part). */
+  fingerprint?: string;
+}
+export interface AttackParams {
+  attack: AttackConfig;
+}
+export type EncoderParams =
+  | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
+  | { kind: 'pretrained'; path: string; imageSize: number };
+export interface FeaturesParams {
+  backend: AuditConfig['backend'];
+  batchSize: number;
+}
+export interface FlowParams {
+  classIndex: number;
+  config: FlowConfig;
+  seed: number;
+  backend: AuditConfig['backend'];
+}
+export interface DensityParams {
+  classes: number;
+}
+export interface DetectParams {
+  config: DetectionConfig;
+}
+export interface RelabelParams {
+  defense: DefenseName;
+  /** The defense's own config section (ml/defenses/: `configOf`). */
+  config: DefenseConfig;
+}
+export interface RetrainParams {
+  config: RetrainConfig;
+  seed: number;
+  stem: 'cifar' | 'imagenet';
+  imageSize: number;
+  backend: AuditConfig['backend'];
+}
+export interface EvaluateParams {
+  attack?: AttackConfig;
+  seed: number;
+  backend: AuditConfig['backend'];
+}
+export interface ReportParams {
+  output: string;
+  config: AuditConfig;
+  /** Seconds per computed stage id (`encoder`, `flow[3]`, ...). */
+  timings: Record<string, number>;
+}
+
+/** The parameter type of each stage. */
+export interface StageParams {
+  ingest: IngestParams;
+  attack: AttackParams;
+  encoder: EncoderParams;
+  features: FeaturesParams;
+  flow: FlowParams;
+  density: DensityParams;
+  detect: DetectParams;
+  relabel: RelabelParams;
+  retrain: RetrainParams;
+  evaluate: EvaluateParams;
+  report: ReportParams;
+}
+
+// ---- the DAG of one audit ----
+
+/** What a node's parameters may depend on besides the pipeline. */
+export interface NodeFacts {
+  /** Class names of the training set (known once `ingest` has run). */
+  classes: readonly string[];
+  /** The class of a per-class node's instance. */
+  classIndex: number;
+  /** Seconds per stage id computed so far (cache hits count 0). */
+  timings: Readonly<Record<string, number>>;
+}
+
+export interface DagNode<S extends StageName = StageName> {
+  /** Progress row and timing name (`flow` instances are `flow[y]`). */
+  id: string;
+  stage: S;
+  /** The node runs only when this holds (default: always). */
+  when?: (p: Pipeline) => boolean;
+  /**
+   * Input role -> the node that produces it. A list names alternatives: the first that runs.
+   * The roles must be the stage's declared inputs; an optional role whose producer does not run
+   * is left out; a per-class role (`flow*`) takes every instance of a per-class node.
+   */
+  inputs: Record<string, string | readonly string[]>;
+  params: (p: Pipeline, facts: NodeFacts) => StageParams[S];
+}
+
+/** Images per forward pass when extracting features (not part of the method's config). */
+export const FEATURE_BATCH = 128;
+/** The training set: the attacked copy when the pipeline attacks, else the ingested one. */
+const TRAIN = ['attack', 'ingest'] as const;
+
+const node = <S extends StageName>(n: DagNode<S>): DagNode => n as unknown as DagNode;
+
+function ingestParams(
+  d: { source: DatasetSource; limitPerClass?: number; name?: string; fingerprint?: string },
+  imageSize: number,
+): IngestParams {
+  return {
+    source: d.source,
+    imageSize,
+    ...(d.limitPerClass !== undefined ? { limitPerClass: d.limitPerClass } : {}),
+    ...(d.name !== undefined ? { name: d.name } : {}),
+    ...(d.fingerprint !== undefined ? { fingerprint: d.fingerprint } : {}),
+  };
+}
+
+/** The audit, in an order that respects its edges (the walker runs each node as soon as its inputs exist). */
+export const AUDIT_DAG: readonly DagNode[] = [
+  node({
+    id: 'ingest',
+    stage: 'ingest',
+    inputs: {},
+    params: (p) => ingestParams(p.dataset, p.audit.imageSize),
+  }),
+  node({
+    id: 'ingest-test',
+    stage: 'ingest',
+    when: (p) => p.testSet !== undefined,
+    inputs: {},
+    params: (p) => ingestParams(p.testSet as NonNullable<Pipeline['testSet']>, p.audit.imageSize),
+  }),
+  node({
+    id: 'attack',
+    stage: 'attack',
+    when: (p) => p.attack !== undefined,
+    inputs: { dataset: 'ingest' },
+    params: (p) => ({ attack: p.attack as AttackConfig }),
+  }),
+  node({
+    id: 'encoder',
+    stage: 'encoder',
+    inputs: { dataset: TRAIN },
+    params: ({ audit }) =>
+      audit.encoder.kind === 'simclr'
+        ? { kind: 'simclr', config: audit.encoder, seed: audit.seed, backend: audit.backend }
+        : { kind: 'pretrained', path: audit.encoder.path, imageSize: audit.imageSize },
+  }),
+  node({
+    id: 'features',
+    stage: 'features',
+    inputs: { encoder: 'encoder', dataset: TRAIN },
+    params: ({ audit }) => ({ backend: audit.backend, batchSize: FEATURE_BATCH }),
+  }),
+  node({
+    id: 'flow',
+    stage: 'flow',
+    inputs: { features: 'features', dataset: TRAIN },
+    params: ({ audit }, f) => ({ classIndex: f.classIndex, config: audit.flow, seed: audit.seed + f.classIndex, backend: audit.backend }),
+  }),
+  node({
+    id: 'density',
+    stage: 'density',
+    inputs: { features: 'features', flow: 'flow' },
+    params: (_p, f) => ({ classes: f.classes.length }),
+  }),
+  node({
+    id: 'detect',
+    stage: 'detect',
+    inputs: { density: 'density', dataset: TRAIN },
+    params: ({ audit }) => ({ config: audit.detection }),
+  }),
+  node({
+    id: 'relabel',
+    stage: 'relabel',
+    inputs: { density: 'density', detect: 'detect', dataset: TRAIN, features: 'features' },
+    // The paper's defense reads `audit.relabel`; a defense with a section of its own picks it here
+    // (this module stays free of the registry's code: the workflow bundle includes it).
+    params: ({ audit }) => ({ defense: audit.defense, config: audit.relabel }),
+  }),
+  node({
+    id: 'retrain',
+    stage: 'retrain',
+    when: (p) => p.audit.retrain !== undefined,
+    inputs: { dataset: TRAIN, relabel: 'relabel' },
+    params: ({ audit }) => ({
+      config: audit.retrain as RetrainConfig,
+      seed: audit.seed,
+      stem: classifierStem(audit),
+      imageSize: audit.imageSize,
+      backend: audit.backend,
+    }),
+  }),
+  node({
+    id: 'evaluate',
+    stage: 'evaluate',
+    // Ground truth (an attack) or a retrained model with a test set: something to measure.
+    when: (p) => p.attack !== undefined || (p.audit.retrain !== undefined && p.testSet !== undefined),
+    inputs: { relabel: 'relabel', detect: 'detect', dataset: TRAIN, attack: 'attack', model: 'retrain', test: 'ingest-test' },
+    params: ({ audit, attack }) => ({ seed: audit.seed, backend: audit.backend, ...(attack ? { attack } : {}) }),
+  }),
+  node({
+    id: 'report',
+    stage: 'report',
+    inputs: { dataset: TRAIN, detect: 'detect', relabel: 'relabel', features: 'features', evaluate: 'evaluate' },
+    params: (p, f) => ({ output: p.output, config: p.audit, timings: { ...f.timings } }),
+  }),
+];
