@@ -1,5 +1,5 @@
 // `npm run schema`: writes pipelines/schema.json from the definition in client/pipeline-schema.ts.
-// The file is committed for editors' YAML language servers; test/pipeline-schema.test.ts fails
+// The file is committed for editors' YAML language servers; test/client/pipeline.test.ts fails
 // when it is out of date.
 import { writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';

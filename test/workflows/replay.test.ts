@@ -6,8 +6,8 @@ import { expect } from 'chai';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from '@temporalio/worker';
-import { repoRoot } from '../data/paths.js';
-import { installRuntime, workflowBundle } from '../worker/index.js';
+import { repoRoot } from '../../data/paths.js';
+import { installRuntime, workflowBundle } from '../../worker/index.js';
 
 const dir = join(repoRoot, 'test', 'fixtures', 'histories');
 

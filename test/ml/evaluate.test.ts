@@ -1,10 +1,10 @@
 import { expect } from 'chai';
-import type { PoisonTruth } from '../data/types.js';
-import type { ClassKind, CleansedEntry, SampleSide } from '../ml/config.js';
-import type { ClassDetection } from '../ml/detect.js';
-import { accuracy, attackSuccessRate, cleansingMetrics, sentToPoisoned } from '../ml/evaluate.js';
-import { splitAndRelabel } from '../ml/relabel.js';
-import { matrix } from '../ml/matrix.js';
+import type { PoisonTruth } from '../../data/types.js';
+import type { ClassKind, CleansedEntry, SampleSide } from '../../ml/config.js';
+import type { ClassDetection } from '../../ml/detect.js';
+import { accuracy, attackSuccessRate, cleansingMetrics, sentToPoisoned } from '../../ml/evaluate.js';
+import { splitAndRelabel } from '../../ml/relabel.js';
+import { matrix } from '../../ml/matrix.js';
 
 const keep = (label: number): CleansedEntry => ({ id: `s${label}`, label, action: 'keep', side: 'clean', reason: 'kept' });
 const relabel = (label: number, newLabel: number): CleansedEntry => ({

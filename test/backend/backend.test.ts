@@ -9,8 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all
 // (tfjs-node does too, through @tensorflow/tfjs, but the fallback path must not depend on it).
 import '@tensorflow/tfjs-layers';
-import { selectBackend, currentBackend } from '../backend/backend.js';
-import { repoRoot } from '../data/paths.js';
+import { selectBackend, currentBackend } from '../../backend/backend.js';
+import { repoRoot } from '../../data/paths.js';
 
 // Quiets TensorFlow's start-up banner (oneDNN and CPU-feature notices) on stderr.
 process.env['TF_CPP_MIN_LOG_LEVEL'] ??= '2';
@@ -149,7 +149,7 @@ describe('native TensorFlow backend', function () {
       this.skip();
     }
     // In a child process: the oneDNN bug corrupts the heap and would abort mocha itself.
-    const script = fileURLToPath(new URL('./fixtures/onednn-odd-batch.ts', import.meta.url));
+    const script = fileURLToPath(new URL('../fixtures/onednn-odd-batch.ts', import.meta.url));
     const child = spawn(process.execPath, ['--import', 'tsx', script], {
       cwd: repoRoot,
       env: { ...process.env, TF_ENABLE_ONEDNN_OPTS: '1', TF_CPP_MIN_LOG_LEVEL: '2' },

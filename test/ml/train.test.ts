@@ -3,14 +3,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { ImageSource } from '../data/types.js';
-import type { InMemoryImages } from '../data/ingest.js';
-import { selectBackend } from '../backend/backend.js';
-import type { RetrainConfig } from '../ml/config.js';
-import { AbortError } from '../ml/loop.js';
-import { Adam, SgdMomentum } from '../ml/optim.js';
-import { learningRateAt, predict, trainClassifier } from '../ml/train.js';
-import { brightDark, cifarSubset, type Subset } from './cifar-subset.js';
+import type { ImageSource } from '../../data/types.js';
+import type { InMemoryImages } from '../../data/ingest.js';
+import { selectBackend } from '../../backend/backend.js';
+import type { RetrainConfig } from '../../ml/config.js';
+import { AbortError } from '../../ml/loop.js';
+import { Adam, SgdMomentum } from '../../ml/optim.js';
+import { learningRateAt, predict, trainClassifier } from '../../ml/train.js';
+import { brightDark, cifarSubset, type Subset } from '../cifar-subset.js';
 
 let subset: Subset;
 let data: InMemoryImages; // 40 images 16x16: 20 darkened (class 0), the same 20 brightened (class 1)

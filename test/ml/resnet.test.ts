@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { selectBackend } from '../backend/backend.js';
-import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint } from '../ml/checkpoint.js';
-import type { Stem } from '../ml/config.js';
-import { registerCpuKernels } from '../backend/cpu-kernels.js';
-import { loadPretrainedEncoder } from '../ml/encoder.js';
-import { loadModel, saveModel } from '../ml/model-io.js';
-import { Rng } from '../ml/random.js';
-import { buildResNet18, featureDim } from '../ml/resnet.js';
+import { selectBackend } from '../../backend/backend.js';
+import { CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint } from '../../ml/checkpoint.js';
+import type { Stem } from '../../ml/config.js';
+import { registerCpuKernels } from '../../backend/cpu-kernels.js';
+import { loadPretrainedEncoder } from '../../ml/encoder.js';
+import { loadModel, saveModel } from '../../ml/model-io.js';
+import { Rng } from '../../ml/random.js';
+import { buildResNet18, featureDim } from '../../ml/resnet.js';
 
 before(async () => {
   await selectBackend('cpu', 'training', () => {});

@@ -7,11 +7,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { auditDataset, type InProcessResult } from '../activities/in-process.js';
-import { parsePipeline } from '../client/pipeline.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
-import { activeNodes } from '../workflows/dag.js';
-import type { Pipeline } from '../workflows/types.js';
+import { auditDataset, type InProcessResult } from '../../activities/in-process.js';
+import { parsePipeline } from '../../client/pipeline.js';
+import type { AuditReport, CleansedEntry } from '../../ml/config.js';
+import { activeNodes } from '../../workflows/dag.js';
+import type { Pipeline } from '../../workflows/types.js';
 
 describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
   this.timeout(20 * 60_000);

@@ -1,11 +1,11 @@
 import { expect } from 'chai';
-import { checkCleansed } from '../ml/cleansed.js';
-import { defaultAuditConfig, type CleansedEntry } from '../ml/config.js';
-import { createDefense, DEFENSE_NAMES, isDefenseName, runDefense, type DefenseInput } from '../ml/defenses/index.js';
-import type { ClassDetection } from '../ml/detect.js';
-import { matrix } from '../ml/matrix.js';
-import { splitAndRelabel } from '../ml/relabel.js';
-import { poisonScores } from '../ml/score.js';
+import { checkCleansed } from '../../ml/cleansed.js';
+import { defaultAuditConfig, type CleansedEntry } from '../../ml/config.js';
+import { createDefense, DEFENSE_NAMES, isDefenseName, runDefense, type DefenseInput } from '../../ml/defenses/index.js';
+import type { ClassDetection } from '../../ml/detect.js';
+import { matrix } from '../../ml/matrix.js';
+import { splitAndRelabel } from '../../ml/relabel.js';
+import { poisonScores } from '../../ml/score.js';
 
 const relabel = defaultAuditConfig.relabel; // alpha 0.15: 3 samples per end of a class of 20
 

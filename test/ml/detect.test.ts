@@ -1,13 +1,13 @@
 import { expect } from 'chai';
-import { selectBackend } from '../backend/backend.js';
-import { defaultAuditConfig, type CleansedEntry, type DetectionConfig } from '../ml/config.js';
-import { densityMatrix } from '../ml/density.js';
-import { detectTargets, findValley, ndStatistics, normaliseND, type ClassDetection } from '../ml/detect.js';
-import { trainClassFlow } from '../ml/flow.js';
-import { matrix, selectRows, type Matrix } from '../ml/matrix.js';
-import { Rng } from '../ml/random.js';
-import { splitAndRelabel, splitSize } from '../ml/relabel.js';
-import { poisonScores } from '../ml/score.js';
+import { selectBackend } from '../../backend/backend.js';
+import { defaultAuditConfig, type CleansedEntry, type DetectionConfig } from '../../ml/config.js';
+import { densityMatrix } from '../../ml/density.js';
+import { detectTargets, findValley, ndStatistics, normaliseND, type ClassDetection } from '../../ml/detect.js';
+import { trainClassFlow } from '../../ml/flow.js';
+import { matrix, selectRows, type Matrix } from '../../ml/matrix.js';
+import { Rng } from '../../ml/random.js';
+import { splitAndRelabel, splitSize } from '../../ml/relabel.js';
+import { poisonScores } from '../../ml/score.js';
 
 const detection: DetectionConfig = defaultAuditConfig.detection;
 const relabel = defaultAuditConfig.relabel;

@@ -4,12 +4,12 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CIFAR10_CLASSES, ensureCifar10 } from '../data/cifar10.js';
-import { compareIds } from '../data/formats.js';
-import { canonicalJson, sha256File, sha256Hex } from '../data/hash.js';
-import { DatasetError, InMemoryImages, ingest, openDataset, writeDataset, type DatasetSpec } from '../data/ingest.js';
-import { sharedDataDir } from '../data/paths.js';
-import { Rng } from '../ml/random.js';
+import { CIFAR10_CLASSES, ensureCifar10 } from '../../data/cifar10.js';
+import { compareIds } from '../../data/formats.js';
+import { canonicalJson, sha256File, sha256Hex } from '../../data/hash.js';
+import { DatasetError, InMemoryImages, ingest, openDataset, writeDataset, type DatasetSpec } from '../../data/ingest.js';
+import { sharedDataDir } from '../../data/paths.js';
+import { Rng } from '../../ml/random.js';
 
 const CLASSES3 = ['bird', 'cat', 'ship'];
 const PER_CLASS = 5;

@@ -3,15 +3,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { selectBackend } from '../backend/backend.js';
-import { densityMatrix, foreignDensity } from '../ml/density.js';
-import { featureMoments } from '../ml/matrix.js';
-import { CHECKPOINT_FILE } from '../ml/checkpoint.js';
-import { ClassFlow, classMembers, loadFlow, meanNll, perClassFlows, saveFlow, trainClassFlow, type FlowParams } from '../ml/flow.js';
-import { AbortError } from '../ml/loop.js';
-import { matrix, selectRows, type Matrix } from '../ml/matrix.js';
-import { Rng } from '../ml/random.js';
-import { poisonScores } from '../ml/score.js';
+import { selectBackend } from '../../backend/backend.js';
+import { densityMatrix, foreignDensity } from '../../ml/density.js';
+import { featureMoments } from '../../ml/matrix.js';
+import { CHECKPOINT_FILE } from '../../ml/checkpoint.js';
+import { ClassFlow, classMembers, loadFlow, meanNll, perClassFlows, saveFlow, trainClassFlow, type FlowParams } from '../../ml/flow.js';
+import { AbortError } from '../../ml/loop.js';
+import { matrix, selectRows, type Matrix } from '../../ml/matrix.js';
+import { Rng } from '../../ml/random.js';
+import { poisonScores } from '../../ml/score.js';
 
 /** A flow whose couplings are far from the identity, so every part of the map is exercised. */
 function randomFlow(dim: number, hidden: number, seed: number): ClassFlow {

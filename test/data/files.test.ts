@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { publishDir } from '../data/files.js';
+import { publishDir } from '../../data/files.js';
 
 describe('publishDir', () => {
   let work: string;

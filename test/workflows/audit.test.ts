@@ -11,15 +11,15 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CancelledFailure, WorkflowFailedError, type Client, type Connection } from '@temporalio/client';
-import { main } from '../client/cli.js';
-import { followAudit, queryProgress, startAudit, type AuditHandle } from '../client/audit.js';
-import { loadPipeline } from '../client/pipeline.js';
-import { ensureSearchAttributes, openTemporal } from '../client/connection.js';
-import { devServerArgs } from '../client/server.js';
-import { scheduleRuns } from '../client/schedule.js';
-import { datasetKey, stageKey, targetClassesKey, verdictKey } from '../workflows/definitions.js';
-import type { AuditProgress, AuditResult, StageProgress } from '../workflows/types.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import { main } from '../../client/cli.js';
+import { followAudit, queryProgress, startAudit, type AuditHandle } from '../../client/audit.js';
+import { loadPipeline } from '../../client/pipeline.js';
+import { ensureSearchAttributes, openTemporal } from '../../client/connection.js';
+import { devServerArgs } from '../../client/server.js';
+import { scheduleRuns } from '../../client/schedule.js';
+import { datasetKey, stageKey, targetClassesKey, verdictKey } from '../../workflows/definitions.js';
+import type { AuditProgress, AuditResult, StageProgress } from '../../workflows/types.js';
+import type { AuditReport, CleansedEntry } from '../../ml/config.js';
 import {
   connectClient,
   freePort,
@@ -29,7 +29,7 @@ import {
   waitFor,
   WorkerProcess,
   writeTinyPipeline,
-} from './temporal-helpers.js';
+} from '../temporal-helpers.js';
 
 describe('temporal pipeline (real dev server)', function () {
   this.timeout(300_000);

@@ -2,12 +2,12 @@ import { expect } from 'chai';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import { registerWasmKernels, wasmTrainingKernels } from '../backend/wasm-kernels.js';
-import { simclrAugment } from '../ml/augment.js';
-import { trainableVariables } from '../ml/loop.js';
-import { Rng } from '../ml/random.js';
-import { buildResNet18, featureDim } from '../ml/resnet.js';
-import { buildProjectionHead, ntXentLoss } from '../ml/simclr.js';
+import { registerWasmKernels, wasmTrainingKernels } from '../../backend/wasm-kernels.js';
+import { simclrAugment } from '../../ml/augment.js';
+import { trainableVariables } from '../../ml/loop.js';
+import { Rng } from '../../ml/random.js';
+import { buildResNet18, featureDim } from '../../ml/resnet.js';
+import { buildProjectionHead, ntXentLoss } from '../../ml/simclr.js';
 
 type Shape4 = [number, number, number, number];
 

@@ -2,9 +2,9 @@ import { expect } from 'chai';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARTIFACT_MANIFEST, ArtifactStore, cacheKey, type ArtifactRef } from '../data/artifacts.js';
-import { sha256Hex } from '../data/hash.js';
-import { pathExists } from '../data/files.js';
+import { ARTIFACT_MANIFEST, ArtifactStore, cacheKey, type ArtifactRef } from '../../data/artifacts.js';
+import { sha256Hex } from '../../data/hash.js';
+import { pathExists } from '../../data/files.js';
 
 let work: string;
 let n = 0;

@@ -1,12 +1,12 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { createAttack, poisonDataset, triggeredTestSet, loadTrigger } from '../attacks/index.js';
-import { triggersDir } from '../attacks/triggers.js';
-import { bicubicUpsample, gridSample, identityGrid, warpGrid } from '../attacks/wanet.js';
-import { CIFAR10_CLASSES, ensureCifar10 } from '../data/cifar10.js';
-import type { ImageSource } from '../data/types.js';
-import { Rng } from '../ml/random.js';
+import { createAttack, poisonDataset, triggeredTestSet, loadTrigger } from '../../attacks/index.js';
+import { triggersDir } from '../../attacks/triggers.js';
+import { bicubicUpsample, gridSample, identityGrid, warpGrid } from '../../attacks/wanet.js';
+import { CIFAR10_CLASSES, ensureCifar10 } from '../../data/cifar10.js';
+import type { ImageSource } from '../../data/types.js';
+import { Rng } from '../../ml/random.js';
 
 const S = 32;
 const PX = S * S * 3;

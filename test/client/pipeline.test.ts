@@ -5,12 +5,12 @@ import { expect } from 'chai';
 import { mkdtemp, mkdir, readFile, rm, writeFile, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { auditIdentity, workflowIdFor } from '../client/audit.js';
-import { durationMs, loadPipeline, parsePipeline, PipelineError } from '../client/pipeline.js';
-import { schemaFile } from '../client/pipeline-schema.js';
-import { renderSchema } from '../scripts/write-schema.js';
-import { defaultAuditConfig } from '../ml/config.js';
-import { repoRoot } from '../data/paths.js';
+import { auditIdentity, workflowIdFor } from '../../client/audit.js';
+import { durationMs, loadPipeline, parsePipeline, PipelineError } from '../../client/pipeline.js';
+import { schemaFile } from '../../client/pipeline-schema.js';
+import { renderSchema } from '../../scripts/write-schema.js';
+import { defaultAuditConfig } from '../../ml/config.js';
+import { repoRoot } from '../../data/paths.js';
 
 async function problems(text: string, file = '/p/x.yaml'): Promise<string[]> {
   try {

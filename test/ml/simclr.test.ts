@@ -13,14 +13,14 @@ import {
   trainAugment,
   type AugmentParams,
   type Jitter,
-} from '../ml/augment.js';
-import { selectBackend } from '../backend/backend.js';
-import type { SimclrEncoderConfig } from '../ml/config.js';
-import { extractFeatures, inferBatches } from '../ml/features.js';
-import { matrix, standardizeColumns } from '../ml/matrix.js';
-import { Rng } from '../ml/random.js';
-import { AbortError, ntXentLoss, trainSimclr, type TrainProgress } from '../ml/simclr.js';
-import { cifarSubset, type Subset } from './cifar-subset.js';
+} from '../../ml/augment.js';
+import { selectBackend } from '../../backend/backend.js';
+import type { SimclrEncoderConfig } from '../../ml/config.js';
+import { extractFeatures, inferBatches } from '../../ml/features.js';
+import { matrix, standardizeColumns } from '../../ml/matrix.js';
+import { Rng } from '../../ml/random.js';
+import { AbortError, ntXentLoss, trainSimclr, type TrainProgress } from '../../ml/simclr.js';
+import { cifarSubset, type Subset } from '../cifar-subset.js';
 
 const SIZE = 16;
 let subset: Subset;
