@@ -70,8 +70,19 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
   const producers = new Map<string, () => Promise<StageOutcome>>();
   const results = new Map<string, Promise<StageOutcome[]>>();
 
+  // Recomputations after a corruption, by the key of the damaged artifact: every consumer of
+  // it (not only the one that found the damage) waits for the one repair and reads the result.
+  const repairs = new Map<string, Promise<ArtifactRef>>();
+
   async function withRepair(id: string, inputs: Record<string, ArtifactRef>, run: () => Promise<StageOutcome>): Promise<StageOutcome> {
-    for (let repairs = 0; ; repairs++) {
+    const fromRepair = new Set<string>(); // input keys this consumer already took from a repair
+    for (let attempt = 0; ; attempt++) {
+      for (const role of Object.keys(inputs)) {
+        const pending = repairs.get(inputs[role].key);
+        if (!pending) continue;
+        inputs[role] = await pending;
+        fromRepair.add(inputs[role].key);
+      }
       try {
         const out = await run();
         producers.set(out.ref.key, run);
@@ -81,9 +92,13 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
       } catch (err) {
         const key = executor.corruptArtifact?.(err);
         const producer = key === undefined ? undefined : producers.get(key);
-        if (!producer || repairs >= MAX_REPAIRS) throw err;
-        const fresh = await producer();
-        for (const role of Object.keys(inputs)) if (inputs[role].key === key) inputs[role] = fresh.ref;
+        if (key === undefined || !producer || attempt >= MAX_REPAIRS) throw err;
+        // A repair already under way (or done) is shared; one that this consumer found damaged again is redone.
+        if (!repairs.has(key) || fromRepair.has(key))
+          repairs.set(
+            key,
+            producer().then((o) => o.ref),
+          );
       }
     }
   }
