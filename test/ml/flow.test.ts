@@ -205,14 +205,15 @@ describe('ClassFlow (RealNVP, two affine couplings)', function () {
       (await trainClassFlow(x, { ...cfg, epochs: 1 }, 9, { checkpointDir: dir })).flow.dispose();
       const file = join(dir, CHECKPOINT_FILE);
       const other = gaussianRows(70, 4, new Rng(80)); // same shape, other samples
-      const runs: [string, Promise<unknown>][] = [
-        ['seed', trainClassFlow(x, cfg, 10, { checkpointDir: dir })],
-        ['lr', trainClassFlow(x, { ...cfg, lr: 2e-2 }, 9, { checkpointDir: dir })],
-        ['hidden', trainClassFlow(x, { ...cfg, hidden: 16 }, 9, { checkpointDir: dir })],
-        ['features', trainClassFlow(other, cfg, 9, { checkpointDir: dir })],
+      // Started one at a time: a rejection nobody awaits yet would be an unhandled rejection.
+      const runs: [string, () => Promise<unknown>][] = [
+        ['seed', () => trainClassFlow(x, cfg, 10, { checkpointDir: dir })],
+        ['lr', () => trainClassFlow(x, { ...cfg, lr: 2e-2 }, 9, { checkpointDir: dir })],
+        ['hidden', () => trainClassFlow(x, { ...cfg, hidden: 16 }, 9, { checkpointDir: dir })],
+        ['features', () => trainClassFlow(other, cfg, 9, { checkpointDir: dir })],
       ];
       for (const [what, run] of runs) {
-        await run.then(
+        await run().then(
           () => expect.fail(`accepted a checkpoint of another ${what}`),
           (e: Error) =>
             expect(e.message, what)
