@@ -14,7 +14,7 @@ export type AuditHandle = WorkflowHandle<typeof auditWorkflow>;
  * The pipeline with its datasets' fingerprints filled in: computed once per run, they name the
  * workflow and key the ingests (the workers do not fingerprint the files again).
  */
-export async function withFingerprints(pipeline: Pipeline): Promise<Pipeline> {
+async function withFingerprints(pipeline: Pipeline): Promise<Pipeline> {
   const { dataset, testSet } = pipeline;
   return {
     ...pipeline,

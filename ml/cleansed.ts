@@ -9,7 +9,7 @@ import type { ClassDetection } from './detect.js';
 
 /** The sides each action may carry (see SampleSide): what is kept is clean, what is relabelled
  *  is poisoned, what is dropped is either the poisoned side or the undecided part. */
-export const SIDES_OF_ACTION: Readonly<Record<SampleAction, readonly SampleSide[]>> = {
+const SIDES_OF_ACTION: Readonly<Record<SampleAction, readonly SampleSide[]>> = {
   keep: ['clean'],
   relabel: ['poisoned'],
   drop: ['poisoned', 'uncertain'],

@@ -29,7 +29,7 @@ import { writeFileAtomic } from '../data/files.js';
 import { canonicalJson, sha256Hex } from '../data/hash.js';
 
 /** Bound on each coupling's log-scale (see the header). */
-export const SCALE_BOUND = 3;
+const SCALE_BOUND = 3;
 const LOG_2PI = Math.log(2 * Math.PI);
 
 /** A flow as plain data: what is saved and sent between processes. */

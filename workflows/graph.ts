@@ -246,7 +246,7 @@ export interface DagNode<S extends StageName = StageName> {
 }
 
 /** Images per forward pass when extracting features (not part of the method's config). */
-export const FEATURE_BATCH = 128;
+const FEATURE_BATCH = 128;
 /** The training set: the attacked copy when the pipeline attacks, else the ingested one. */
 const TRAIN = ['attack', 'ingest'] as const;
 

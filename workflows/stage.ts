@@ -104,7 +104,7 @@ export interface StageContext {
 }
 
 /** Options of a stage's activity: its queue, timeouts and retry policy. */
-export function stageOptions(t: PipelineTemporalOptions, stage: StageName): ActivityOptions {
+function stageOptions(t: PipelineTemporalOptions, stage: StageName): ActivityOptions {
   return {
     taskQueue: t.taskQueues[t.stageQueues[stage]],
     startToCloseTimeout: t.startToCloseTimeouts[stage],
@@ -198,7 +198,7 @@ export function corruptArtifactKey(err: unknown): string | undefined {
   return undefined;
 }
 
-export function failureMessage(err: unknown): string {
+function failureMessage(err: unknown): string {
   let e: unknown = err;
   // The innermost cause says what went wrong; the wrappers say where.
   while (e instanceof Error && e.cause instanceof Error) e = e.cause;

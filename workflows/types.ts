@@ -22,20 +22,6 @@ export interface DatasetInput {
 }
 
 export { STAGES, type QueueKind, type StageName } from './graph.js';
-export type {
-  AttackParams,
-  DensityParams,
-  DetectParams,
-  EncoderParams,
-  EvaluateParams,
-  FeaturesParams,
-  FlowParams,
-  IngestParams,
-  RelabelParams,
-  ReportParams,
-  RetrainParams,
-  StageParams,
-} from './graph.js';
 
 export interface PipelineTemporalOptions {
   workflowId?: string;

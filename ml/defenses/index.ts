@@ -53,7 +53,7 @@ export function runDefense(audit: AuditConfig, input: DefenseInput): CleansedEnt
 }
 
 /** Throws unless every per-sample array has N entries and the density matrix has C columns. */
-export function checkDefenseInput(name: string, input: DefenseInput): void {
+function checkDefenseInput(name: string, input: DefenseInput): void {
   const { features, labels, classNames, ids, density, detections } = input;
   const n = labels.length;
   const c = classNames.length;

@@ -2,25 +2,14 @@ import { expect } from 'chai';
 import { checkCleansed } from '../../ml/cleansed.js';
 import { defaultAuditConfig, type CleansedEntry } from '../../ml/config.js';
 import { createDefense, DEFENSE_NAMES, isDefenseName, runDefense, type DefenseInput } from '../../ml/defenses/index.js';
-import type { ClassDetection } from '../../ml/detect.js';
 import { matrix } from '../../ml/matrix.js';
 import { splitAndRelabel } from '../../ml/relabel.js';
 import { poisonScores } from '../../ml/score.js';
+import { detection } from './fixtures.js';
 
 const relabel = defaultAuditConfig.relabel; // alpha 0.15: 3 samples per end of a class of 20
 
-const det = (index: number, kind: ClassDetection['kind']): ClassDetection => ({
-  index,
-  count: 0,
-  sND: 0,
-  ownNLL: 0,
-  sNDNormalized: 0,
-  sD: 0,
-  valley: -Infinity,
-  ndFlag: kind === 'non-disruptive',
-  dFlag: kind === 'disruptive',
-  kind,
-});
+const det = detection;
 
 /**
  * A density matrix with a known answer. Class 0 (non-disruptive target, 20 samples): rows 2, 9

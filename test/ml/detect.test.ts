@@ -8,6 +8,7 @@ import { matrix, selectRows, type Matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';
 import { splitAndRelabel, splitSize } from '../../ml/relabel.js';
 import { poisonScores } from '../../ml/score.js';
+import { detection as detectionOf } from './fixtures.js';
 
 const detection: DetectionConfig = defaultAuditConfig.detection;
 const relabel = defaultAuditConfig.relabel;
@@ -302,18 +303,7 @@ describe('splitAndRelabel', () => {
     const lab = Int32Array.from(labels);
     return { density, labels: lab, source, ids: labels.map((_, i) => `s${i}`), scores: poisonScores(density, lab) };
   }
-  const det = (index: number, kind: ClassDetection['kind']): ClassDetection => ({
-    index,
-    count: 0,
-    sND: 0,
-    ownNLL: 0,
-    sNDNormalized: 0,
-    sD: 0,
-    valley: -Infinity,
-    ndFlag: kind === 'non-disruptive',
-    dFlag: kind === 'disruptive',
-    kind,
-  });
+  const det = detectionOf;
   const count = (es: CleansedEntry[], action: string, label?: number) =>
     es.filter((e) => e.action === action && (label === undefined || e.label === label)).length;
 
