@@ -377,6 +377,18 @@ describe('temporal pipeline (real dev server)', function () {
     expect(await checkpointFiles(join(storeRoot, '.work'))).to.have.length.at.least(1);
   });
 
+  it('fails an audit of a one-class dataset at once, with the reason, instead of retrying it forever', async function () {
+    const oneClass = await tinyImageFolder(join(dir, 'one-class'), 1, 6);
+    await writeTinyPipeline(pipelineFile('one-class'), { datasetRoot: oneClass, datasetName: 'one-class', output: join(dir, 'out-one') });
+    const started = await startAudit(client, await loadPipeline(pipelineFile('one-class')));
+    let failure: unknown;
+    await started.handle.result().catch((err: unknown) => (failure = err));
+    expect(failure).to.be.instanceOf(WorkflowFailedError);
+    expect(String((failure as WorkflowFailedError).cause?.message)).to.match(/1 class\(es\); an audit needs at least 2/);
+    expect((await started.handle.describe()).status.name).to.equal('FAILED');
+    expect((await queryProgress(started.handle))?.verdict).to.equal('failed');
+  });
+
   it('rejects bad YAML and schema violations with file and line, starting nothing', async function () {
     const count = async () => {
       let n = 0;
