@@ -6,7 +6,7 @@
 // hands it a StageRuntime (heartbeat, cancellation, attempt, progress updates).
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cacheKey, type ArtifactStore } from '../data/artifacts.js';
+import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
 import { openDataset, type ShardedDataset } from '../data/ingest.js';
 import { selectBackend, type BackendChoice, type BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
@@ -245,15 +245,21 @@ export class StageEngine {
     await mkdir(work, { recursive: true });
     const t0 = performance.now();
     let computed: Computed | undefined;
-    const ref = await this.store.publish(req.stage, key, async (tmp) => {
-      const run = new StageRun(req, this.store, runtime, tmp, work);
-      try {
-        computed = await impl.compute(run as StageRun<never>);
-      } finally {
-        await run.close();
-      }
-      await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed.info) + '\n');
-    });
+    const beating = keepBeating(runtime);
+    let ref: ArtifactRef;
+    try {
+      ref = await this.store.publish(req.stage, key, async (tmp) => {
+        const run = new StageRun(req, this.store, beating.runtime, tmp, work);
+        try {
+          computed = await impl.compute(run as StageRun<never>);
+        } finally {
+          await run.close();
+        }
+        await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed.info) + '\n');
+      });
+    } finally {
+      beating.stop();
+    }
     const seconds = (performance.now() - t0) / 1000;
     await rm(work, { recursive: true, force: true });
     const done = computed ?? { info: await readInfo(this.store.dir(ref)) }; // another worker published first
@@ -268,4 +274,25 @@ export class StageEngine {
       ...(done.resumedFromEpoch ? { resumedFromEpoch: done.resumedFromEpoch } : {}),
     });
   }
+}
+
+/** How often a computing stage heartbeats on its own, between the heartbeats its loops send. */
+const BEAT_MS = 5000;
+
+/**
+ * A runtime whose heartbeat also repeats every BEAT_MS with the last details (a bare heartbeat
+ * would erase the checkpoint a retry reads back), so that a stage waiting on I/O or between
+ * two short computations stays alive under a heartbeat timeout of seconds. A single
+ * synchronous computation longer than the timeout still needs a heartbeat of its own.
+ */
+function keepBeating(runtime: StageRuntime): { runtime: StageRuntime; stop: () => void } {
+  let last: unknown = runtime.lastHeartbeat; // kept until this attempt has details of its own
+  const beat = (details?: unknown) => {
+    if (details !== undefined) last = details;
+    runtime.heartbeat(last);
+  };
+  beat();
+  const timer = setInterval(() => beat(), BEAT_MS);
+  timer.unref();
+  return { runtime: { ...runtime, heartbeat: beat }, stop: () => clearInterval(timer) };
 }

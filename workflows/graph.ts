@@ -19,7 +19,11 @@ export interface StageSpec {
   version: number;
   /** The queue that runs it by default (pipelines may override). */
   queue: QueueKind;
-  /** Longest gap between two heartbeats (one batch on the slowest backend), as a duration string. */
+  /**
+   * Heartbeat timeout, as a duration string: how soon a killed worker's stage is retried. The
+   * engine heartbeats every few seconds and training loops every batch, so one batch must take
+   * less than this (a pipeline raises it for wide networks on CPU workers).
+   */
   heartbeat: string;
   /** Longest honest run of the stage. */
   startToClose: string;
@@ -40,7 +44,7 @@ export const STAGE_SPECS = {
   ingest: {
     version: 1,
     queue: 'cpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '12h',
     inputs: [],
     cached: true,
@@ -49,7 +53,7 @@ export const STAGE_SPECS = {
   attack: {
     version: 1,
     queue: 'cpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '12h',
     inputs: ['dataset'],
     cached: true,
@@ -58,7 +62,7 @@ export const STAGE_SPECS = {
   encoder: {
     version: 1,
     queue: 'gpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '7d',
     inputs: ['dataset'],
     cached: true,
@@ -67,7 +71,7 @@ export const STAGE_SPECS = {
   features: {
     version: 2,
     queue: 'cpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '24h',
     inputs: ['encoder', 'dataset'],
     cached: true,
@@ -77,7 +81,7 @@ export const STAGE_SPECS = {
     // 2: trained through the one training loop (ml/loop.ts) with ml/optim.ts's Adam.
     version: 2,
     queue: 'cpu',
-    heartbeat: '2m',
+    heartbeat: '30s',
     startToClose: '24h',
     inputs: ['features', 'dataset'],
     perClass: true,
@@ -87,7 +91,7 @@ export const STAGE_SPECS = {
   density: {
     version: 1,
     queue: 'cpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '24h',
     inputs: ['features', 'flow*'],
     cached: true,
@@ -96,7 +100,7 @@ export const STAGE_SPECS = {
   detect: {
     version: 1,
     queue: 'cpu',
-    heartbeat: '2m',
+    heartbeat: '30s',
     startToClose: '1h',
     inputs: ['density', 'dataset'],
     cached: true,
@@ -106,7 +110,7 @@ export const STAGE_SPECS = {
     // 2: the split comes from the defense registry and carries `side`.
     version: 2,
     queue: 'cpu',
-    heartbeat: '2m',
+    heartbeat: '30s',
     startToClose: '1h',
     inputs: ['density', 'detect', 'dataset', 'features'],
     cached: true,
@@ -115,7 +119,7 @@ export const STAGE_SPECS = {
   retrain: {
     version: 1,
     queue: 'gpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '7d',
     inputs: ['dataset', 'relabel'],
     cached: true,
@@ -125,7 +129,7 @@ export const STAGE_SPECS = {
     // 2: reads each entry's side, not its reason text.
     version: 2,
     queue: 'cpu',
-    heartbeat: '5m',
+    heartbeat: '30s',
     startToClose: '24h',
     inputs: ['relabel', 'detect', 'dataset', 'attack?', 'model?', 'test?'],
     cached: true,
@@ -134,7 +138,7 @@ export const STAGE_SPECS = {
   report: {
     version: 2,
     queue: 'cpu',
-    heartbeat: '2m',
+    heartbeat: '30s',
     startToClose: '1h',
     inputs: ['dataset', 'detect', 'relabel', 'features', 'evaluate?'],
     cached: false,
