@@ -43,6 +43,10 @@ export async function auditDataset(pipeline: Pipeline, options: InProcessOptions
   const store = new ArtifactStore(options.store);
   const engine = new StageEngine(store, STAGE_IMPLS);
   const log = options.log ?? (() => undefined);
+  // One failed node stops the others at their next batch, as a failed workflow's would be.
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(options.signal?.reason);
+  options.signal?.addEventListener('abort', onAbort, { once: true });
   const executor: StageExecutor = {
     run: async (id: string, stage: StageName, params: unknown, inputs) => {
       options.onStage?.(id, 'start');
@@ -51,14 +55,22 @@ export async function auditDataset(pipeline: Pipeline, options: InProcessOptions
         attempt: 1,
         heartbeat: () => undefined,
         log,
-        ...(options.signal ? { signal: options.signal } : {}),
+        signal: stop.signal,
       });
       if (out.cached) log(`${id}: cache hit (key ${out.ref.key.slice(0, 12)}) ${out.info.figure}`);
       options.onStage?.(id, 'end', out);
       return out;
     },
   };
-  const { outcomes } = await runAuditDag(pipeline, executor);
+  let outcomes: Record<string, StageOutcome>;
+  try {
+    ({ outcomes } = await runAuditDag(pipeline, executor));
+  } catch (err) {
+    stop.abort(err);
+    throw err;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+  }
   const dir = (id: string) => store.dir(outcomes[id].ref);
   return {
     report: JSON.parse(await readFile(join(dir('report'), 'report.json'), 'utf8')) as AuditReport,

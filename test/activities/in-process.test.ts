@@ -12,6 +12,7 @@ import { parsePipeline } from '../../client/pipeline.js';
 import type { AuditReport, CleansedEntry } from '../../ml/config.js';
 import { activeNodes } from '../../workflows/dag.js';
 import type { Pipeline } from '../../workflows/types.js';
+import { tinyImageFolder } from '../temporal-helpers.js';
 
 describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
   this.timeout(20 * 60_000);
@@ -93,5 +94,54 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
     expect(Object.values(fresh.outcomes).every((o) => !o.cached)).to.equal(true);
     expect(fresh.cleansed).to.deep.equal(first.cleansed);
     expect({ ...fresh.report, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+  });
+});
+
+describe('auditDataset in process: failures', function () {
+  this.timeout(120_000);
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'audit-in-process-fail-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function tinyPipeline(classes: number, encoderEpochs: number): Promise<Pipeline> {
+    const root = await tinyImageFolder(join(dir, `data-${classes}`), classes, 8);
+    const file = join(dir, `p-${classes}-${encoderEpochs}.yaml`);
+    const yaml = stringify({
+      name: 'fail',
+      dataset: { format: 'imagefolder', root, imageSize: 32 },
+      audit: { encoder: { kind: 'simclr', width: 4, epochs: encoderEpochs, batchSize: 8, projectionDim: 16 }, retrain: false },
+      output: join(dir, 'out'),
+    });
+    await writeFile(file, yaml);
+    return parsePipeline(yaml, file);
+  }
+
+  it('refuses a one-class dataset after ingest, with the reason, and trains nothing', async function () {
+    const stages: string[] = [];
+    const err = await auditDataset(await tinyPipeline(1, 1), { store: join(dir, 'store'), onStage: (id) => stages.push(id) }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).to.match(/1 class\(es\); an audit needs at least 2/);
+    expect(stages.filter((s) => s !== 'ingest')).to.deep.equal([]);
+  });
+
+  it('stops at the next batch when its signal aborts', async function () {
+    const stop = new AbortController();
+    const err = await auditDataset(await tinyPipeline(2, 500), {
+      store: join(dir, 'store'),
+      signal: stop.signal,
+      onStage: (id, event) => {
+        if (id === 'encoder' && event === 'start') setTimeout(() => stop.abort(new Error('stopped by the test')), 200);
+      },
+    }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.name).to.equal('AbortError');
   });
 });
