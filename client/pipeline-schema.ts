@@ -61,6 +61,12 @@ const DatasetSource = definition(
       path: optional(nonEmpty()),
       classes: optional(Type.Array(nonEmpty(), { minItems: 2 })),
       split: optional(Type.Enum(['train', 'test'])),
+      followSymlinksOutsideRoot: optional(
+        Type.Boolean({
+          description:
+            'Follow symbolic links under the dataset root that lead outside it (default false: such a link is an error naming it and its target; links that stay inside the root are always followed).',
+        }),
+      ),
       // Declared (empty) so that additionalProperties admits them; dataset and testSet constrain them.
       imageSize: optional(Type.Unknown()),
       limitPerClass: optional(Type.Unknown()),
@@ -70,9 +76,9 @@ const DatasetSource = definition(
       additionalProperties: false,
       allOf: [
         when('format', 'imagefolder', { required: ['root'], ...forbid('files', 'path', 'split', 'classes') }),
-        when('format', 'cifar-binary', { required: ['files'], ...forbid('root', 'path', 'split') }),
+        when('format', 'cifar-binary', { required: ['files'], ...forbid('root', 'path', 'split', 'followSymlinksOutsideRoot') }),
         when('format', 'manifest', { required: ['path'], ...forbid('files', 'split') }),
-        when('format', 'cifar10', { required: ['split'], ...forbid('root', 'files', 'path', 'classes') }),
+        when('format', 'cifar10', { required: ['split'], ...forbid('root', 'files', 'path', 'classes', 'followSymlinksOutsideRoot') }),
       ],
     },
   ),

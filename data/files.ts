@@ -1,7 +1,7 @@
 // Small file-system helpers shared by every layer: one way to write a file atomically, one way
 // to publish a folder atomically.
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /** A fresh name beside `target` for writing before the rename. */
@@ -94,4 +94,41 @@ export async function pathExists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Where `path` really is, whether or not it exists yet: the real path (symbolic links resolved)
+ * of its deepest existing ancestor, with the missing rest appended. Two names of one folder
+ * (a link and its target, `/tmp` and `/private/tmp`) give the same answer.
+ */
+export async function realPathOf(path: string): Promise<string> {
+  const missing: string[] = [];
+  let p = resolve(path);
+  for (;;) {
+    try {
+      return join(await realpath(p), ...missing.reverse());
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const parent = dirname(p);
+      // ENOENT: not there yet; ENOTDIR: a file where a folder would be. Either way, look higher.
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || parent === p) throw err;
+      missing.push(basename(p));
+      p = parent;
+    }
+  }
+}
+
+/** True when `inner` is `outer` or lies below it (absolute, normalised paths; compares text only). */
+export function isWithin(outer: string, inner: string): boolean {
+  const rel = relative(outer, inner);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}
+
+/** How folder `a` sits relative to folder `b`, by real path: the same, inside it, containing it, or apart (undefined). */
+export async function folderOverlap(a: string, b: string): Promise<'same' | 'inside' | 'contains' | undefined> {
+  const [ra, rb] = await Promise.all([realPathOf(a), realPathOf(b)]);
+  if (ra === rb) return 'same';
+  if (isWithin(rb, ra)) return 'inside';
+  if (isWithin(ra, rb)) return 'contains';
+  return undefined;
 }

@@ -1,7 +1,7 @@
 // Cheap identities of inputs that live outside the artifact store: a dataset on disk (every
-// sample file's path, size and modification time) and a pretrained model folder. They enter
-// the ingest / encoder cache keys and the workflow id, so an edited dataset is never served
-// from cache and the same dataset is recognised without reading every image.
+// sample file's path, where its links lead, size and modification time) and a pretrained model
+// folder. They enter the ingest / encoder cache keys and the workflow id, so an edited dataset
+// is never served from cache and the same dataset is recognised without reading every image.
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { CIFAR10_ARCHIVE } from './cifar10.js';
@@ -10,7 +10,7 @@ import { sha256Hex } from './hash.js';
 import { sharedDataFile } from './paths.js';
 import type { DatasetSource } from './sources.js';
 
-/** sha256 over (sample id, label, file, size, mtime) of every sample, in id order. */
+/** sha256 over (sample id, label, file and its real path, size, mtime) of every sample, in id order. */
 export async function datasetFingerprint(source: DatasetSource): Promise<string> {
   if (source.format === 'cifar10') {
     // The archive stands for the split: fingerprinting it needs no extraction.
@@ -28,7 +28,10 @@ export async function datasetFingerprint(source: DatasetSource): Promise<string>
       seen.set(s.source.path, fileId);
     }
     const offset = s.source.kind === 'cifar-record' ? `#${s.source.offset}` : '';
-    lines.push(`${s.id}\t${s.label}\t${s.source.path}${offset}\t${fileId}`);
+    // Where a link leads is part of the identity (a retargeted link is another sample). Reached
+    // through no link, the line is what it always was, so existing fingerprints stay valid.
+    const real = s.source.realPath !== s.source.path ? ` -> ${s.source.realPath}` : '';
+    lines.push(`${s.id}\t${s.label}\t${s.source.path}${offset}${real}\t${fileId}`);
   }
   if (source.format === 'manifest') {
     const st = await stat(resolve(source.path));

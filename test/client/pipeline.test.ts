@@ -51,7 +51,7 @@ describe('pipeline files', function () {
     expect(p.temporal.taskQueues).to.deep.equal({ cpu: 'audit-cpu', gpu: 'audit-gpu' });
     expect(p.temporal.stageQueues.encoder).to.equal('gpu');
     expect(p.temporal.stageQueues.flow).to.equal('cpu');
-    expect(p.temporal.heartbeatTimeouts.encoder).to.equal(5 * 60_000);
+    expect(p.temporal.heartbeatTimeouts.encoder).to.equal(30_000); // the stage default in workflows/graph.ts
   });
 
   it('loads the paper pipeline with the paper retraining schedule', async function () {

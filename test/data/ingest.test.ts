@@ -318,7 +318,8 @@ describe('data', function () {
       const rows = refDs.ids.map((id, i) => ({ id, label: refDs.labels[i]! }));
       const csv = ['label,path,extra', ...rows.map((r, i) => `${i % 2 ? r.label : CLASSES3[r.label]},"${r.id}","x, ""y"""`)].join('\r\n');
       const csvPath = join(folder, 'list.csv');
-      const jsonlPath = join(work, 'list.jsonl');
+      // Not beside the outputs: a manifest's folder is part of its dataset, which is never written to.
+      const jsonlPath = join(await mkdtemp(join(work, 'lists-')), 'list.jsonl');
       await writeFile(csvPath, csv + '\r\n');
       await writeFile(jsonlPath, rows.map((r) => JSON.stringify({ path: r.id, label: CLASSES3[r.label] })).join('\n'));
       const specs: DatasetSpec[] = [
@@ -536,7 +537,7 @@ describe('data', function () {
     });
 
     it('manifest listing a missing file', async () => {
-      const path = join(work, 'missing.csv');
+      const path = join(await mkdtemp(join(work, 'lists-')), 'missing.csv');
       await writeFile(path, 'path,label\ncat/0000.jpg,cat\ncat/9999.jpg,cat\n');
       const out = fresh('missing-out');
       await expectDatasetError(
@@ -548,7 +549,7 @@ describe('data', function () {
     });
 
     it('wrong-size CIFAR binary file', async () => {
-      const file = join(work, 'short.bin');
+      const file = join(await mkdtemp(join(work, 'bins-')), 'short.bin');
       await writeFile(file, new Uint8Array(3073 * 2 - 1));
       const out = fresh('bin-bad-out');
       await expectDatasetError(
