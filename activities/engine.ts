@@ -7,6 +7,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
+import { pathExists } from '../data/files.js';
 import { openDataset, type ShardedDataset } from '../data/ingest.js';
 import { selectBackend, type BackendChoice, type BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
@@ -25,6 +26,10 @@ export interface StageRuntime {
   lastHeartbeat?: unknown;
   /** Keeps the stage alive (Temporal heartbeat); cheap enough to call every batch. */
   heartbeat(details?: unknown): void;
+  /** The heartbeat timeout the stage runs under, if any (the engine beats well within it). */
+  heartbeatTimeoutMs?: number;
+  /** Set by the engine: the stage will heartbeat details of its own (a training loop's), so no bare beats. */
+  detailed?(): void;
   log(line: string): void;
   /** Sends an epoch's progress to whoever shows it; resolves when sent (or given up). */
   epoch?(update: EpochUpdate): Promise<void>;
@@ -91,6 +96,14 @@ export class StageRun<P = unknown> {
     const ref = this.req.inputs[role];
     if (!ref) throw new StageInputError(`${this.req.label}: missing input '${role}'`);
     if (!(await this.store.verify(ref))) {
+      // Never here (not even quarantined by another consumer): this worker was sent another
+      // store's work. No retry or recomputation here can fix that.
+      if (!(await pathExists(this.store.dir(ref))) && !(await this.store.quarantined(ref.key))) {
+        throw new StageInputError(
+          `${this.req.label}: input '${role}': artifact ${ref.key} (${ref.stage}) is not in this worker's store ${this.store.root}: ` +
+            'the run and this worker use different stores',
+        );
+      }
       await this.store.lookup(ref.stage, ref.key); // moves the damaged copy to quarantine
       throw new CorruptArtifactError(
         `${this.req.label}: input '${role}' (${ref.stage} ${ref.key.slice(0, 12)}) does not match its hashes`,
@@ -124,6 +137,7 @@ export class StageRun<P = unknown> {
   /** Hooks for ml/loop.ts: checkpoint in the work folder, heartbeat every batch, progress once a second. */
   training(): TrainHooks {
     const { runtime, req } = this;
+    runtime.detailed?.();
     const last = runtime.lastHeartbeat as TrainingHeartbeat | undefined;
     if (runtime.attempt > 1) {
       this.log(
@@ -276,23 +290,36 @@ export class StageEngine {
   }
 }
 
-/** How often a computing stage heartbeats on its own, between the heartbeats its loops send. */
+/** How often, at most, a computing stage heartbeats on its own. */
 const BEAT_MS = 5000;
 
 /**
- * A runtime whose heartbeat also repeats every BEAT_MS with the last details (a bare heartbeat
- * would erase the checkpoint a retry reads back), so that a stage waiting on I/O or between
- * two short computations stays alive under a heartbeat timeout of seconds. A single
- * synchronous computation longer than the timeout still needs a heartbeat of its own.
+ * A runtime whose heartbeat also repeats on its own with the last details (a bare heartbeat
+ * would erase the checkpoint a retry reads back) whenever the stage has been silent for a while,
+ * so that a stage loading a backend, waiting on I/O or between two short computations stays
+ * alive under a heartbeat timeout of seconds. A single synchronous computation longer than the
+ * timeout still needs a heartbeat of its own.
  */
 function keepBeating(runtime: StageRuntime): { runtime: StageRuntime; stop: () => void } {
-  let last: unknown = runtime.lastHeartbeat; // kept until this attempt has details of its own
+  const every = Math.min(BEAT_MS, (runtime.heartbeatTimeoutMs ?? Infinity) / 3);
+  let last: unknown = runtime.lastHeartbeat; // the previous attempt's, until this one has its own
+  let detailed = false;
+  let sentAt = Date.now();
   const beat = (details?: unknown) => {
     if (details !== undefined) last = details;
+    sentAt = Date.now();
     runtime.heartbeat(last);
   };
-  beat();
-  const timer = setInterval(() => beat(), BEAT_MS);
+  const timer = setInterval(() => {
+    // A training stage's details (its epoch, its checkpoint) must not be displaced by a bare
+    // beat: the SDK sends the first heartbeat at once and throttles the next, so a bare one sent
+    // first would be all a worker killed early leaves behind. Such a stage beats every batch.
+    if (detailed && last === undefined) return;
+    if (Date.now() - sentAt >= every) beat();
+  }, every);
   timer.unref();
-  return { runtime: { ...runtime, heartbeat: beat }, stop: () => clearInterval(timer) };
+  return {
+    runtime: { ...runtime, heartbeat: beat, detailed: () => void (detailed = true) },
+    stop: () => clearInterval(timer),
+  };
 }

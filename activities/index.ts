@@ -43,6 +43,7 @@ export function createActivities(deps: ActivityDeps): AuditActivities {
       attempt: ctx.info.attempt,
       lastHeartbeat: ctx.info.heartbeatDetails,
       heartbeat: (details) => ctx.heartbeat(details),
+      ...(ctx.info.heartbeatTimeoutMs ? { heartbeatTimeoutMs: ctx.info.heartbeatTimeoutMs } : {}),
       log,
       epoch: (update) => sendEpoch(req, update),
     };

@@ -85,6 +85,7 @@ export function buildReport(r: {
   cleansed: readonly CleansedEntry[];
   timings: Record<string, number>;
   evaluation?: Evaluation;
+  warnings?: readonly string[];
 }): AuditReport {
   const classes: ClassReport[] = r.detections.map((d) => ({
     index: d.index,
@@ -105,5 +106,6 @@ export function buildReport(r: {
     counts: countActions(r.cleansed),
     timings: r.timings,
     ...(r.evaluation && Object.keys(r.evaluation).length ? { evaluation: r.evaluation } : {}),
+    ...(r.warnings?.length ? { warnings: [...r.warnings] } : {}),
   };
 }

@@ -175,6 +175,8 @@ export interface AuditReport {
   counts: { kept: number; relabelled: number; dropped: number };
   timings: Record<string, number>;
   evaluation?: Evaluation;
+  /** What the stages warned about (a class too small for its flow, ...); absent when nothing. */
+  warnings?: string[];
 }
 
 export type SampleAction = 'keep' | 'relabel' | 'drop';

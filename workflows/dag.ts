@@ -141,7 +141,17 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
     return [out];
   }
 
-  const facts = (classIndex: number): NodeFacts => ({ classes, classIndex, timings: { ...timings } });
+  // Warnings in DAG order (per-class instances by class), whatever order the stages finished in.
+  const warnings = (): string[] =>
+    Object.entries(outcomes)
+      .sort(([a], [b]) => order(a) - order(b))
+      .flatMap(([id, o]) => (o.info.warnings ?? []).map((w) => `${id}: ${w}`));
+  const order = (id: string): number => {
+    const m = /^(.*)\[(\d+)\]$/.exec(id);
+    const i = nodes.findIndex((n) => n.id === (m ? m[1] : id));
+    return i * 1e6 + (m ? Number(m[2]) : 0);
+  };
+  const facts = (classIndex: number): NodeFacts => ({ classes, classIndex, timings: { ...timings }, warnings: warnings() });
 
   // Each node starts once every node before it has started, and runs when its inputs exist:
   // the test set ingests while the encoder trains. Starting in declaration order keeps the

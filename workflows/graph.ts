@@ -205,6 +205,8 @@ export interface ReportParams {
   config: AuditConfig;
   /** Seconds per computed stage id (`encoder`, `flow[3]`, ...). */
   timings: Record<string, number>;
+  /** The warnings of the stages before it, each prefixed with its stage id. */
+  warnings: string[];
 }
 
 /** The parameter type of each stage. */
@@ -232,6 +234,8 @@ export interface NodeFacts {
   classIndex: number;
   /** Seconds per stage id computed so far (cache hits count 0). */
   timings: Readonly<Record<string, number>>;
+  /** Warnings of the stages completed so far, as `<stage id>: <warning>`. */
+  warnings: readonly string[];
 }
 
 export interface DagNode<S extends StageName = StageName> {
@@ -357,6 +361,6 @@ export const AUDIT_DAG: readonly DagNode[] = [
     id: 'report',
     stage: 'report',
     inputs: { dataset: TRAIN, detect: 'detect', relabel: 'relabel', features: 'features', evaluate: 'evaluate' },
-    params: (p, f) => ({ output: p.output, config: p.audit, timings: { ...f.timings } }),
+    params: (p, f) => ({ output: p.output, config: p.audit, timings: { ...f.timings }, warnings: [...f.warnings] }),
   }),
 ];

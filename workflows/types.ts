@@ -82,6 +82,8 @@ export interface StageInfo {
   /** Report stage only: the verdict in brief and the files written to the output folder. */
   summary?: AuditSummary;
   outputs?: string[];
+  /** Problems that do not stop the stage but weaken its result (a class too small for its flow), for logs and the report. */
+  warnings?: string[];
 }
 
 export interface StageOutcome {
@@ -162,6 +164,8 @@ export interface AuditSummary {
   targetClasses: string[];
   counts: AuditReport['counts'];
   evaluation?: Evaluation;
+  /** How many warnings report.json lists (the warnings themselves grow with the classes). */
+  warnings: number;
 }
 
 /** What an audit workflow returns: references, not the report (it grows with the classes). */

@@ -22,8 +22,9 @@ export const encoderStage: StageImpl<'encoder'> = {
       await writeFile(join(run.out, POINTER), JSON.stringify({ path: p.path }) + '\n');
       return { info: { figure: `pretrained ${p.path}` } };
     }
+    const hooks = run.training(); // first: its heartbeats carry the checkpoint a retry reads
     const backend = await run.backend(p.backend, 'training');
-    const { encoder, losses, resumedFromEpoch } = await trainSimclr(await run.dataset(), p.config, p.seed, run.training());
+    const { encoder, losses, resumedFromEpoch } = await trainSimclr(await run.dataset(), p.config, p.seed, hooks);
     try {
       await saveModel(encoder, join(run.out, 'model'));
     } finally {

@@ -22,6 +22,7 @@ export const reportStage: StageImpl<'report'> = {
       detections: await readDetections(await run.input('detect')),
       cleansed,
       timings: p.timings,
+      warnings: p.warnings,
       ...(evaluation ? { evaluation } : {}),
     });
     await writeAuditOutputs(run.out, report, cleansed);
@@ -31,6 +32,7 @@ export const reportStage: StageImpl<'report'> = {
       targetClasses: report.targetClasses.map((y) => report.dataset.classes[y] ?? String(y)),
       counts: report.counts,
       ...(report.evaluation ? { evaluation: report.evaluation } : {}),
+      warnings: report.warnings?.length ?? 0,
     };
     const { kept, relabelled, dropped } = report.counts;
     return {

@@ -9,6 +9,7 @@ import { readCleansed } from './common.js';
 export const retrainStage: StageImpl<'retrain'> = {
   async compute(run) {
     const p = run.params;
+    const hooks = run.training(); // first: its heartbeats carry the checkpoint a retry reads
     const backend = await run.backend(p.backend, 'training');
     const source = await run.dataset();
     const cleansed = await readCleansed(await run.input('relabel'));
@@ -16,7 +17,7 @@ export const retrainStage: StageImpl<'retrain'> = {
       seed: p.seed,
       stem: p.stem,
       inputSize: p.imageSize,
-      hooks: run.training(),
+      hooks,
     });
     try {
       await saveModel(model, join(run.out, 'model'));

@@ -51,7 +51,13 @@ class RecordingExecutor implements StageExecutor {
     for (const ref of Object.values(inputs))
       if (this.corrupt.has(ref.key)) throw Object.assign(new Error(`${id}: ${ref.key} corrupt`), { corrupt: ref.key });
     const info =
-      stage === 'ingest' ? { figure: '', classes: this.classes } : stage === 'detect' ? { figure: '', targetClasses: [0] } : { figure: '' };
+      stage === 'ingest'
+        ? { figure: '', classes: this.classes }
+        : stage === 'detect'
+          ? { figure: '', targetClasses: [0] }
+          : id === 'flow[1]'
+            ? { figure: '', warnings: ['class "b" (1) has 5 samples'] }
+            : { figure: '' };
     call.key = `${id}#${this.n++}`;
     if (this.corruptNext.delete(id)) this.corrupt.add(call.key);
     return { ref: { stage, key: call.key, sha256: '', bytes: 0 }, info, cached: false, seconds: 1 };
@@ -128,6 +134,8 @@ describe('the audit DAG (workflows/dag.ts)', function () {
     expect(x.calls.slice(0, 2).map((c) => c.id)).to.have.members(['ingest', 'ingest-test']);
     const report = x.calls.find((c) => c.id === 'report')?.params as { timings: Record<string, number> };
     expect(Object.keys(report.timings)).to.include.members(['ingest', 'encoder', 'flow[0]', 'flow[1]', 'relabel']);
+    // The stages' warnings reach the report, named by the stage that gave them.
+    expect((report as unknown as { warnings: string[] }).warnings).to.deep.equal(['flow[1]: class "b" (1) has 5 samples']);
   });
 
   it('recomputes a corrupted input through its producer, then retries the consumer', async function () {
