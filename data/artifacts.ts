@@ -142,6 +142,13 @@ export class ArtifactStore {
     return filesMatch(dir, manifest);
   }
 
+  /** Whether a copy of `key` was moved to .quarantine/: it was here and failed verification. */
+  async quarantined(key: string): Promise<boolean> {
+    checkKey(key);
+    const names = await readdir(join(this.root, QUARANTINE)).catch(() => [] as string[]);
+    return names.some((n) => n.startsWith(`${key}-`) && n.length === key.length + 13); // <key>-<12 hex>
+  }
+
   /** Files of a published artifact, as listed in its manifest (not re-verified). */
   async files(ref: ArtifactRef): Promise<ArtifactFile[]> {
     const file = join(this.dir(ref), ARTIFACT_MANIFEST);

@@ -16,7 +16,16 @@ interface Service {
   ports?: string[];
   depends_on?: Record<string, unknown> | string[];
   profiles?: string[];
+  stop_grace_period?: string;
   deploy?: { resources?: { reservations?: { devices?: { driver: string; count: number; capabilities: string[] }[] } } };
+}
+
+/** A compose / Go duration ("2m", "90s", "1m30s", "500ms") in seconds. */
+function seconds(duration: string): number {
+  const units: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001 };
+  const parts = [...duration.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== duration) throw new Error(`not a duration: ${duration}`);
+  return parts.reduce((sum, p) => sum + Number(p[1]) * units[p[2]], 0);
 }
 
 describe('docker-compose.yml', function () {
@@ -48,6 +57,28 @@ describe('docker-compose.yml', function () {
     const gpu = s['worker-gpu'].deploy?.resources?.reservations?.devices?.[0];
     expect(gpu).to.deep.include({ driver: 'nvidia' });
     expect(gpu?.capabilities).to.include('gpu');
+  });
+
+  it('gives each worker a stop grace period that outlasts its shutdownGraceTime and one more batch', function () {
+    // Docker SIGKILLs after stop_grace_period (default 10 s). The worker lets running stages go on
+    // for shutdownGraceTime, then cancels them and they stop at their next batch; the container
+    // must live through both, or a stage dies mid-way and waits for its heartbeat timeout.
+    const workerSource = readFileSync(join(repoRoot, 'worker', 'index.ts'), 'utf8');
+    const grace = workerSource.match(/shutdownGraceTime:\s*'([^']+)'/)?.[1];
+    expect(grace, 'shutdownGraceTime in worker/index.ts').to.be.a('string');
+    const batchAndExitS = 60; // one CPU training batch (~20 s) + a checkpoint write + reporting, with room
+    for (const w of ['worker-cpu', 'worker-gpu']) {
+      const stop = s[w].stop_grace_period;
+      expect(stop, `${w} stop_grace_period`).to.be.a('string');
+      expect(seconds(stop!), w).to.be.at.least(seconds(grace!) + batchAndExitS);
+    }
+  });
+
+  it('passes the payload encryption keys to every worker and the CLI', function () {
+    for (const w of ['worker-cpu', 'worker-gpu', 'cli']) {
+      expect(s[w].environment, w).to.have.property('BACKDOOR_AUDIT_PAYLOAD_KEY', '${BACKDOOR_AUDIT_PAYLOAD_KEY:-}');
+      expect(s[w].environment, w).to.have.property('BACKDOOR_AUDIT_PAYLOAD_KEYS', '${BACKDOOR_AUDIT_PAYLOAD_KEYS:-}');
+    }
   });
 
   it('shares the artifact store between the workers through a named volume', function () {

@@ -10,6 +10,7 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import { stringify } from 'yaml';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { startDevServer, type DevServer } from '../client/server.js';
+import { payloadDataConverter } from '../client/codec.js';
 import { repoRoot } from '../data/paths.js';
 import { createWorkers, installRuntime, runWorkers } from '../worker/index.js';
 import type { QueueKind } from '../workflows/types.js';
@@ -109,9 +110,10 @@ export async function writeTinyPipeline(file: string, o: TinyPipelineOptions): P
   return file;
 }
 
+/** A client with the project's payload codec, so it reads what the workers (createWorkers) write. */
 export async function connectClient(address: string): Promise<{ client: Client; connection: Connection }> {
   const connection = await Connection.connect({ address });
-  return { client: new Client({ connection }), connection };
+  return { client: new Client({ connection, dataConverter: payloadDataConverter() }), connection };
 }
 
 /** Workers running in this process until `stop()`. */

@@ -1,7 +1,9 @@
 // Worker processes: task queue `audit-cpu` runs the workflows, the cache probes and the CPU
 // stages; `audit-gpu` runs the GPU stages (SimCLR, retraining) one at a time. Usable embedded
 // (the CLI's `run` starts both in-process) or alone (`backdoor-audit worker --queue ...`).
-import { join } from 'node:path';
+// On the embedded server the queues are per artifact store (`audit-cpu@<store hash>`, see
+// embeddedTaskQueues), so a worker only ever takes tasks whose artifacts it can see.
+import { join, resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import {
   bundleWorkflowCode,
@@ -14,9 +16,28 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import { ArtifactStore } from '../data/artifacts.js';
+import { sha256Hex } from '../data/hash.js';
 import { repoRoot, storeRoot } from '../data/paths.js';
 import { createActivities } from '../activities/index.js';
-import { TASK_QUEUES, type QueueKind } from '../workflows/types.js';
+import { payloadDataConverter } from '../client/codec.js';
+import { TASK_QUEUES, type PipelineTemporalOptions, type QueueKind } from '../workflows/types.js';
+
+export type TaskQueueNames = PipelineTemporalOptions['taskQueues'];
+
+/**
+ * The task queues on the embedded server, which one machine's runs share whatever their stores:
+ * the default names (`audit-cpu`, `audit-gpu`) become the store's own (`audit-cpu@<12 hex of
+ * sha256(store root)>`), so runs with different stores never serve each other's audits, and a
+ * `worker` given the same store (same path) derives the same names. Any other name was chosen
+ * on purpose and is kept. Against a cluster the names are used as given: its workers share one store.
+ */
+export function embeddedTaskQueues(names: TaskQueueNames, store: string): TaskQueueNames {
+  const tag = sha256Hex(resolve(store)).slice(0, 12);
+  return {
+    cpu: names.cpu === TASK_QUEUES.cpu ? `${TASK_QUEUES.cpu}@${tag}` : names.cpu,
+    gpu: names.gpu === TASK_QUEUES.gpu ? `${TASK_QUEUES.gpu}@${tag}` : names.gpu,
+  };
+}
 
 const workflowsPath = join(repoRoot, 'workflows', 'index.ts');
 
@@ -49,6 +70,9 @@ export function installRuntime(level: LogLevel = 'WARN'): void {
   // Native (Rust core) log lines obey the same level and go through the same logger.
   const core = level === 'TRACE' || level === 'DEBUG' || level === 'INFO' || level === 'WARN' ? level : 'ERROR';
   Runtime.install({
+    // The process decides what a signal does (bin/backdoor-audit.js, runWorkers' AbortSignal): the
+    // SDK's own SIGINT handler would shut the workers down at once, before `run` could cancel its audit.
+    shutdownSignals: [],
     logger: new DefaultLogger(level),
     telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core, other: core }), forward: {} } },
   });
@@ -60,7 +84,8 @@ export interface WorkerSetup {
   namespace?: string;
   /** Which queues to serve (default both). */
   queues?: QueueKind[];
-  taskQueues?: { cpu: string; gpu: string };
+  /** Task queue names (default TASK_QUEUES; an embedded run passes embeddedTaskQueues of its store). */
+  taskQueues?: TaskQueueNames;
   /** Artifact store root (default storeRoot() of data/paths.ts). */
   storeRoot?: string;
   /** Lets training activities send epoch updates to the workflow's progress table. */
@@ -89,12 +114,18 @@ export async function createWorkers(setup: WorkerSetup): Promise<Worker[]> {
     connection: setup.connection,
     namespace: setup.namespace ?? 'default',
     activities,
+    // The same payload encryption as the clients (client/codec.ts): the codec runs here, in the
+    // worker's main thread, never in the workflow sandbox.
+    dataConverter: payloadDataConverter(),
     // Cancellation reaches an activity in a heartbeat response: heartbeat at least every 5 s so
     // a cancelled training stops within seconds, whatever its heartbeat timeout.
     maxHeartbeatThrottleInterval: '5s',
     defaultHeartbeatThrottleInterval: '5s',
-    // Let a running stage finish its batch and report cancellation before the process exits.
-    shutdownGraceTime: '30s',
+    // On shutdown (SIGTERM, Ctrl-C), a stage still running after this is cancelled: training stops
+    // at its next batch, keeps its checkpoint, and its attempt fails so another worker retries it.
+    // The worker then waits for it to stop. Short, so that a stopped worker (SIGTERM, Ctrl-C on
+    // `run`) exits within seconds instead of training on for the grace time.
+    shutdownGraceTime: '2s',
     ...(setup.stickyQueueScheduleToStartTimeout !== undefined
       ? { stickyQueueScheduleToStartTimeout: setup.stickyQueueScheduleToStartTimeout }
       : {}),
