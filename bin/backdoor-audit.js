@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Launcher: registers tsx so the TypeScript sources run as they are, then hands over to the CLI.
+import { constants } from 'node:os';
 import { register } from 'tsx/esm/api';
 
 register();
@@ -8,9 +9,11 @@ const stop = new AbortController();
 let interrupted = 0;
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
-    // First signal: graceful shutdown (workers finish or cancel their current task); second: exit now.
-    if (++interrupted > 1) process.exit(130);
-    stop.abort();
+    // First signal: the command says what it does and does it within seconds (`run` cancels or
+    // detaches from its audit, a worker shuts down), told through the AbortSignal with the
+    // signal's name as reason. Second: exit now, with the shell's code for the signal (130, 143).
+    if (++interrupted > 1) process.exit(128 + constants.signals[sig]);
+    stop.abort(sig);
   });
 }
 const code = await main(process.argv.slice(2), {

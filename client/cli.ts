@@ -3,19 +3,34 @@
 // `run`, an in-process worker.
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ArtifactStore } from '../data/artifacts.js';
 import { stateDir, storeRoot } from '../data/paths.js';
-import { createWorkers, installRuntime, runWorkers } from '../worker/index.js';
+import { createWorkers, embeddedTaskQueues, installRuntime, runWorkers } from '../worker/index.js';
 import { embeddedPort, ensureSearchAttributes, openTemporal, type ConnectionFlags, type TemporalSession } from './connection.js';
-import { followAudit, queryProgress, startAudit, type AuditHandle } from './audit.js';
+import {
+  AuditFailedError,
+  explainFailure,
+  followAudit,
+  pendingRetries,
+  queryProgress,
+  QUERY_WAIT_MS,
+  startAudit,
+  withRetries,
+  type AuditFailure,
+  type AuditHandle,
+  type StartedAudit,
+} from './audit.js';
 import { loadPipeline, PipelineError } from './pipeline.js';
-import { formatProgress, progressView } from './progress-view.js';
+import { formatProgress, progressView, retryLine, type ProgressView } from './progress-view.js';
 import { createSchedule, deleteSchedule, listSchedules, triggerSchedule } from './schedule.js';
 import { startDevServer } from './server.js';
-import type { AuditResult, Pipeline, QueueKind } from '../workflows/types.js';
+import { EncryptionCodec, payloadKeysFromEnv, startCodecServer } from './codec.js';
+import { TASK_QUEUES, type AuditProgress, type AuditResult, type Pipeline, type QueueKind } from '../workflows/types.js';
 import { writeFileAtomic } from '../data/files.js';
 
 /** Worker log lines that repeat what the progress display shows: a stage computed, its outputs written, a training epoch. */
@@ -26,8 +41,51 @@ export interface CliIo {
   err: (text: string) => void;
   /** Progress display stream (bars on a TTY, lines otherwise). */
   progressStream?: NodeJS.WriteStream;
-  /** Aborted on SIGINT / SIGTERM by bin/; tests abort it themselves. */
+  /**
+   * Aborted on the first SIGINT / SIGTERM by bin/, with the signal's name as its reason (a second
+   * one exits at once); tests abort it themselves.
+   */
   signal?: AbortSignal;
+}
+
+type SignalName = 'SIGINT' | 'SIGTERM';
+
+/** The process was asked to stop. Its exit code is the shell's for a signal: 128 + its number (SIGINT 130, SIGTERM 143). */
+export class InterruptedError extends Error {
+  constructor(readonly signalName: SignalName) {
+    super(`interrupted (${signalName})`);
+    this.name = 'InterruptedError';
+  }
+  get exitCode(): number {
+    return 128 + osConstants.signals[this.signalName];
+  }
+}
+
+const interruptOf = (signal: AbortSignal): InterruptedError => new InterruptedError(signal.reason === 'SIGTERM' ? 'SIGTERM' : 'SIGINT');
+
+/** `work`, or an InterruptedError as soon as `signal` aborts (`work` is left to settle unobserved). */
+async function untilInterrupted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
+  if (!signal) return work;
+  work.catch(() => undefined);
+  if (signal.aborted) throw interruptOf(signal);
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(interruptOf(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Calls `say` the moment `signal` aborts (to say at once what the interrupt does); returns the function that stops listening. */
+function onInterrupt(signal: AbortSignal | undefined, say: (name: SignalName) => void): () => void {
+  if (!signal) return () => undefined;
+  const listener = () => say(interruptOf(signal).signalName);
+  signal.addEventListener('abort', listener, { once: true });
+  return () => signal.removeEventListener('abort', listener);
 }
 
 const defaultIo: CliIo = {
@@ -57,8 +115,23 @@ function flagsOf(o: Record<string, unknown>): ConnectionFlags {
   return flags;
 }
 
+/** Runs `fn` with a session; an interrupt ends it at once (InterruptedError). */
 async function withTemporal<T>(opts: Record<string, unknown>, io: CliIo, fn: (t: TemporalSession) => Promise<T>): Promise<T> {
-  const session = await openTemporal(flagsOf(opts));
+  return withSession(opts, io, (t) => untilInterrupted(io.signal, fn(t)));
+}
+
+/**
+ * Runs `fn` with a session, for commands that handle interrupts themselves once connected (run
+ * and worker stop what they started first); an interrupt while connecting ends it at once.
+ */
+async function withSession<T>(opts: Record<string, unknown>, io: CliIo, fn: (t: TemporalSession) => Promise<T>): Promise<T> {
+  const opening = openTemporal(flagsOf(opts));
+  // Interrupted while connecting (or starting the embedded server): close what opens later.
+  const session = await untilInterrupted(io.signal, opening).catch((err: unknown) => {
+    if (err instanceof InterruptedError) void opening.then((s) => s.close()).catch(() => undefined);
+    throw err;
+  });
+  if (session.notice) io.err(session.notice);
   if (session.server?.started) {
     const ui = opts.ui === false ? '' : `, UI http://127.0.0.1:${embeddedPort() + 1000}`;
     io.err(`started the embedded Temporal dev server on ${session.address}${ui} (state in ${stateDir()})`);
@@ -68,6 +141,11 @@ async function withTemporal<T>(opts: Record<string, unknown>, io: CliIo, fn: (t:
   } finally {
     await session.close();
   }
+}
+
+/** The pipeline as it runs on the embedded server: on the task queues of `store` (embeddedTaskQueues). */
+function onStoreQueues(pipeline: Pipeline, store: string): Pipeline {
+  return { ...pipeline, temporal: { ...pipeline.temporal, taskQueues: embeddedTaskQueues(pipeline.temporal.taskQueues, store) } };
 }
 
 function parseQueues(value: string): QueueKind[] {
@@ -102,6 +180,7 @@ function summary(result: AuditResult): string {
     `verdict: ${targets.length ? `poisoned (target class${targets.length > 1 ? 'es' : ''}: ${targets.join(', ')})` : 'no target class found'}`,
     `samples: ${r.samples}; kept ${r.counts.kept}, relabelled ${r.counts.relabelled}, dropped ${r.counts.dropped}`,
   ];
+  if (r.warnings) lines.push(`warnings: ${r.warnings} (listed in report.json)`);
   if (r.evaluation)
     lines.push(
       `evaluation: ${Object.entries(r.evaluation)
@@ -111,12 +190,90 @@ function summary(result: AuditResult): string {
   return lines.join('\n');
 }
 
-async function follow(handle: AuditHandle, io: CliIo, view = progressView(io.progressStream ?? process.stderr)): Promise<AuditResult> {
+/**
+ * Shows an audit's progress until it closes. Rejects with AuditFailedError (its root cause and
+ * stage) when it fails, and with InterruptedError as soon as `io.signal` aborts.
+ */
+async function follow(
+  handle: AuditHandle,
+  io: CliIo,
+  view: ProgressView = progressView(io.progressStream ?? process.stderr),
+): Promise<AuditResult> {
+  let last: AuditProgress | undefined;
   try {
-    return await followAudit(handle, (p) => view.update(p));
+    return await followAudit(
+      handle,
+      (p) => {
+        last = p ?? last;
+        view.update(p);
+      },
+      1000,
+      io.signal,
+    );
+  } catch (err) {
+    if (io.signal?.aborted) throw interruptOf(io.signal);
+    if (err instanceof WorkflowFailedError) throw new AuditFailedError(await explainFailure(handle, err, last));
+    throw err;
   } finally {
     view.stop();
   }
+}
+
+/** Where a closed audit failed, why, and whether fixing the input is what it takes. */
+function failureLines(f: AuditFailure, prefix: string): string {
+  const where = f.stage ? `${f.stage}: ` : '';
+  const kind = f.badInput
+    ? 'bad input: no retry can fix it; correct it and run again'
+    : f.type === 'Cancelled' || f.type === 'Terminated'
+      ? 'stopped from outside'
+      : 'not an input problem: it may pass when run again';
+  return `${prefix}${where}${f.message}\n  failure type ${f.type} (${kind}); audit ${f.workflowId}`;
+}
+
+/** How long `run` waits for a cancelled audit to close before it exits anyway. */
+const CANCEL_WAIT_MS = 20_000;
+
+type InterruptAction = 'cancel' | 'detach';
+
+/**
+ * What `run` does on its first interrupt, once the audit has started: SIGINT cancels the audit
+ * (or detaches, per --on-interrupt; an audit this run only attached to is detached from by
+ * default), SIGTERM always detaches. Says what it does at once; throws InterruptedError.
+ */
+async function interruptRun(
+  started: StartedAudit,
+  action: InterruptAction,
+  name: SignalName,
+  inProcess: boolean,
+  io: CliIo,
+): Promise<never> {
+  const id = started.workflowId;
+  if (name === 'SIGINT' && action === 'cancel') {
+    io.err(
+      `interrupted: cancelling audit ${id}; a running stage stops at its next batch and keeps its checkpoint ` +
+        `(run the pipeline again to resume). Ctrl-C again exits at once.`,
+    );
+    await started.handle.cancel().catch(() => undefined); // already closed: nothing to cancel
+    const closed = await Promise.race([
+      started.handle.result().then(
+        () => true,
+        () => true,
+      ),
+      sleep(CANCEL_WAIT_MS, false, { ref: false }),
+    ]);
+    const status = closed ? (await started.handle.describe().catch(() => undefined))?.status.name : undefined;
+    io.err(
+      closed
+        ? `audit ${id} ${status === 'CANCELLED' ? 'cancelled' : `closed: ${status?.toLowerCase() ?? 'unknown'}`}`
+        : `audit ${id}: cancellation requested; it completes when a worker next runs the audit (backdoor-audit status ${id})`,
+    );
+  } else {
+    const worker = inProcess
+      ? "; this process's worker stops (a running stage is cancelled within seconds, at a batch boundary, keeps its checkpoint and is retried by the next worker or run of this pipeline)"
+      : '';
+    io.err(`interrupted (${name}): detaching; audit ${id} keeps running${worker}. Follow it with: backdoor-audit watch ${id}`);
+  }
+  throw new InterruptedError(name);
 }
 
 export function buildProgram(io: CliIo = defaultIo): Command {
@@ -132,15 +289,29 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .option('--detach', 'start and return without waiting')
       .option('--no-worker', 'do not start an in-process worker (workers run elsewhere)')
       .option('--worker', 'start an in-process worker even when an address is configured')
-      .option('--verbose', "print every line of the in-process worker's log"),
+      .option('--verbose', "print every line of the in-process worker's log")
+      .addOption(
+        new Option(
+          '--on-interrupt <action>',
+          'what the first Ctrl-C does to the audit: cancel it, or detach and leave it running (default: cancel an audit this run started, detach from one it attached to; SIGTERM always detaches)',
+        ).choices(['cancel', 'detach']),
+      ),
   ).action(async (file: string, opts: Record<string, unknown>) => {
     const pipeline = await loadPipeline(file);
-    await withTemporal(opts, io, async (t) => {
+    // Until the audit has started, an interrupt only stops this process (workers, if any, first).
+    let started: StartedAudit | undefined;
+    const stopListening = onInterrupt(io.signal, (name) => {
+      if (!started) io.err(`interrupted (${name}): stopping before the audit starts`);
+    });
+    await withSession(opts, io, async (t) => {
       await ensureSearchAttributes(t.connection, t.config.namespace).catch((err: unknown) =>
         io.err(`warning: could not check the custom search attributes: ${(err as Error).message}`),
       );
       const embedded = t.config.address === undefined;
       const inProcess = opts.worker !== false && (embedded || opts.worker === true) && !opts.detach;
+      // On the embedded server this run (and any worker of its store) has queues of its own.
+      const store = storeRoot();
+      const audit = embedded ? onStoreQueues(pipeline, store) : pipeline;
       const stopWorkers = new AbortController();
       let workersDone: Promise<void> | undefined;
       // Worker log lines go through the progress display so they do not break its bars.
@@ -150,7 +321,8 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         const workers = await createWorkers({
           connection: await t.nativeConnection(),
           namespace: t.config.namespace,
-          taskQueues: pipeline.temporal.taskQueues,
+          taskQueues: audit.temporal.taskQueues,
+          storeRoot: store,
           client: t.client,
           // The display already shows each stage's completion and epochs; the in-process worker adds
           // only what it cannot show (backend choice, retries, resumption) unless --verbose.
@@ -161,24 +333,34 @@ export function buildProgram(io: CliIo = defaultIo): Command {
         workersDone = runWorkers(workers, stopWorkers.signal);
       }
       try {
-        const started = await startAudit(t.client, pipeline);
+        started = await startAudit(t.client, audit, undefined, io.signal).catch((err: unknown) => {
+          throw io.signal?.aborted ? interruptOf(io.signal) : err;
+        });
         io.err(`${started.attached ? 'attached to the running audit' : 'started audit'} ${started.workflowId}`);
         if (opts.detach) {
           view.stop();
           io.out(started.workflowId);
           return;
         }
-        const abort = () => stopWorkers.abort();
-        io.signal?.addEventListener('abort', abort, { once: true });
-        const result = await follow(started.handle, io, view);
+        let result: AuditResult;
+        try {
+          result = await follow(started.handle, io, view);
+        } catch (err) {
+          if (!(err instanceof InterruptedError)) throw err;
+          // Cancelling someone else's audit (one this run attached to) takes asking for it.
+          const action = (opts.onInterrupt as InterruptAction | undefined) ?? (started.attached ? 'detach' : 'cancel');
+          return await interruptRun(started, action, err.signalName, inProcess, io);
+        }
         const files = await ensureLocalOutputs(result, pipeline, io);
         io.out(summary(result));
         for (const f of files) io.out(`wrote ${f}`);
       } finally {
+        view.stop();
+        // The workers stop only now: a cancelled audit needs them to close.
         stopWorkers.abort();
         await workersDone?.catch((err: unknown) => io.err(`worker stopped with an error: ${(err as Error).message}`));
       }
-    });
+    }).finally(stopListening);
   });
 
   addConnectionOptions(
@@ -188,54 +370,87 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .option('--queue <queue>', 'audit-cpu, audit-gpu or all', 'all')
       .option('--store <dir>', 'artifact store root (default BACKDOOR_AUDIT_STORE or .state/artifacts)')
       .option('--concurrency <n>', 'concurrent activities on the CPU queue', '2')
-      .option('--cpu-queue <name>', 'name of the CPU task queue', 'audit-cpu')
-      .option('--gpu-queue <name>', 'name of the GPU task queue', 'audit-gpu'),
+      .option('--cpu-queue <name>', "name of the CPU task queue (default audit-cpu; on the embedded server, its store's audit-cpu@<hash>)")
+      .option('--gpu-queue <name>', "name of the GPU task queue (default audit-gpu; on the embedded server, its store's audit-gpu@<hash>)"),
   ).action(async (opts: Record<string, unknown>) => {
     const queues = parseQueues(String(opts.queue));
     installRuntime('WARN');
-    await withTemporal(opts, io, async (t) => {
+    const stopListening = onInterrupt(io.signal, (name) =>
+      io.err(
+        `${name}: shutting down; a running stage is cancelled at its next batch, keeps its checkpoint and is retried by another worker (signal again to exit at once)`,
+      ),
+    );
+    await withSession(opts, io, async (t) => {
       await ensureSearchAttributes(t.connection, t.config.namespace).catch(() => undefined);
+      const store = typeof opts.store === 'string' ? resolve(opts.store) : storeRoot();
+      const names = {
+        cpu: typeof opts.cpuQueue === 'string' ? opts.cpuQueue : TASK_QUEUES.cpu,
+        gpu: typeof opts.gpuQueue === 'string' ? opts.gpuQueue : TASK_QUEUES.gpu,
+      };
+      // On the embedded server: the queues of the runs of the same store.
+      const taskQueues = t.config.address === undefined ? embeddedTaskQueues(names, store) : names;
       const workers = await createWorkers({
         connection: await t.nativeConnection(),
         namespace: t.config.namespace,
         queues,
-        taskQueues: { cpu: String(opts.cpuQueue), gpu: String(opts.gpuQueue) },
-        ...(typeof opts.store === 'string' ? { storeRoot: resolve(opts.store) } : {}),
+        taskQueues,
+        storeRoot: store,
         cpuConcurrency: Number(opts.concurrency),
         client: t.client,
         log: (line) => io.err(line),
       });
-      io.err(
-        `worker on ${queues.map((q) => (q === 'cpu' ? opts.cpuQueue : opts.gpuQueue)).join(', ')} connected to ${t.address} (pid ${process.pid})`,
-      );
+      io.err(`worker on ${queues.map((q) => taskQueues[q]).join(', ')} (store ${store}) connected to ${t.address} (pid ${process.pid})`);
+      if (io.signal?.aborted) throw interruptOf(io.signal); // while the workers were being created
       await runWorkers(workers, io.signal);
-    });
+      if (io.signal?.aborted) throw interruptOf(io.signal);
+    }).finally(stopListening);
   });
 
   const handleFor = (t: TemporalSession, id: string): WorkflowHandle => t.client.workflow.getHandle(id);
 
-  addConnectionOptions(program.command('status <workflowId>').description('print the progress table of an audit once')).action(
-    async (id: string, opts: Record<string, unknown>) => {
-      await withTemporal(opts, io, async (t) => {
-        const p = await queryProgress(handleFor(t, id));
-        if (!p) {
-          const d = await handleFor(t, id).describe();
-          io.out(`${id}: ${d.status.name} (no worker answered the progress query)`);
-          return;
-        }
-        io.out(formatProgress(p));
-      });
-    },
-  );
+  addConnectionOptions(
+    program
+      .command('status <workflowId>')
+      .description("print the progress table of an audit once: every stage, retries, and a failed audit's cause"),
+  ).action(async (id: string, opts: Record<string, unknown>) => {
+    await withTemporal(opts, io, async (t) => {
+      const handle = handleFor(t, id);
+      const d = await handle.describe();
+      const closed = d.status.name !== 'RUNNING';
+      const [p, retries] = await Promise.all([
+        queryProgress(handle, QUERY_WAIT_MS),
+        closed ? undefined : pendingRetries(handle).catch(() => undefined),
+      ]);
+      if (p) io.out(formatProgress(withRetries(p, retries)));
+      else {
+        io.out(`${id}: ${d.status.name} (no worker answered the progress query)`);
+        for (const [row, retry] of retries ?? []) io.out(retryLine(row, retry));
+      }
+      // A closed run's failure needs no worker: the server has it.
+      if (closed && d.status.name !== 'COMPLETED') {
+        const failure = await handle.result().then(
+          () => undefined,
+          (err: unknown) => explainFailure(handle, err, p),
+        );
+        // A cancelled, terminated or timed-out run's message says so itself.
+        if (failure) io.out(failureLines(failure, d.status.name === 'FAILED' ? 'failed: ' : ''));
+      }
+    });
+  });
 
-  addConnectionOptions(program.command('watch <workflowId>').description('follow an audit until it finishes')).action(
-    async (id: string, opts: Record<string, unknown>) => {
-      await withTemporal(opts, io, async (t) => {
+  addConnectionOptions(
+    program.command('watch <workflowId>').description('follow an audit until it finishes (Ctrl-C stops watching; the audit keeps running)'),
+  ).action(async (id: string, opts: Record<string, unknown>) => {
+    await withTemporal(opts, io, async (t) => {
+      const stopListening = onInterrupt(io.signal, () => io.err(`stopped watching; audit ${id} keeps running`));
+      try {
         const result = await follow(t.client.workflow.getHandle(id) as AuditHandle, io);
         io.out(summary(result));
-      });
-    },
-  );
+      } finally {
+        stopListening();
+      }
+    });
+  });
 
   addConnectionOptions(
     program
@@ -244,7 +459,10 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       .option('--out <dir>', 'folder to write report.json and cleansed.jsonl into'),
   ).action(async (id: string, opts: Record<string, unknown>) => {
     await withTemporal(opts, io, async (t) => {
-      const result = (await t.client.workflow.getHandle(id).result()) as AuditResult;
+      const handle = handleFor(t, id);
+      const result = (await handle.result().catch(async (err: unknown) => {
+        throw err instanceof WorkflowFailedError ? new AuditFailedError(await explainFailure(handle, err)) : err;
+      })) as AuditResult;
       if (typeof opts.out === 'string') {
         const dir = resolve(opts.out);
         const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
@@ -269,7 +487,8 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     const pipeline = await loadPipeline(file);
     await withTemporal(opts, io, async (t) => {
       await ensureSearchAttributes(t.connection, t.config.namespace).catch(() => undefined);
-      const id = await createSchedule(t.client, pipeline, {
+      // On the embedded server the schedule's audits go to this store's queues (see README).
+      const id = await createSchedule(t.client, t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline, {
         cron: String(opts.cron),
         ...(typeof opts.id === 'string' ? { scheduleId: opts.id } : {}),
         paused: opts.paused === true,
@@ -317,17 +536,44 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       io.err(
         `Temporal dev server on ${server.address}${opts.ui === false ? '' : `, UI http://127.0.0.1:${port + 1000}`}; state ${dbFile}; log ${server.logFile}`,
       );
-      await new Promise<void>((resolveStop) => {
-        if (!io.signal) return; // runs until the process is killed
-        io.signal.addEventListener('abort', () => resolveStop(), { once: true });
-      });
+      const signal = io.signal;
+      if (!signal) return new Promise<never>(() => undefined); // runs until the process is killed
+      if (!signal.aborted) await new Promise<void>((resolveStop) => signal.addEventListener('abort', () => resolveStop(), { once: true }));
+      io.err(`${interruptOf(signal).signalName}: stopping the dev server`);
       await server.stop();
+      throw interruptOf(signal);
+    });
+
+  program
+    .command('codec-server')
+    .description('decrypt payloads for the Temporal UI (Remote Codec Endpoint) and CLI (--codec-endpoint), on loopback')
+    .option('--port <port>', 'port', '8888')
+    .option('--host <host>', 'interface (whoever reaches it can decrypt every payload)', '127.0.0.1')
+    .option('--origin <url...>', 'browser origins allowed (default: any page served from loopback)')
+    .action(async (opts: Record<string, unknown>) => {
+      const codec = new EncryptionCodec(payloadKeysFromEnv());
+      const server = await startCodecServer({
+        codec,
+        port: Number(opts.port),
+        host: String(opts.host),
+        ...(Array.isArray(opts.origin) ? { origins: opts.origin.map(String) } : {}),
+      });
+      const keys = [...codec.keyring.keys.keys()].join(', ') || 'none: set BACKDOOR_AUDIT_PAYLOAD_KEY';
+      io.err(`codec server on ${server.url} (keys ${keys}); in the Temporal UI: Configure data encoder -> ${server.url}`);
+      const signal = io.signal;
+      if (signal && !signal.aborted) await new Promise<void>((stop) => signal.addEventListener('abort', () => stop(), { once: true }));
+      else if (!signal) await new Promise<never>(() => undefined); // runs until the process is killed
+      await server.close();
     });
 
   return program;
 }
 
-/** Runs the CLI; returns the exit code (2 for a bad pipeline file or usage). */
+/**
+ * Runs the CLI; returns the exit code: 0, 2 when the input is wrong and no retry can fix it (a
+ * pipeline file, usage, or an audit that failed with DatasetError, PipelineInputError or
+ * CorruptArtifact), 1 for any other failure, 128 + the signal's number when interrupted (130).
+ */
 export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
   const program = buildProgram(io);
   try {
@@ -338,6 +584,11 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
     if (err instanceof PipelineError) {
       io.err(err.message);
       return 2;
+    }
+    if (err instanceof InterruptedError) return err.exitCode; // the command said what it did
+    if (err instanceof AuditFailedError) {
+      io.err(failureLines(err.failure, 'error: '));
+      return err.failure.badInput ? 2 : 1;
     }
     io.err(`error: ${(err as Error).message}`);
     return 1;

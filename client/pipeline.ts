@@ -2,11 +2,11 @@
 // definition of the format: pipelines/schema.json is generated from it), defaults applied, paths
 // made absolute. Every problem is reported with the file, the line and the path inside it, and
 // nothing is started when there is one.
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { msToNumber, type Duration } from '@temporalio/common';
 import { Ajv, type ErrorObject } from 'ajv';
-import { isMap, isNode, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
 import { defaultAuditConfig, defaultSimclrEncoder, stemForImageSize, type AuditConfig, type EncoderConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
 import { STAGE_SPECS, type QueueKind } from '../workflows/graph.js';
@@ -18,7 +18,9 @@ import {
   type PipelineTemporalOptions,
   type StageName,
 } from '../workflows/types.js';
-import { pathExists } from '../data/files.js';
+import { folderOverlap, pathExists } from '../data/files.js';
+import { stateDir, storeRoot } from '../data/paths.js';
+import { sourceRoots } from '../data/sources.js';
 import { PipelineSchema, type RawAudit, type RawPipeline, type RawSource, type RawTemporal } from './pipeline-schema.js';
 
 export interface PipelineProblem {
@@ -60,32 +62,113 @@ function validate(value: unknown): ErrorObject[] {
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 
+/**
+ * The largest pipeline file read. A pipeline is a few KB; the limit keeps a wrong or hostile
+ * file (a dataset listing, a generated document with millions of keys) from costing minutes
+ * and memory before it is refused.
+ */
+export const MAX_PIPELINE_BYTES = 1024 * 1024;
+
+function checkSize(file: string, bytes: number): void {
+  if (bytes > MAX_PIPELINE_BYTES) {
+    throw new PipelineError(file, [
+      {
+        path: '',
+        message: `file is ${bytes} bytes, over the ${MAX_PIPELINE_BYTES}-byte (1 MiB) limit for pipeline files (a pipeline is a few KB)`,
+      },
+    ]);
+  }
+}
+
 /** Parses, validates and normalises a pipeline file. Throws PipelineError on any problem. */
 export async function loadPipeline(file: string): Promise<Pipeline> {
   const abs = resolve(file);
   let text: string;
   try {
-    text = await readFile(abs, 'utf8');
+    const fh = await open(abs, 'r');
+    try {
+      const st = await fh.stat();
+      // A FIFO or a device has no size to check and may never end.
+      if (!st.isFile()) throw new PipelineError(abs, [{ path: '', message: 'not a regular file' }]);
+      checkSize(abs, st.size);
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (err) {
+    if (err instanceof PipelineError) throw err;
     throw new PipelineError(abs, [{ path: '', message: `cannot read: ${(err as Error).message}` }]);
   }
   return parsePipeline(text, abs);
 }
 
+/** Problems of one kind reported at most (YAML errors, duplicate keys, schema violations): past that, their count. */
+const MAX_PROBLEMS_SHOWN = 20;
+
+/**
+ * Keys repeated within one mapping, in linear time (the yaml package's own uniqueKeys check
+ * compares every key with every other: 40,000 keys took 22 s). Scalar keys compare by value,
+ * as the yaml package does; other keys (mappings as keys) are never equal.
+ */
+function duplicateKeys(doc: Document, lc: LineCounter): PipelineProblem[] {
+  const out: PipelineProblem[] = [];
+  let more = 0;
+  visit(doc, {
+    Map(_, map, ancestors) {
+      const seen = new Set<unknown>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) continue;
+        const key: unknown = pair.key.value;
+        if (!seen.has(key)) {
+          seen.add(key);
+          continue;
+        }
+        if (out.length >= MAX_PROBLEMS_SHOWN) {
+          more++;
+          continue;
+        }
+        const pos = pair.key.range ? lc.linePos(pair.key.range[0]) : undefined;
+        out.push({
+          path: [...pathOf(ancestors, map), String(key)].join('.'),
+          ...(pos ? { line: pos.line, column: pos.col } : {}),
+          message: `YAML: map keys must be unique: "${String(key)}" appears again`,
+        });
+      }
+    },
+  });
+  if (more) out.push({ path: '', message: `YAML: ${more} more duplicate key(s) not shown` });
+  return out;
+}
+
+/** The document path (`audit.flow`) of `node`, from the ancestors visit() passes. */
+function pathOf(ancestors: readonly unknown[], node: unknown): string[] {
+  const chain = [...ancestors, node];
+  const path: string[] = [];
+  for (let i = 0; i < chain.length - 1; i++) {
+    const here = chain[i];
+    const next = chain[i + 1];
+    if (isPair(here) && here.value === next) path.push(String(isScalar(here.key) ? here.key.value : here.key));
+    else if (isSeq(here)) path.push(String(here.items.indexOf(next)));
+  }
+  return path;
+}
+
 /** `text` is the content of `file` (used for messages and to resolve relative paths). */
 export async function parsePipeline(text: string, file: string): Promise<Pipeline> {
+  checkSize(file, Buffer.byteLength(text, 'utf8'));
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const syntax = [...doc.errors, ...doc.warnings.filter((w) => w.code === 'DUPLICATE_KEY')];
-  if (syntax.length) {
-    throw new PipelineError(
-      file,
-      syntax.map((e) => {
-        const pos = lineCounter.linePos(e.pos[0]);
-        return { path: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` };
-      }),
-    );
+  // uniqueKeys: false, checked by duplicateKeys (linear) instead.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  if (doc.errors.length) {
+    const shown: PipelineProblem[] = doc.errors.slice(0, MAX_PROBLEMS_SHOWN).map((e) => {
+      const pos = lineCounter.linePos(e.pos[0]);
+      return { path: '', line: pos.line, column: pos.col, message: `YAML: ${e.message.split('\n')[0]}` };
+    });
+    const more = doc.errors.length - shown.length;
+    throw new PipelineError(file, more > 0 ? [...shown, { path: '', message: `YAML: ${more} more error(s) not shown` }] : shown);
   }
+  const duplicates = duplicateKeys(doc, lineCounter);
+  if (duplicates.length) throw new PipelineError(file, duplicates);
   const value: unknown = doc.toJS();
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new PipelineError(file, [{ path: '', line: 1, message: 'expected a mapping (name, dataset, output, ...)' }]);
@@ -96,12 +179,18 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   const raw = value as RawPipeline;
   const base = dirname(file);
   const problems: PipelineProblem[] = [];
-  const at = (path: (string | number)[], message: string) =>
-    problems.push({ path: path.join('.'), ...position(doc, lineCounter, path), message });
+  const at = (path: (string | number)[], message: string, preferKey = false) =>
+    problems.push({ path: path.join('.'), ...position(doc, lineCounter, path, preferKey), message });
 
   const dataset = { ...raw.dataset };
   const source = await resolveSource(sourceOf(dataset), base, ['dataset'], at);
   const testSource = raw.testSet ? await resolveSource(sourceOf({ ...raw.testSet }), base, ['testSet'], at) : undefined;
+  const output = resolve(base, raw.output);
+  await checkInputsUntouched(
+    output,
+    [{ at: 'dataset' as const, source }, ...(testSource ? [{ at: 'testSet' as const, source: testSource }] : [])],
+    at,
+  );
   const audit = auditConfig(raw.audit ?? {}, dataset.imageSize, base);
   if (audit.encoder.kind === 'pretrained' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `pretrained encoder not found: ${audit.encoder.path}`);
@@ -120,7 +209,7 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
       ...(dataset.name !== undefined ? { name: dataset.name } : {}),
     },
     audit,
-    output: resolve(base, raw.output),
+    output,
     temporal: temporalOptions(raw.temporal ?? {}),
   };
   if (raw.description !== undefined) pipeline.description = raw.description;
@@ -136,8 +225,50 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
 }
 
 function sourceOf(raw: RawSource): RawSource {
-  const { format, root, files, path, classes, split } = raw;
-  return { format, root, files, path, classes, split };
+  const { format, root, files, path, classes, split, followSymlinksOutsideRoot } = raw;
+  return { format, root, files, path, classes, split, followSymlinksOutsideRoot };
+}
+
+/**
+ * Input datasets are never written to: the output folder, the artifact store and the state
+ * folder may not be a folder a dataset is read from, lie inside one or contain one. Compared
+ * by real path (links resolved), so another name for the same folder is caught too. An output
+ * inside an ImageFolder root would otherwise become an extra class (or a non-image file) of
+ * the next run.
+ */
+async function checkInputsUntouched(
+  output: string,
+  sets: { at: 'dataset' | 'testSet'; source: DatasetSource }[],
+  problem: (path: (string | number)[], message: string, preferKey?: boolean) => void,
+): Promise<void> {
+  // `key`: where a problem is reported. The output is the file's own setting; the store and the
+  // state folder come from the environment, so their problems point at the dataset's folder.
+  const written: { what: string; dir: string; fix: string; key?: string[] }[] = [
+    { what: `output folder ${output}`, dir: output, fix: 'choose an output folder outside it', key: ['output'] },
+    {
+      what: `artifact store ${storeRoot()}`,
+      dir: storeRoot(),
+      fix: 'set BACKDOOR_AUDIT_STORE (default: <state folder>/artifacts) to a folder outside it',
+    },
+    {
+      what: `state folder ${stateDir()}`,
+      dir: stateDir(),
+      fix: 'set BACKDOOR_AUDIT_STATE (default: .state in the checkout) to a folder outside it',
+    },
+  ];
+  for (const set of sets) {
+    for (const root of sourceRoots(set.source)) {
+      const key = [set.at, ...root.key];
+      for (const w of written) {
+        const overlap = await folderOverlap(w.dir, root.dir);
+        if (!overlap) continue;
+        const how = overlap === 'same' ? 'is' : overlap === 'inside' ? 'is inside' : 'contains';
+        const message = `${w.what} ${how} the ${set.at === 'dataset' ? 'training set' : 'test set'}'s folder ${root.dir} (${key.join('.')}); input datasets are never written to: ${w.fix}`;
+        if (w.key) problem(w.key, message, true);
+        else problem(key, message);
+      }
+    }
+  }
 }
 
 async function resolveSource(
@@ -148,10 +279,12 @@ async function resolveSource(
 ): Promise<DatasetSource> {
   const abs = (p: string) => resolve(base, p);
   const classes = raw.classes ? { classes: raw.classes } : {};
+  // Only when set: the source is part of the ingest's cache key, which stays as it was otherwise.
+  const follow = raw.followSymlinksOutsideRoot ? { followSymlinksOutsideRoot: true } : {};
   let out: DatasetSource;
   switch (raw.format) {
     case 'imagefolder':
-      out = { format: 'imagefolder', root: abs(raw.root as string) };
+      out = { format: 'imagefolder', root: abs(raw.root as string), ...follow };
       if (!(await pathExists(out.root))) problem([...at, 'root'], `folder not found: ${out.root}`);
       return out;
     case 'cifar-binary':
@@ -159,7 +292,7 @@ async function resolveSource(
       for (const [i, f] of out.files.entries()) if (!(await pathExists(f))) problem([...at, 'files', i], `file not found: ${f}`);
       return out;
     case 'manifest':
-      out = { format: 'manifest', path: abs(raw.path as string), ...(raw.root ? { root: abs(raw.root) } : {}), ...classes };
+      out = { format: 'manifest', path: abs(raw.path as string), ...(raw.root ? { root: abs(raw.root) } : {}), ...classes, ...follow };
       if (!(await pathExists(out.path))) problem([...at, 'path'], `file not found: ${out.path}`);
       return out;
     case 'cifar10':
@@ -240,10 +373,16 @@ function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): 
   // An if/then failure repeats the `then` branch's own errors; oneOf failures repeat their
   // branches' errors. Keep the specific ones; explain the rest once.
   const oneOfPaths = new Set(errors.filter((e) => e.keyword === 'oneOf').map((e) => e.instancePath));
+  let more = 0;
   for (const e of errors) {
     if (e.keyword === 'if') continue;
     if (e.schemaPath.includes('/propertyNames/')) continue; // reported once as 'propertyNames'
     if (e.schemaPath.includes('/oneOf/') && oneOfPaths.has(e.instancePath)) continue; // explained by the oneOf message
+    // Locating a node is linear in its mapping: tens of thousands of errors (a generated file) would take minutes.
+    if (out.length >= MAX_PROBLEMS_SHOWN) {
+      more++;
+      continue;
+    }
     const path = pointerToPath(e.instancePath);
     let target = path;
     let message: string;
@@ -293,6 +432,7 @@ function describeErrors(errors: ErrorObject[], doc: Document, lc: LineCounter): 
     const keyed = e.keyword === 'additionalProperties' || e.keyword === 'propertyNames';
     out.push({ path: target.join('.'), ...position(doc, lc, target, keyed), message });
   }
+  if (more) out.push({ path: '', message: `${more} more problem(s) not shown` });
   return out;
 }
 

@@ -1,31 +1,69 @@
 // Showing the `progress` query: one cli-progress bar per stage on a terminal, plain lines
 // (one per change) otherwise, and a table for `status`.
 import cliProgress from 'cli-progress';
-import type { AuditProgress, StageProgress } from '../workflows/types.js';
+import type { ShownProgress, ShownStage, StageRetry } from './audit.js';
 
 export interface ProgressView {
-  update(p: AuditProgress | undefined): void;
+  update(p: ShownProgress | undefined): void;
   /** A log line (worker output) printed without breaking the display. */
   log(line: string): void;
   stop(): void;
 }
 
-function stateText(r: StageProgress): string {
+/** One line of a failure message, short enough for a table cell. */
+function brief(message: string): string {
+  const first = message.split('\n')[0] ?? '';
+  return first.length > 200 ? `${first.slice(0, 197)}...` : first;
+}
+
+function retryText(retry: StageRetry): string {
+  return `retrying (attempt ${retry.attempt}${retry.maximumAttempts ? ` of ${retry.maximumAttempts}` : ''})`;
+}
+
+/** The last failure and the next try: a wall-clock time, so a line does not change every second. */
+function retryDetail(retry: StageRetry): string {
+  const next = retry.nextAttemptAt ? `next try at ${retry.nextAttemptAt.toLocaleTimeString()}` : '';
+  const failure = retry.lastFailure ? `last failure: ${brief(retry.lastFailure)}` : '';
+  return [failure, next].filter(Boolean).join('; ');
+}
+
+/** A retry that waits for its attempt to start (back-off, or no worker): the row says so instead of its state. */
+const waiting = (r: ShownStage): StageRetry | undefined => (r.retry && !r.retry.running ? r.retry : undefined);
+
+function stateText(r: ShownStage): string {
+  const retry = waiting(r);
+  if (retry) return retryText(retry);
   const epochs = r.epochs ? ` ${r.epoch ?? 0}/${r.epochs}` : '';
   const resumed = r.resumedFromEpoch ? ` (resumed from epoch ${r.resumedFromEpoch})` : '';
-  const attempt = r.attempt && r.attempt > 1 ? ` attempt ${r.attempt}` : '';
+  const n = r.retry?.attempt ?? r.attempt;
+  const attempt = n && n > 1 ? ` attempt ${n}` : '';
   return `${r.state}${epochs}${resumed}${attempt}`;
 }
 
-function line(r: StageProgress): string {
+/** The figure column: the figure, a failed stage's error, or a retrying stage's last failure. */
+function detail(r: ShownStage): string {
+  if (r.retry) return [r.retry.running ? r.figure : undefined, retryDetail(r.retry)].filter(Boolean).join('; ');
+  if (r.state === 'failed' && r.error) return brief(r.error);
+  return r.figure ?? (r.error ? brief(r.error) : '');
+}
+
+/** e.g. `encoder: retrying (attempt 2 of 5, last failure: ...; next try at 14:03:07)` */
+export function retryLine(id: string, retry: StageRetry): string {
+  const more = retryDetail(retry);
+  return `${id}: ${retryText(retry).slice(0, -1)}${more ? `, ${more}` : ''})`;
+}
+
+function line(r: ShownStage): string {
+  const retry = waiting(r);
+  if (retry) return retryLine(r.id, retry);
   const time = r.seconds !== undefined && r.state !== 'cached' ? ` ${r.seconds.toFixed(1)} s` : '';
   const figure = r.figure ? ` - ${r.figure}` : '';
-  const error = r.error ? ` - ${r.error}` : '';
+  const error = r.error ? ` - ${brief(r.error)}` : '';
   return `${r.id}: ${stateText(r)}${time}${figure}${error}`;
 }
 
 /** A fixed-width table of every stage (the `status` command). */
-export function formatProgress(p: AuditProgress): string {
+export function formatProgress(p: ShownProgress): string {
   const head =
     `${p.workflowId}  pipeline ${p.pipeline}  dataset ${p.dataset}  verdict ${p.verdict}` +
     (p.targetClasses.length ? `  targets ${p.targetClasses.join(', ')}` : '') +
@@ -34,7 +72,7 @@ export function formatProgress(p: AuditProgress): string {
     r.id,
     stateText(r),
     r.seconds !== undefined && r.state !== 'cached' ? `${r.seconds.toFixed(1)} s` : '',
-    r.figure ?? r.error ?? '',
+    detail(r),
   ]);
   const widths = [0, 1, 2].map((c) => Math.max(5, ...rows.map((row) => row[c].length)));
   const fmt = (row: string[]) =>
@@ -88,7 +126,7 @@ function barView(stream: NodeJS.WriteStream = process.stderr): ProgressView {
         const finished = r.state === 'done' || r.state === 'cached';
         const total = r.epochs ?? 1;
         const value = finished ? total : (r.epoch ?? 0);
-        const payload = { id: r.id.padEnd(width), state: stateText(r).padEnd(18), figure: r.figure ?? r.error ?? '' };
+        const payload = { id: r.id.padEnd(width), state: stateText(r).padEnd(18), figure: detail(r) };
         const bar = bars.get(r.id);
         if (!bar) bars.set(r.id, multi.create(total, value, payload));
         else {

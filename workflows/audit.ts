@@ -9,7 +9,7 @@
 import { ApplicationFailure, executeChild, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { AuditInputError, runAuditDag, type StageExecutor } from './dag.js';
 import { datasetKey, progressQuery, stageEpochSignal, stageKey, targetClassesKey, verdictKey } from './definitions.js';
-import { corruptArtifactKey, ProgressTable, runStage, type StageContext } from './stage.js';
+import { corruptArtifactKey, failureMessage, ProgressTable, runStage, type StageContext } from './stage.js';
 import type { AuditResult, ClassStageInput, Pipeline, StageName, StageOutcome, StageRequest } from './types.js';
 
 export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
@@ -104,7 +104,7 @@ async function classStage(pipeline: Pipeline, datasetName: string, progress: Pro
     progress.update(r.id, r.stage, { state: out.cached ? 'cached' : 'done', seconds: out.seconds, figure: out.info.figure });
     return out;
   } catch (err) {
-    progress.update(r.id, r.stage, { state: 'failed' });
+    progress.update(r.id, r.stage, { state: 'failed', error: failureMessage(err) });
     throw err;
   }
 }

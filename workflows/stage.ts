@@ -167,6 +167,7 @@ export async function runStage(
     const activities = proxyActivities<AuditActivities>(stageOptions(temporal, stage));
     const run = activities[stage] as unknown as StageActivity;
     // The probe's key travels with the request: the activity does not fingerprint external inputs again.
+    // Summaries start with the row id: the CLI reads it back from the history (client/audit.ts ActivityLabels).
     const out = await run.executeWithOptions(
       { summary: found.key ? `${id}: computing on ${queue} (cache miss, key ${found.key.slice(0, 12)})` : `${id}: computing on ${queue}` },
       [found.key ? { ...request, key: found.key } : request],
@@ -198,9 +199,14 @@ export function corruptArtifactKey(err: unknown): string | undefined {
   return undefined;
 }
 
-function failureMessage(err: unknown): string {
+/**
+ * A failed row's `error`: the innermost message of the failure chain (a DatasetError's names the
+ * file). The row says where; client/audit.ts explainFailure matches a workflow's failure to its
+ * row by this text.
+ */
+export function failureMessage(err: unknown): string {
   let e: unknown = err;
-  // The innermost cause says what went wrong; the wrappers say where.
+  // The innermost cause says what went wrong; the wrappers (ActivityFailure, ChildWorkflowFailure) say where.
   while (e instanceof Error && e.cause instanceof Error) e = e.cause;
   return e instanceof Error ? e.message : String(e);
 }
