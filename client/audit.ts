@@ -20,7 +20,7 @@ import { canonicalJson, sha256Hex } from '../data/hash.js';
 import { datasetFingerprint } from '../data/fingerprint.js';
 import type { auditWorkflow } from '../workflows/audit.js';
 import { datasetKey, progressQuery, verdictKey } from '../workflows/definitions.js';
-import { CORRUPT_ARTIFACT, type AuditProgress, type AuditResult, type Pipeline, type StageProgress } from '../workflows/types.js';
+import { CORRUPT_ARTIFACT, TASK_QUEUES, type AuditProgress, type AuditResult, type Pipeline, type StageProgress } from '../workflows/types.js';
 
 type PendingActivity = NonNullable<WorkflowExecutionDescription['raw']['pendingActivities']>[number];
 
@@ -42,10 +42,14 @@ async function withFingerprints(pipeline: Pipeline): Promise<Pipeline> {
 /** Identity of the audit: everything that changes its result, not where the file lies or how Temporal runs it. */
 export async function auditIdentity(pipeline: Pipeline): Promise<string> {
   const p = await withFingerprints(pipeline);
-  const { file: _file, description: _description, temporal: _temporal, dataset, testSet, ...rest } = p;
+  const { file: _file, description: _description, temporal, dataset, testSet, ...rest } = p;
   const { fingerprint: trainPrint, ...train } = dataset;
   const datasets = [trainPrint];
   const content: Record<string, unknown> = { ...rest, dataset: train };
+  // Runs on other task queues (an embedded run's are its store's) are other audits: attaching
+  // to one would follow a run whose workers and artifacts this run cannot reach.
+  const { cpu, gpu } = temporal.taskQueues;
+  if (cpu !== TASK_QUEUES.cpu || gpu !== TASK_QUEUES.gpu) content.taskQueues = { cpu, gpu };
   if (testSet) {
     const { fingerprint: testPrint, ...test } = testSet;
     datasets.push(testPrint);

@@ -194,5 +194,11 @@ describe('pipeline files', function () {
       await utimes(join(dir, 'images', 'a', '0.png'), new Date(), new Date(Date.now() + 5000));
       expect(await auditIdentity(a)).to.not.equal(before);
     });
+
+    it("differs on another store's task queues, so a run never attaches to one it cannot serve", async function () {
+      const a = await parsePipeline(text(), join(dir, 'a.yaml'));
+      const onStore = { ...a, temporal: { ...a.temporal, taskQueues: { cpu: 'audit-cpu@0123456789ab', gpu: 'audit-gpu@0123456789ab' } } };
+      expect(await workflowIdFor(onStore)).to.not.equal(await workflowIdFor(a));
+    });
   });
 });
