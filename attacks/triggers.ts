@@ -1,9 +1,11 @@
 // Trigger patterns of the public benchmarks, read from triggers/ in the shared data folder
-// (data/paths.ts). A trigger is an RGB pattern plus a binary mask of where it replaces the image.
+// (data/paths.ts), else from the copies bundled with the checkout (data/bundled/triggers: the
+// 32x32 defaults of BadNets and Blend). A trigger is an RGB pattern plus a binary mask of where
+// it replaces the image.
 import { existsSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import sharp from 'sharp';
-import { sharedDataDir, sharedDataFile } from '../data/paths.js';
+import { bundledDataDir, findSharedDataFile, sharedDataDir, sharedDataFile } from '../data/paths.js';
 
 export interface Trigger {
   height: number;
@@ -19,6 +21,21 @@ export function triggersDir(): string {
   return join(sharedDataDir(), 'triggers');
 }
 
+/** The bundled copies of the default 32x32 triggers (used when the shared folder lacks one). */
+export const bundledTriggersDir: string = join(bundledDataDir, 'triggers');
+
+/**
+ * The file of trigger `name`: triggers/ of the shared data folder, else the bundled copy; when
+ * neither has it, the error names the shared path and BACKDOOR_AUDIT_SHARED_DATA.
+ */
+export function triggerPath(name: string): string {
+  const shared = findSharedDataFile('triggers', name);
+  if (shared !== undefined) return shared;
+  const bundled = join(bundledTriggersDir, name);
+  if (existsSync(bundled)) return bundled;
+  return sharedDataFile('triggers', name);
+}
+
 async function readRgb(path: string, size?: number, kernel: 'lanczos3' | 'nearest' = 'lanczos3') {
   let img = sharp(path).removeAlpha();
   const meta = await sharp(path).metadata();
@@ -32,13 +49,13 @@ async function readRgb(path: string, size?: number, kernel: 'lanczos3' | 'neares
 }
 
 /**
- * Load trigger `file` (a name inside the triggers folder, or a path). Its mask is
+ * Load trigger `file` (a name inside the triggers folder, see triggerPath, or a path). Its mask is
  * `mask_<file>` when that exists (white = trigger), otherwise every non-black pixel, the
  * convention of the benchmarks' mask-less triggers. With `size`, pattern and mask are resized
  * to size x size (mask with nearest neighbour so that it stays binary).
  */
 export async function loadTrigger(file: string, size?: number): Promise<Trigger> {
-  const path = file.includes('/') ? resolve(file) : sharedDataFile('triggers', file);
+  const path = file.includes('/') ? resolve(file) : triggerPath(file);
   const rgb = await readRgb(path, size);
   const maskPath = join(dirname(path), `mask_${basename(path)}`);
   const mask = new Uint8Array(rgb.height * rgb.width);

@@ -4,19 +4,15 @@
 // is never served from cache and the same dataset is recognised without reading every image.
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { CIFAR10_ARCHIVE } from './cifar10.js';
+import { cifar10Fingerprint } from './cifar10.js';
 import { discoverDataset } from './formats.js';
 import { sha256Hex } from './hash.js';
-import { sharedDataFile } from './paths.js';
 import type { DatasetSource } from './sources.js';
 
 /** sha256 over (sample id, label, file and its real path, size, mtime) of every sample, in id order. */
 export async function datasetFingerprint(source: DatasetSource): Promise<string> {
-  if (source.format === 'cifar10') {
-    // The archive stands for the split: fingerprinting it needs no extraction.
-    const st = await stat(sharedDataFile(CIFAR10_ARCHIVE));
-    return sha256Hex(`cifar10|${source.split}|${st.size}|${Math.trunc(st.mtimeMs)}`);
-  }
+  // The copy read (shared archive, bundled subset, binary archive) is part of it; no extraction.
+  if (source.format === 'cifar10') return cifar10Fingerprint(source.split);
   const found = await discoverDataset(source);
   const lines: string[] = [found.format, found.classes.join('/')];
   const seen = new Map<string, string>();

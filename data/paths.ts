@@ -1,5 +1,5 @@
 // Where the project keeps things on disk, and the environment variables that move them. Every
-// reader of BACKDOOR_AUDIT_STATE, _STORE and _SHARED_DATA goes through here, so that each
+// reader of BACKDOOR_AUDIT_STATE, _STORE, _SHARED_DATA and _CIFAR10_BINARY goes through here, so that each
 // variable means one thing. They are read on every call: tests and the CLI set them at run time.
 import { statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -24,6 +24,28 @@ export function storeRoot(): string {
  */
 export function sharedDataDir(): string {
   return resolve(process.env.BACKDOOR_AUDIT_SHARED_DATA ?? join(repoRoot, '..', 'shared', 'data'));
+}
+
+/**
+ * Copies of shared data that ship with the checkout (`data/bundled`): the CIFAR-10 subset the
+ * demo needs and the default 32x32 triggers. Used when the shared data folder lacks them.
+ */
+export const bundledDataDir: string = join(repoRoot, 'data', 'bundled');
+
+/** A file of the shared data folder when it is there, else undefined (no error). */
+export function findSharedDataFile(...parts: string[]): string | undefined {
+  const file = join(sharedDataDir(), ...parts);
+  return isFile(file) ? file : undefined;
+}
+
+/**
+ * The official CIFAR-10 binary archive (`cifar-10-binary.tar.gz`) that `format: cifar10` reads
+ * instead of the shared JPEG copy: BACKDOOR_AUDIT_CIFAR10_BINARY, else undefined. Relative paths
+ * are taken from the working folder.
+ */
+export function cifar10BinaryArchive(): string | undefined {
+  const env = process.env.BACKDOOR_AUDIT_CIFAR10_BINARY;
+  return env === undefined || env === '' ? undefined : resolve(env);
 }
 
 /**

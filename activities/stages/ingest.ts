@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { datasetFingerprint } from '../../data/fingerprint.js';
 import { ingest } from '../../data/ingest.js';
-import { resolveSource } from '../../data/sources.js';
+import { resolveSourceInfo } from '../../data/sources.js';
 import type { StageImpl } from '../engine.js';
 import { datasetInfo } from './common.js';
 
@@ -13,7 +13,9 @@ export const ingestStage: StageImpl<'ingest'> = {
   },
   async compute(run) {
     const p = run.params;
-    const manifest = await ingest(await resolveSource(p.source), join(run.out, 'dataset'), {
+    // format: cifar10 says which copy it read (shared archive, bundled subset, binary archive).
+    const source = await resolveSourceInfo(p.source, p.limitPerClass !== undefined ? { limitPerClass: p.limitPerClass } : {});
+    const manifest = await ingest(source.spec, join(run.out, 'dataset'), {
       imageSize: p.imageSize,
       ...(p.name !== undefined ? { name: p.name } : {}),
       ...(p.limitPerClass !== undefined ? { limitPerClass: p.limitPerClass } : {}),
@@ -21,7 +23,11 @@ export const ingestStage: StageImpl<'ingest'> = {
       ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
     });
     return {
-      info: datasetInfo(manifest, `${manifest.size} images, ${manifest.classes.length} classes, ${manifest.width}x${manifest.height}`),
+      info: datasetInfo(
+        manifest,
+        `${manifest.size} images, ${manifest.classes.length} classes, ${manifest.width}x${manifest.height}` +
+          (source.description ? ` - ${source.description}` : ''),
+      ),
     };
   },
 };
