@@ -20,7 +20,14 @@ import { canonicalJson, sha256Hex } from '../data/hash.js';
 import { datasetFingerprint } from '../data/fingerprint.js';
 import type { auditWorkflow } from '../workflows/audit.js';
 import { datasetKey, progressQuery, verdictKey } from '../workflows/definitions.js';
-import { CORRUPT_ARTIFACT, TASK_QUEUES, type AuditProgress, type AuditResult, type Pipeline, type StageProgress } from '../workflows/types.js';
+import {
+  CORRUPT_ARTIFACT,
+  TASK_QUEUES,
+  type AuditProgress,
+  type AuditResult,
+  type Pipeline,
+  type StageProgress,
+} from '../workflows/types.js';
 
 type PendingActivity = NonNullable<WorkflowExecutionDescription['raw']['pendingActivities']>[number];
 

@@ -88,9 +88,7 @@ export const bundledCifar10Dir = (): string => join(bundledDataDir, 'cifar10');
 
 /** Where `format: cifar10` reads from: see the file comment for the order. */
 export type Cifar10Origin =
-  | { kind: 'binary'; archive: string }
-  | { kind: 'shared'; archive: string }
-  | { kind: 'bundled'; dir: string; missing: string };
+  { kind: 'binary'; archive: string } | { kind: 'shared'; archive: string } | { kind: 'bundled'; dir: string; missing: string };
 
 /** The origin `format: cifar10` uses now (the variables are read on every call). */
 export function cifar10Origin(): Cifar10Origin {

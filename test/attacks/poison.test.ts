@@ -103,7 +103,9 @@ describe('attacks', function () {
         await loadTrigger('trojan_square_32.png').then(
           () => expect.fail('should throw'),
           (err: Error) =>
-            expect(err.message).to.include('/nonexistent/shared-data/triggers/trojan_square_32.png').and.include('BACKDOOR_AUDIT_SHARED_DATA'),
+            expect(err.message)
+              .to.include('/nonexistent/shared-data/triggers/trojan_square_32.png')
+              .and.include('BACKDOOR_AUDIT_SHARED_DATA'),
         );
       } finally {
         if (saved === undefined) delete process.env.BACKDOOR_AUDIT_SHARED_DATA;

@@ -66,7 +66,9 @@ describe('format: cifar10 without the shared data', function () {
         ['train', undefined],
       ] as const) {
         let err: unknown;
-        await resolveSourceInfo({ format: 'cifar10', split }, limit === undefined ? {} : { limitPerClass: limit }).catch((e: unknown) => (err = e));
+        await resolveSourceInfo({ format: 'cifar10', split }, limit === undefined ? {} : { limitPerClass: limit }).catch(
+          (e: unknown) => (err = e),
+        );
         expect(err, `${split} ${limit}`).to.be.instanceOf(DatasetError);
         expect((err as Error).message)
           .to.include(join(empty, CIFAR10_ARCHIVE))
@@ -183,12 +185,16 @@ describe('format: cifar10 without the shared data', function () {
       let err: unknown;
       await resolveSourceInfo({ format: 'cifar10', split: 'train' }, { cacheDir: join(work, 'cache2') }).catch((e: unknown) => (err = e));
       expect(err).to.be.instanceOf(DatasetError);
-      expect((err as Error).message).to.include(archive).and.include('not a CIFAR-10 binary archive');
+      expect((err as Error).message)
+        .to.include(archive)
+        .and.include('not a CIFAR-10 binary archive');
 
       process.env.BACKDOOR_AUDIT_CIFAR10_BINARY = join(work, 'missing.tar.gz');
       err = undefined;
       await datasetFingerprint({ format: 'cifar10', split: 'train' }).catch((e: unknown) => (err = e));
-      expect((err as Error).message).to.include(join(work, 'missing.tar.gz')).and.include('BACKDOOR_AUDIT_CIFAR10_BINARY');
+      expect((err as Error).message)
+        .to.include(join(work, 'missing.tar.gz'))
+        .and.include('BACKDOOR_AUDIT_CIFAR10_BINARY');
     });
   });
 });
