@@ -248,8 +248,15 @@ export class StageEngine {
     const key = await this.keyOf(req);
     const deliver = async (out: StageOutcome): Promise<StageOutcome> => {
       if (!impl.deliver) return out;
-      const extra = await impl.deliver(this.store.dir(out.ref), req.params as never, (line) => runtime.log(`${req.label}: ${line}`));
-      return { ...out, info: { ...out.info, ...extra } };
+      // Kept alive while it writes outside the store (a slow disk is not a dead worker): its
+      // file operations run under deadlines of their own (FS_DEADLINE_MS), which end a stuck one.
+      const beating = keepBeating(runtime);
+      try {
+        const extra = await impl.deliver(this.store.dir(out.ref), req.params as never, (line) => runtime.log(`${req.label}: ${line}`));
+        return { ...out, info: { ...out.info, ...extra } };
+      } finally {
+        beating.stop();
+      }
     };
     if (STAGE_SPECS[req.stage].cached) {
       const existing = await this.store.lookup(req.stage, key);
@@ -271,6 +278,8 @@ export class StageEngine {
         }
         await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed.info) + '\n');
       });
+    } catch (err) {
+      throw explainFull(err, req.label, this.store.root);
     } finally {
       beating.stop();
     }
@@ -288,6 +297,32 @@ export class StageEngine {
       ...(done.resumedFromEpoch ? { resumedFromEpoch: done.resumedFromEpoch } : {}),
     });
   }
+}
+
+/**
+ * The artifact store's file system filled up while a stage wrote its artifact. Retryable: the
+ * partial artifact is gone (never published, its temporary folder removed), and a retry after
+ * space returns computes it again (the stage's .work folder, with its checkpoints, is kept).
+ */
+export class StoreFullError extends Error {
+  readonly code = 'ENOSPC';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreFullError';
+  }
+}
+
+/**
+ * `err` as a StoreFullError naming the store when the write failed with ENOSPC (Node's message
+ * names no path: "ENOSPC: no space left on device, write"); other errors unchanged.
+ */
+function explainFull(err: unknown, label: string, root: string): unknown {
+  if (err instanceof StoreFullError || !(err instanceof Error) || (err as NodeJS.ErrnoException).code !== 'ENOSPC') return err;
+  return new StoreFullError(
+    `${label}: no space left on device (ENOSPC) in the artifact store ${root}: free space there or point ` +
+      `BACKDOOR_AUDIT_STORE at a larger disk; nothing was published, and the stage computes again on retry (${err.message})`,
+    { cause: err },
+  );
 }
 
 /** How often, at most, a computing stage heartbeats on its own. */

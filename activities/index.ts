@@ -7,7 +7,14 @@ import type { Client } from '@temporalio/client';
 import type { ArtifactStore } from '../data/artifacts.js';
 import { stageEpochSignal } from '../workflows/definitions.js';
 import { STAGES, type StageName } from '../workflows/graph.js';
-import { CORRUPT_ARTIFACT, type EpochUpdate, type ProbeResult, type StageOutcome, type StageRequest } from '../workflows/types.js';
+import {
+  CORRUPT_ARTIFACT,
+  NON_RETRYABLE,
+  type EpochUpdate,
+  type ProbeResult,
+  type StageOutcome,
+  type StageRequest,
+} from '../workflows/types.js';
 import { CorruptArtifactError, StageEngine, type StageRuntime } from './engine.js';
 import { STAGE_IMPLS } from './stages/index.js';
 
@@ -65,8 +72,15 @@ async function temporalFailures<T>(work: Promise<T>): Promise<T> {
     if (err instanceof CorruptArtifactError) {
       throw ApplicationFailure.create({ type: CORRUPT_ARTIFACT, message: err.message, details: [err.key], nonRetryable: true });
     }
-    // Other errors keep their name as the failure type: DatasetError, PipelineInputError and
-    // AbortError are non-retryable by the workflow's retry policy (NON_RETRYABLE).
+    // An AbortError stays as it is: the SDK reports it as the activity's cancellation (a
+    // cancelled audit, a worker shutting down, whose stage another worker retries).
+    if (err instanceof Error && err.name === 'AbortError') throw err;
+    // The SDK would name the failure after the error's class (StageInputError), not its `name`
+    // (PipelineInputError), which the retry policy and the CLI's exit codes read: name it here,
+    // and mark as final what no retry can fix.
+    if (err instanceof Error && (NON_RETRYABLE.includes(err.name) || (err as { nonRetryable?: unknown }).nonRetryable === true)) {
+      throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true });
+    }
     throw err;
   }
 }

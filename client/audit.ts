@@ -322,7 +322,7 @@ export async function followAudit(
 // ---- failures: from the workflow's failure chain to one line a person can act on ----
 
 /** Failure types that no retry can fix: the input is wrong (a CorruptArtifact here outlived its repairs). */
-export const BAD_INPUT_FAILURES: readonly string[] = ['DatasetError', 'PipelineInputError', CORRUPT_ARTIFACT];
+export const BAD_INPUT_FAILURES: readonly string[] = ['DatasetError', 'PipelineInputError', 'PseudoFileSystemError', CORRUPT_ARTIFACT];
 
 export interface AuditFailure {
   workflowId: string;

@@ -18,7 +18,7 @@ import {
   type PipelineTemporalOptions,
   type StageName,
 } from '../workflows/types.js';
-import { folderOverlap, pathExists } from '../data/files.js';
+import { folderOverlap, pathExists, pseudoFileSystem } from '../data/files.js';
 import { stateDir, storeRoot } from '../data/paths.js';
 import { sourceRoots } from '../data/sources.js';
 import { PipelineSchema, type RawAudit, type RawPipeline, type RawSource, type RawTemporal } from './pipeline-schema.js';
@@ -191,6 +191,20 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
     [{ at: 'dataset' as const, source }, ...(testSource ? [{ at: 'testSet' as const, source: testSource }] : [])],
     at,
   );
+  // Refused here rather than when the report stage gets there: /proc, /sys and /dev hold no
+  // files, and a mkdir under /proc may never return (the stage's deadline would end it an hour
+  // of computing later). Cheap: a realpath and a statfs, under the same deadline.
+  try {
+    const pseudo = await pseudoFileSystem(output);
+    if (pseudo)
+      at(
+        ['output'],
+        `output folder ${output} is on a pseudo file system (${pseudo}), which cannot hold files: choose a folder on a disk`,
+        true,
+      );
+  } catch (err) {
+    at(['output'], `output folder ${output}: ${(err as Error).message}`, true);
+  }
   const audit = auditConfig(raw.audit ?? {}, dataset.imageSize, base);
   if (audit.encoder.kind === 'pretrained' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `pretrained encoder not found: ${audit.encoder.path}`);

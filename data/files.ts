@@ -1,6 +1,6 @@
 // Small file-system helpers shared by every layer: one way to write a file atomically, one way
 // to publish a folder atomically.
-import { mkdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -131,4 +131,107 @@ export async function folderOverlap(a: string, b: string): Promise<'same' | 'ins
   if (isWithin(rb, ra)) return 'inside';
   if (isWithin(ra, rb)) return 'contains';
   return undefined;
+}
+
+/**
+ * How long one file-system operation outside the artifact store (the report's delivery to the
+ * output folder) may take before the stage fails. Writing two small files takes milliseconds
+ * even on a slow network disk; a minute without an answer means the path is on a special file
+ * system (mkdir under /proc never returns on some kernels and sandboxes) or an unreachable one
+ * (a hard-mounted NFS share whose server is gone), where waiting longer does not help.
+ */
+export const FS_DEADLINE_MS = 60_000;
+
+/**
+ * A file-system operation did not finish within its deadline. Not retryable: the call is still
+ * stuck, and each stuck call holds one of libuv's threads (4 by default) for the rest of the
+ * worker's life, so retrying on the same worker would starve every other stage's file I/O.
+ */
+export class FsDeadlineError extends Error {
+  readonly nonRetryable = true;
+  constructor(
+    readonly op: string,
+    readonly path: string,
+    readonly ms: number,
+  ) {
+    super(`${op} ${path} did not finish within ${formatSeconds(ms)} s: is it a special or unreachable file system?`);
+    this.name = 'FsDeadlineError';
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return String(Math.round(ms / 100) / 10);
+}
+
+/**
+ * Runs `fn` (one potentially blocking file operation `op` on `path`) and fails with an
+ * FsDeadlineError naming both when it has not settled within `ms`. Node cannot cancel a stuck
+ * fs call: the call stays pending in the thread pool (a late result or error is ignored), and
+ * the deadline only lets the stage fail and say why instead of hanging, heartbeating, forever.
+ */
+export async function withFsDeadline<T>(op: string, path: string, fn: () => Promise<T>, ms: number = FS_DEADLINE_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new FsDeadlineError(op, path, ms)), ms);
+  });
+  const work = fn();
+  work.catch(() => undefined); // settling after the deadline must not become an unhandled rejection
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A folder that cannot hold files: on a pseudo file system (/proc, /sys, /dev...). Retrying cannot help. */
+export class PseudoFileSystemError extends Error {
+  readonly nonRetryable = true;
+  constructor(
+    readonly path: string,
+    readonly fsName: string,
+  ) {
+    super(`${path} is on a pseudo file system (${fsName}), which cannot hold files: choose a folder on a disk`);
+    this.name = 'PseudoFileSystemError';
+  }
+}
+
+/** Kernel file systems that hold no user files, by statfs(2) magic number (Linux). */
+const PSEUDO_FS_MAGIC = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x1cd1, 'devpts'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x64626720, 'debugfs'],
+  [0x74726163, 'tracefs'],
+  [0x73636673, 'securityfs'],
+  [0xcafe4a11, 'bpf'],
+  [0x62656570, 'configfs'],
+  [0x6165676c, 'pstore'],
+]);
+/** By real path as well, for /dev (a devtmpfs reports itself as tmpfs); /dev/shm is an ordinary tmpfs. */
+const PSEUDO_ROOTS: readonly { root: string; name: string; except?: string }[] = [
+  { root: '/proc', name: 'proc' },
+  { root: '/sys', name: 'sysfs' },
+  { root: '/dev', name: 'devtmpfs', except: '/dev/shm' },
+];
+
+/**
+ * The name of the pseudo file system `path` (existing or not) would be created on, or undefined
+ * for an ordinary one. Cheap (a realpath and a statfs of its deepest existing ancestor), each
+ * under `deadlineMs`: an unreachable mount fails with FsDeadlineError rather than hanging.
+ */
+export async function pseudoFileSystem(path: string, deadlineMs: number = FS_DEADLINE_MS): Promise<string | undefined> {
+  const real = await withFsDeadline('realpath', path, () => realPathOf(path), deadlineMs);
+  for (const r of PSEUDO_ROOTS) if (isWithin(r.root, real) && !(r.except && isWithin(r.except, real))) return r.name;
+  if (process.platform !== 'linux') return undefined;
+  for (let p = real; ; p = dirname(p)) {
+    try {
+      const fs = await withFsDeadline('statfs', p, () => statfs(p), deadlineMs);
+      return PSEUDO_FS_MAGIC.get(Number(fs.type));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || dirname(p) === p) throw err;
+    }
+  }
 }

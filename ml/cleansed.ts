@@ -2,7 +2,7 @@
 // retraining labels and counts from it, and writing both atomically.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../data/files.js';
+import { FS_DEADLINE_MS, PseudoFileSystemError, pseudoFileSystem, withFsDeadline, writeFileAtomic } from '../data/files.js';
 import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './config.js';
 import type { BackendName } from '../backend/backend.js';
 import type { ClassDetection } from './detect.js';
@@ -69,11 +69,23 @@ export function countActions(cleansed: readonly CleansedEntry[]): AuditReport['c
 }
 
 /** Writes report.json and cleansed.jsonl into `dir` (created if needed). */
-export async function writeAuditOutputs(dir: string, report: AuditReport, cleansed: readonly CleansedEntry[]): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await writeFileAtomic(join(dir, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
+export async function writeAuditOutputs(
+  dir: string,
+  report: AuditReport,
+  cleansed: readonly CleansedEntry[],
+  opts: { deadlineMs?: number } = {},
+): Promise<void> {
+  // Every step under a deadline (FS_DEADLINE_MS): the output folder may be anywhere, and a
+  // special or unreachable file system would otherwise hang the report stage for ever. A folder
+  // on /proc, /sys or /dev is refused before anything is tried there.
+  const ms = opts.deadlineMs ?? FS_DEADLINE_MS;
+  const pseudo = await pseudoFileSystem(dir, ms);
+  if (pseudo) throw new PseudoFileSystemError(dir, pseudo);
+  await withFsDeadline('mkdir', dir, () => mkdir(dir, { recursive: true }), ms);
+  const write = (file: string, text: string) => withFsDeadline('write', file, () => writeFileAtomic(file, text), ms);
+  await write(join(dir, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
   // The report last: its presence means both files are complete.
-  await writeFileAtomic(join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  await write(join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
 }
 
 /** Everything report.json says, assembled in one place for the library and the pipeline. */
