@@ -2,7 +2,7 @@
 // loopback port, restartable), a tiny ImageFolder cut from the shared CIFAR-10 copy, pipeline
 // files, in-process workers and worker child processes.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -199,4 +199,43 @@ export async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** Stops the embedded dev server whose pid a state folder recorded (SIGTERM), and waits until it is gone. */
+export async function stopEmbeddedServer(state: string): Promise<void> {
+  const pid = Number((await readFile(join(state, 'temporal.db.pid'), 'utf8').catch(() => '0')).trim());
+  if (!(pid > 0)) return;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return; // already gone
+  }
+  await waitFor(
+    () => !alive(pid),
+    15_000,
+    () => `dev server ${pid} did not stop`,
+  );
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The embedded-server variables as they are now; `restore()` puts them back. */
+export function saveServerEnv(): { restore(): void } {
+  const names = ['BACKDOOR_AUDIT_STATE', 'BACKDOOR_AUDIT_TEMPORAL_PORT', 'TEMPORAL_ADDRESS'] as const;
+  const saved = names.map((k) => [k, process.env[k]] as const);
+  return {
+    restore: () => {
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    },
+  };
 }

@@ -19,7 +19,16 @@ import { ArtifactStore, type ArtifactRef } from '../../data/artifacts.js';
 import { CorruptArtifactError, StageRun, type StageRuntime } from '../../activities/engine.js';
 import { createWorkers, embeddedTaskQueues, installRuntime, runWorkers, type TaskQueueNames } from '../../worker/index.js';
 import { TASK_QUEUES, type AuditResult, type Pipeline, type StageRequest } from '../../workflows/types.js';
-import { connectClient, freePort, TestServer, tinyImageFolder, waitFor, writeTinyPipeline } from '../temporal-helpers.js';
+import {
+  connectClient,
+  freePort,
+  saveServerEnv,
+  stopEmbeddedServer,
+  TestServer,
+  tinyImageFolder,
+  waitFor,
+  writeTinyPipeline,
+} from '../temporal-helpers.js';
 
 /** Workers of one store on its embedded queues, with an identity that names the store. */
 class StoreWorkers {
@@ -255,11 +264,7 @@ describe("StageRun.input: an artifact the worker's store does not have", functio
 
 describe('embedded dev servers: one per state folder', function () {
   this.timeout(180_000);
-  const saved = {
-    state: process.env.BACKDOOR_AUDIT_STATE,
-    port: process.env.BACKDOOR_AUDIT_TEMPORAL_PORT,
-    address: process.env.TEMPORAL_ADDRESS,
-  };
+  const savedEnv = saveServerEnv();
   let stateA: string;
   let stateB: string;
   /** Datasets, pipelines and outputs: outside every state folder. */
@@ -281,29 +286,8 @@ describe('embedded dev servers: one per state folder', function () {
   });
 
   after(async () => {
-    for (const state of [stateA, stateB]) {
-      const pid = Number((await readFile(join(state, 'temporal.db.pid'), 'utf8').catch(() => '0')).trim());
-      if (pid > 0) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          // already gone
-        }
-        await waitFor(
-          () => !alive(pid),
-          15_000,
-          () => `dev server ${pid} did not stop`,
-        );
-      }
-    }
-    for (const [k, v] of [
-      ['BACKDOOR_AUDIT_STATE', saved.state],
-      ['BACKDOOR_AUDIT_TEMPORAL_PORT', saved.port],
-      ['TEMPORAL_ADDRESS', saved.address],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    for (const state of [stateA, stateB]) await stopEmbeddedServer(state);
+    savedEnv.restore();
     await rm(stateA, { recursive: true, force: true });
     await rm(stateB, { recursive: true, force: true });
     await rm(work, { recursive: true, force: true });
@@ -426,12 +410,3 @@ describe('embedded dev servers: one per state folder', function () {
     );
   });
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -24,6 +24,8 @@ import {
   connectClient,
   freePort,
   InProcessWorkers,
+  saveServerEnv,
+  stopEmbeddedServer,
   TestServer,
   tinyImageFolder,
   waitFor,
@@ -443,11 +445,7 @@ async function checkpointFiles(workRoot: string): Promise<string[]> {
 
 describe('embedded dev server (no address configured)', function () {
   this.timeout(120_000);
-  const saved = {
-    state: process.env.BACKDOOR_AUDIT_STATE,
-    port: process.env.BACKDOOR_AUDIT_TEMPORAL_PORT,
-    address: process.env.TEMPORAL_ADDRESS,
-  };
+  const savedEnv = saveServerEnv();
   let dir: string;
 
   before(async () => {
@@ -458,27 +456,8 @@ describe('embedded dev server (no address configured)', function () {
   });
 
   after(async () => {
-    const pid = Number((await readFile(join(dir, 'temporal.db.pid'), 'utf8').catch(() => '0')).trim());
-    if (pid > 0) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-      await waitFor(
-        () => !alive(pid),
-        15_000,
-        () => `dev server ${pid} did not stop`,
-      );
-    }
-    for (const [k, v] of [
-      ['BACKDOOR_AUDIT_STATE', saved.state],
-      ['BACKDOOR_AUDIT_TEMPORAL_PORT', saved.port],
-      ['TEMPORAL_ADDRESS', saved.address],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
+    await stopEmbeddedServer(dir);
+    savedEnv.restore();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -517,12 +496,3 @@ describe('embedded dev server (no address configured)', function () {
       .and.not.include('--ui-port');
   });
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
