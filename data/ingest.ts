@@ -761,8 +761,9 @@ async function writeShardedDataset(
         opts.signal?.throwIfAborted();
         if (px.length !== sampleBytes) throw new Error(`sample ${i} has ${px.length} bytes, expected ${sampleBytes}`);
         if (!fh) fh = await open(join(tmp, shardName(shards.length)), 'wx');
-        const { bytesWritten } = await fh.write(px, 0, px.length);
-        if (bytesWritten !== px.length) throw new Error(`short write to ${join(tmp, shardName(shards.length))}`);
+        // A write may take only part of the sample (a nearly full disk); the next write of the
+        // rest then fails with the real reason (ENOSPC) instead of a vague "short write".
+        for (let done = 0; done < px.length;) done += (await fh.write(px, done, px.length - done)).bytesWritten;
         shardHash.update(px);
         inShard++;
         if (inShard === shardSize || i === count - 1) {
