@@ -1,6 +1,7 @@
 // Starting, attaching to and following audit workflows. The workflow id is derived from the
 // pipeline's content and the dataset's identity, so running the same audit twice attaches to
 // the live run instead of starting a duplicate.
+import pMap from 'p-map';
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -220,6 +221,9 @@ export class ActivityLabels {
   }
 }
 
+/** How many per-class child workflows pendingRetries describes at once. */
+const CHILD_DESCRIBES_AT_ONCE = 8;
+
 /** The stages of an audit whose activity waits for (or runs) a retry, by row id, from describe(). */
 export async function pendingRetries(handle: WorkflowHandle, labels = new ActivityLabels(handle)): Promise<Map<string, StageRetry>> {
   const out = new Map<string, StageRetry>();
@@ -243,8 +247,10 @@ export async function pendingRetries(handle: WorkflowHandle, labels = new Activi
     if (retry && label) out.set(label, retry);
   }
   // Per-class stages run in child workflows, each with its one activity.
-  await Promise.all(
-    (d.raw.pendingChildren ?? []).map(async (c) => {
+  // A few at a time: an audit of many classes has a running child per class, and this runs every poll.
+  await pMap(
+    d.raw.pendingChildren ?? [],
+    async (c) => {
       const row = c.workflowId ? childRowId(c.workflowId, handle.workflowId) : undefined;
       if (!row || !c.workflowId) return;
       const child = await handle.client
@@ -255,7 +261,8 @@ export async function pendingRetries(handle: WorkflowHandle, labels = new Activi
         const retry = retryOf(a);
         if (retry) out.set(row, retry);
       }
-    }),
+    },
+    { concurrency: CHILD_DESCRIBES_AT_ONCE },
   );
   return out;
 }

@@ -183,8 +183,8 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
     problems.push({ path: path.join('.'), ...position(doc, lineCounter, path, preferKey), message });
 
   const dataset = { ...raw.dataset };
-  const source = await resolveSource(sourceOf(dataset), base, ['dataset'], at);
-  const testSource = raw.testSet ? await resolveSource(sourceOf({ ...raw.testSet }), base, ['testSet'], at) : undefined;
+  const source = await absoluteSource(sourceOf(dataset), base, ['dataset'], at);
+  const testSource = raw.testSet ? await absoluteSource(sourceOf({ ...raw.testSet }), base, ['testSet'], at) : undefined;
   const output = resolve(base, raw.output);
   await checkInputsUntouched(
     output,
@@ -285,7 +285,8 @@ async function checkInputsUntouched(
   }
 }
 
-async function resolveSource(
+/** The source with its paths made absolute (relative to the pipeline file), each checked to exist. */
+async function absoluteSource(
   raw: RawSource,
   base: string,
   at: string[],

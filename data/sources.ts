@@ -20,13 +20,11 @@ export interface ResolveOptions {
   cacheDir?: string;
 }
 
-/** The ingest spec of a source; a CIFAR-10 archive is extracted on first use. */
-export async function resolveSource(source: DatasetSource, opts: ResolveOptions = {}): Promise<DatasetSpec> {
-  return (await resolveSourceInfo(source, opts)).spec;
-}
-
-/** resolveSource, also saying which CIFAR-10 copy `format: cifar10` reads. */
-export async function resolveSourceInfo(source: DatasetSource, opts: ResolveOptions = {}): Promise<ResolvedSource> {
+/**
+ * The ingest spec of a source, and for `format: cifar10` which copy it reads (its archive is
+ * extracted on first use).
+ */
+export async function resolveSource(source: DatasetSource, opts: ResolveOptions = {}): Promise<ResolvedSource> {
   if (source.format !== 'cifar10') return { spec: source };
   return resolveCifar10(source.split, opts);
 }

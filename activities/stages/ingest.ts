@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { datasetFingerprint } from '../../data/fingerprint.js';
 import { ingest } from '../../data/ingest.js';
-import { resolveSourceInfo } from '../../data/sources.js';
+import { resolveSource } from '../../data/sources.js';
 import type { StageImpl } from '../engine.js';
 import { datasetInfo } from './common.js';
 
@@ -14,7 +14,7 @@ export const ingestStage: StageImpl<'ingest'> = {
   async compute(run) {
     const p = run.params;
     // format: cifar10 says which copy it read (shared archive, bundled subset, binary archive).
-    const source = await resolveSourceInfo(p.source, p.limitPerClass !== undefined ? { limitPerClass: p.limitPerClass } : {});
+    const source = await resolveSource(p.source, p.limitPerClass !== undefined ? { limitPerClass: p.limitPerClass } : {});
     const manifest = await ingest(source.spec, join(run.out, 'dataset'), {
       imageSize: p.imageSize,
       ...(p.name !== undefined ? { name: p.name } : {}),

@@ -12,7 +12,7 @@ import { BUNDLED_PER_CLASS, CIFAR10_ARCHIVE, CIFAR10_CLASSES, bundledCifar10Dir,
 import { datasetFingerprint } from '../../data/fingerprint.js';
 import { DatasetError, ingest, openDataset } from '../../data/ingest.js';
 import { bundledDataDir, sharedDataDir } from '../../data/paths.js';
-import { resolveSourceInfo, sourceRoots } from '../../data/sources.js';
+import { resolveSource, sourceRoots } from '../../data/sources.js';
 
 const VARS = ['BACKDOOR_AUDIT_SHARED_DATA', 'BACKDOOR_AUDIT_CIFAR10_BINARY'] as const;
 
@@ -49,7 +49,7 @@ describe('format: cifar10 without the shared data', function () {
         ['train', 50],
         ['test', 20],
       ] as const) {
-        const got = await resolveSourceInfo({ format: 'cifar10', split }, { limitPerClass: limit });
+        const got = await resolveSource({ format: 'cifar10', split }, { limitPerClass: limit });
         expect(got.spec).to.deep.equal({ format: 'imagefolder', root: join(bundledCifar10Dir(), split) });
         expect(got.description).to.include('bundled subset data/bundled/cifar10').and.include(join(empty, CIFAR10_ARCHIVE));
         expect(sourceRoots({ format: 'cifar10', split })).to.deep.equal([{ dir: join(bundledCifar10Dir(), split), key: ['split'] }]);
@@ -66,7 +66,7 @@ describe('format: cifar10 without the shared data', function () {
         ['train', undefined],
       ] as const) {
         let err: unknown;
-        await resolveSourceInfo({ format: 'cifar10', split }, limit === undefined ? {} : { limitPerClass: limit }).catch(
+        await resolveSource({ format: 'cifar10', split }, limit === undefined ? {} : { limitPerClass: limit }).catch(
           (e: unknown) => (err = e),
         );
         expect(err, `${split} ${limit}`).to.be.instanceOf(DatasetError);
@@ -152,7 +152,7 @@ describe('format: cifar10 without the shared data', function () {
       });
       process.env.BACKDOOR_AUDIT_CIFAR10_BINARY = archive;
       const cacheDir = join(work, 'cache');
-      const train = await resolveSourceInfo({ format: 'cifar10', split: 'train' }, { cacheDir, limitPerClass: 5000 });
+      const train = await resolveSource({ format: 'cifar10', split: 'train' }, { cacheDir, limitPerClass: 5000 });
       expect(train.origin?.kind).to.equal('binary');
       expect(train.description).to.include(`binary archive ${archive}`);
       expect(train.spec.format).to.equal('cifar-binary');
@@ -168,7 +168,7 @@ describe('format: cifar10 without the shared data', function () {
       for (const p of [0, 33, 1023]) for (let ch = 0; ch < 3; ch++) expect(px[p * 3 + ch]).to.equal(train2[0]![1 + ch * 1024 + p]);
       await ds.close();
 
-      const testSet = await resolveSourceInfo({ format: 'cifar10', split: 'test' }, { cacheDir });
+      const testSet = await resolveSource({ format: 'cifar10', split: 'test' }, { cacheDir });
       expect((await ingest(testSet.spec, join(work, 'bin-test'), { imageSize: 32 })).size).to.equal(2);
       // Extracted once: the second resolve found the cache.
       expect((testSet.spec as { files: string[] }).files[0]!.startsWith(join(files[0]!, '..'))).to.equal(true);
@@ -183,7 +183,7 @@ describe('format: cifar10 without the shared data', function () {
       const archive = await buildArchive('not-cifar', { 'readme.txt': Buffer.from('hi') });
       process.env.BACKDOOR_AUDIT_CIFAR10_BINARY = archive;
       let err: unknown;
-      await resolveSourceInfo({ format: 'cifar10', split: 'train' }, { cacheDir: join(work, 'cache2') }).catch((e: unknown) => (err = e));
+      await resolveSource({ format: 'cifar10', split: 'train' }, { cacheDir: join(work, 'cache2') }).catch((e: unknown) => (err = e));
       expect(err).to.be.instanceOf(DatasetError);
       expect((err as Error).message)
         .to.include(archive)
