@@ -3,8 +3,6 @@
 // `run`, an in-process worker.
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
@@ -25,6 +23,7 @@ import {
   type AuditHandle,
   type StartedAudit,
 } from './audit.js';
+import { InterruptedError, interruptOf, interruptRun, onInterrupt, untilInterrupted, type InterruptAction } from './interrupt.js';
 import { loadPipeline, PipelineError } from './pipeline.js';
 import { formatProgress, progressView, retryLine, type ProgressView } from './progress-view.js';
 import { createSchedule, deleteSchedule, listSchedules, triggerSchedule } from './schedule.js';
@@ -46,46 +45,6 @@ export interface CliIo {
    * one exits at once); tests abort it themselves.
    */
   signal?: AbortSignal;
-}
-
-type SignalName = 'SIGINT' | 'SIGTERM';
-
-/** The process was asked to stop. Its exit code is the shell's for a signal: 128 + its number (SIGINT 130, SIGTERM 143). */
-export class InterruptedError extends Error {
-  constructor(readonly signalName: SignalName) {
-    super(`interrupted (${signalName})`);
-    this.name = 'InterruptedError';
-  }
-  get exitCode(): number {
-    return 128 + osConstants.signals[this.signalName];
-  }
-}
-
-const interruptOf = (signal: AbortSignal): InterruptedError => new InterruptedError(signal.reason === 'SIGTERM' ? 'SIGTERM' : 'SIGINT');
-
-/** `work`, or an InterruptedError as soon as `signal` aborts (`work` is left to settle unobserved). */
-async function untilInterrupted<T>(signal: AbortSignal | undefined, work: Promise<T>): Promise<T> {
-  if (!signal) return work;
-  work.catch(() => undefined);
-  if (signal.aborted) throw interruptOf(signal);
-  let onAbort: () => void = () => undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(interruptOf(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([work, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
-
-/** Calls `say` the moment `signal` aborts (to say at once what the interrupt does); returns the function that stops listening. */
-function onInterrupt(signal: AbortSignal | undefined, say: (name: SignalName) => void): () => void {
-  if (!signal) return () => undefined;
-  const listener = () => say(interruptOf(signal).signalName);
-  signal.addEventListener('abort', listener, { once: true });
-  return () => signal.removeEventListener('abort', listener);
 }
 
 const defaultIo: CliIo = {
@@ -230,52 +189,6 @@ function failureLines(f: AuditFailure, prefix: string): string {
   return `${prefix}${where}${f.message}\n  failure type ${f.type} (${kind}); audit ${f.workflowId}`;
 }
 
-/** How long `run` waits for a cancelled audit to close before it exits anyway. */
-const CANCEL_WAIT_MS = 20_000;
-
-type InterruptAction = 'cancel' | 'detach';
-
-/**
- * What `run` does on its first interrupt, once the audit has started: SIGINT cancels the audit
- * (or detaches, per --on-interrupt; an audit this run only attached to is detached from by
- * default), SIGTERM always detaches. Says what it does at once; throws InterruptedError.
- */
-async function interruptRun(
-  started: StartedAudit,
-  action: InterruptAction,
-  name: SignalName,
-  inProcess: boolean,
-  io: CliIo,
-): Promise<never> {
-  const id = started.workflowId;
-  if (name === 'SIGINT' && action === 'cancel') {
-    io.err(
-      `interrupted: cancelling audit ${id}; a running stage stops at its next batch and keeps its checkpoint ` +
-        `(run the pipeline again to resume). Ctrl-C again exits at once.`,
-    );
-    await started.handle.cancel().catch(() => undefined); // already closed: nothing to cancel
-    const closed = await Promise.race([
-      started.handle.result().then(
-        () => true,
-        () => true,
-      ),
-      sleep(CANCEL_WAIT_MS, false, { ref: false }),
-    ]);
-    const status = closed ? (await started.handle.describe().catch(() => undefined))?.status.name : undefined;
-    io.err(
-      closed
-        ? `audit ${id} ${status === 'CANCELLED' ? 'cancelled' : `closed: ${status?.toLowerCase() ?? 'unknown'}`}`
-        : `audit ${id}: cancellation requested; it completes when a worker next runs the audit (backdoor-audit status ${id})`,
-    );
-  } else {
-    const worker = inProcess
-      ? "; this process's worker stops (a running stage is cancelled within seconds, at a batch boundary, keeps its checkpoint and is retried by the next worker or run of this pipeline)"
-      : '';
-    io.err(`interrupted (${name}): detaching; audit ${id} keeps running${worker}. Follow it with: backdoor-audit watch ${id}`);
-  }
-  throw new InterruptedError(name);
-}
-
 export function buildProgram(io: CliIo = defaultIo): Command {
   const program = new Command('backdoor-audit')
     .description('Durable dataset audit for backdoor poisoning (Temporal pipeline)')
@@ -349,7 +262,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
           if (!(err instanceof InterruptedError)) throw err;
           // Cancelling someone else's audit (one this run attached to) takes asking for it.
           const action = (opts.onInterrupt as InterruptAction | undefined) ?? (started.attached ? 'detach' : 'cancel');
-          return await interruptRun(started, action, err.signalName, inProcess, io);
+          return await interruptRun(started, action, err.signalName, inProcess, io.err);
         }
         const files = await ensureLocalOutputs(result, pipeline, io);
         io.out(summary(result));
