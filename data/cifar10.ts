@@ -12,7 +12,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { publishDir } from './files.js';
-import { DatasetError, type DatasetSpec } from './formats.js';
+import { DatasetError } from './dataset-error.js';
+import type { DatasetSpec } from './formats.js';
 import { sha256Hex } from './hash.js';
 import { bundledDataDir, cifar10BinaryArchive, findSharedDataFile, repoRoot, sharedDataDir, sharedDataFile } from './paths.js';
 
