@@ -11,19 +11,9 @@ import { schemaFile } from '../../client/pipeline-schema.js';
 import { renderSchema } from '../../scripts/write-schema.js';
 import { defaultAuditConfig } from '../../ml/config.js';
 import { repoRoot } from '../../data/paths.js';
+import { pipelineProblems } from '../expect-errors.js';
 
-async function problems(text: string, file = '/p/x.yaml'): Promise<string[]> {
-  try {
-    await parsePipeline(text, file);
-  } catch (err) {
-    expect(err).to.be.instanceOf(PipelineError);
-    return (err as PipelineError).message
-      .split('\n')
-      .slice(1)
-      .map((l) => l.trim());
-  }
-  throw new Error('expected a PipelineError');
-}
+const problems = pipelineProblems;
 
 describe('pipeline files', function () {
   let dir: string;

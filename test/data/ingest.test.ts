@@ -10,6 +10,7 @@ import { canonicalJson, sha256File, sha256Hex } from '../../data/hash.js';
 import { DatasetError, InMemoryImages, ingest, openDataset, writeDataset, type DatasetSpec } from '../../data/ingest.js';
 import { sharedDataDir } from '../../data/paths.js';
 import { Rng } from '../../ml/random.js';
+import { datasetError } from '../expect-errors.js';
 
 const CLASSES3 = ['bird', 'cat', 'ship'];
 const PER_CLASS = 5;
@@ -38,14 +39,7 @@ function fresh(name: string): string {
 
 /** Asserts a DatasetError naming `file`, and that nothing was left at outDir or beside it. */
 async function expectDatasetError(run: () => Promise<unknown>, file: string, outDir: string, reason: RegExp): Promise<void> {
-  let caught: unknown;
-  try {
-    await run();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, 'expected a DatasetError').to.be.instanceOf(DatasetError);
-  const err = caught as DatasetError;
+  const err = await datasetError(run);
   expect(err.file).to.equal(file);
   expect(err.message).to.include(file);
   expect(err.reason).to.match(reason);

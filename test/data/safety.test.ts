@@ -23,7 +23,8 @@ import {
   quickImageHeader,
   type DatasetSpec,
 } from '../../data/ingest.js';
-import { parsePipeline, PipelineError } from '../../client/pipeline.js';
+import { parsePipeline } from '../../client/pipeline.js';
+import { datasetError, pipelineProblems } from '../expect-errors.js';
 import { StageEngine, type StageRuntime } from '../../activities/engine.js';
 import { writeMatrix } from '../../activities/io.js';
 import { MIN_FLOW_SAMPLES, smallClassWarning } from '../../activities/stages/flow.js';
@@ -64,30 +65,6 @@ async function treeHash(dir: string): Promise<string> {
   }
   await walk(dir, '');
   return h.digest('hex');
-}
-
-async function pipelineProblems(text: string, file: string): Promise<string[]> {
-  try {
-    await parsePipeline(text, file);
-  } catch (err) {
-    expect(err).to.be.instanceOf(PipelineError);
-    return (err as PipelineError).message
-      .split('\n')
-      .slice(1)
-      .map((l) => l.trim());
-  }
-  throw new Error('expected a PipelineError');
-}
-
-async function datasetError(run: () => Promise<unknown>): Promise<DatasetError> {
-  let caught: unknown;
-  try {
-    await run();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, 'expected a DatasetError').to.be.instanceOf(DatasetError);
-  return caught as DatasetError;
 }
 
 describe('input never touched', function () {
