@@ -182,15 +182,15 @@ describe('backdoor-audit CLI: failures, signals, retries (real dev server)', fun
     lap('watchFailed');
   });
 
-  it('Ctrl-C on `run` cancels the audit it started within seconds, keeping the checkpoint (exit code 130)', async function () {
-    const pipeline = await writeTinyPipeline(join(dir, 'sigint.yaml'), {
+  /** A `run` child process of a 200-epoch audit (its own workers: --worker), once SimCLR trains. */
+  async function runUntilSimclrTrains(name: string, seed: number): Promise<RunProcess> {
+    const pipeline = await writeTinyPipeline(join(dir, `${name}.yaml`), {
       datasetRoot,
       datasetName: 'tiny',
-      output: join(dir, 'out-sigint'),
+      output: join(dir, `out-${name}`),
       encoderEpochs: 200,
-      seed: 21,
+      seed,
     });
-    // The child runs its own workers (--worker): this process has none.
     const run = new RunProcess([pipeline, '--address', server.address, '--worker'], { BACKDOOR_AUDIT_STATE: stateDir });
     try {
       await waitFor(
@@ -198,6 +198,16 @@ describe('backdoor-audit CLI: failures, signals, retries (real dev server)', fun
         120_000,
         () => `SimCLR did not start:\n${run.lines.join('\n')}`,
       );
+    } catch (err) {
+      run.kill();
+      throw err;
+    }
+    return run;
+  }
+
+  it('Ctrl-C on `run` cancels the audit it started within seconds, keeping the checkpoint (exit code 130)', async function () {
+    const run = await runUntilSimclrTrains('sigint', 21);
+    try {
       const { code, seconds } = await run.interrupt('SIGINT', 30_000);
       timings.sigintToExit = seconds;
       const output = run.lines.join('\n');
@@ -215,20 +225,8 @@ describe('backdoor-audit CLI: failures, signals, retries (real dev server)', fun
   });
 
   it('SIGTERM on `run` detaches within seconds: its worker stops, the audit stays for the next worker (exit code 143)', async function () {
-    const pipeline = await writeTinyPipeline(join(dir, 'sigterm.yaml'), {
-      datasetRoot,
-      datasetName: 'tiny',
-      output: join(dir, 'out-sigterm'),
-      encoderEpochs: 200,
-      seed: 22,
-    });
-    const run = new RunProcess([pipeline, '--address', server.address, '--worker'], { BACKDOOR_AUDIT_STATE: stateDir });
+    const run = await runUntilSimclrTrains('sigterm', 22);
     try {
-      await waitFor(
-        () => run.lines.some((l) => /^encoder: running \d+\/200/.test(l)),
-        120_000,
-        () => `SimCLR did not start:\n${run.lines.join('\n')}`,
-      );
       const { code, seconds } = await run.interrupt('SIGTERM', 30_000);
       timings.sigtermToExit = seconds;
       const output = run.lines.join('\n');
