@@ -2,10 +2,13 @@
 // a trigger when pixels are read, so a poisoned copy of a dataset costs no extra memory.
 import { Rng } from '../ml/random.js';
 import type { ImageSource, PoisonTruth } from '../data/types.js';
+import { createAdapBlend, createAdapPatch } from './adaptive.js';
 import { createBadnets } from './badnets.js';
 import { createBlend } from './blend.js';
+import { createIssba } from './issba.js';
+import { createLc } from './lc.js';
 import { createWanet } from './wanet.js';
-import type { Attack, AttackConfig } from './types.js';
+import type { Attack, AttackConfig, AttackContext } from './types.js';
 
 // Independent random streams derived from the attack seed (see streamRng).
 const STREAM_SHUFFLE = 1;
@@ -21,8 +24,12 @@ function streamRng(seed: number, stream: number, index = 0): Rng {
   return new Rng(seed).fork(stream).fork(index);
 }
 
-/** Attack registry: name -> transforms, with attacks.md's defaults for omitted fields. */
-export async function createAttack(cfg: AttackConfig, imageSize: number): Promise<Attack> {
+/**
+ * Attack registry: name -> transforms, with attacks.md's defaults for omitted fields. LC and
+ * ISSBA train a model on `ctx.clean` (see AttackContext); without it LC still has its test-time
+ * trigger, and ISSBA needs `ctx.modelDir`.
+ */
+export async function createAttack(cfg: AttackConfig, imageSize: number, ctx: AttackContext = {}): Promise<Attack> {
   if (!Number.isInteger(imageSize) || imageSize < 1) throw new Error(`attack: bad image size ${imageSize}`);
   const triggerRng = streamRng(cfg.seed, STREAM_TRIGGER);
   switch (cfg.name) {
@@ -32,6 +39,14 @@ export async function createAttack(cfg: AttackConfig, imageSize: number): Promis
       return createBlend(cfg, imageSize, triggerRng);
     case 'wanet':
       return createWanet(cfg, imageSize, triggerRng);
+    case 'lc':
+      return createLc(cfg, imageSize, ctx, triggerRng.int(2 ** 31));
+    case 'issba':
+      return createIssba(cfg, imageSize, ctx, triggerRng);
+    case 'adap-patch':
+      return createAdapPatch(cfg, imageSize);
+    case 'adap-blend':
+      return createAdapBlend(cfg, imageSize);
     default: {
       const name: never = cfg;
       throw new Error(`unknown attack ${JSON.stringify((name as { name: unknown }).name)}`);
@@ -40,15 +55,24 @@ export async function createAttack(cfg: AttackConfig, imageSize: number): Promis
 }
 
 /** Cover fraction of the whole set when the config leaves it out: WaNet's noise mode uses
- *  0.2 x the poisoned count (attacks.md); the other attacks use no covers. */
+ *  0.2 x the poisoned count, Adap-* as many regularisation samples as payload samples (poison
+ *  and cover rate 0.01 in attacks.md); the other attacks use no covers. */
 function defaultCoverRate(cfg: AttackConfig): number {
-  return cfg.name === 'wanet' ? 0.2 * cfg.rate : 0;
+  if (cfg.name === 'wanet') return 0.2 * cfg.rate;
+  if (cfg.name === 'adap-patch' || cfg.name === 'adap-blend') return cfg.rate;
+  return 0;
+}
+
+/** Clean-label attacks poison samples of y_T itself and keep every label. */
+export function isCleanLabel(cfg: AttackConfig): boolean {
+  return cfg.name === 'lc';
 }
 
 /**
  * Which samples are poisoned and which are covers. Seeded shuffle of all indices; samples
- * already labelled y_T are skipped (relabelling them would change nothing); the first
- * round(rate * N) remaining are poisoned, the next round(coverRate * N) are covers.
+ * already labelled y_T are skipped (relabelling them would change nothing), except by a
+ * clean-label attack, which takes only those; the first round(rate * N) candidates are
+ * poisoned, the next round(coverRate * N) are covers.
  */
 function choosePoisoned(labels: Int32Array, cfg: AttackConfig): { poisoned: number[]; cover: number[] } {
   const n = labels.length;
@@ -62,11 +86,13 @@ function choosePoisoned(labels: Int32Array, cfg: AttackConfig): { poisoned: numb
   const nPoison = Math.round(cfg.rate * n);
   const nCover = Math.round(coverRate * n);
   const order = streamRng(cfg.seed, STREAM_SHUFFLE).permutation(n);
+  const cleanLabel = isCleanLabel(cfg);
+  if (cleanLabel && nCover > 0) throw new Error(`attack ${cfg.name}: a clean-label attack has no covers (coverRate ${coverRate})`);
   const candidates: number[] = [];
-  for (const i of order) if (labels[i] !== cfg.targetClass) candidates.push(i);
+  for (const i of order) if ((labels[i] === cfg.targetClass) === cleanLabel) candidates.push(i);
   if (nPoison + nCover > candidates.length) {
     throw new Error(
-      `attack ${cfg.name}: ${nPoison} poisoned + ${nCover} covers requested but only ${candidates.length} samples are not of target class ${cfg.targetClass}`,
+      `attack ${cfg.name}: ${nPoison} poisoned + ${nCover} covers requested but only ${candidates.length} samples are ${cleanLabel ? '' : 'not '}of target class ${cfg.targetClass}`,
     );
   }
   return { poisoned: candidates.slice(0, nPoison), cover: candidates.slice(nPoison, nPoison + nCover) };
@@ -140,15 +166,21 @@ function checkTarget(src: ImageSource, targetClass: number, what: string): void 
   }
 }
 
-/** Poison `clean` by the protocol of attacks.md; returns a lazy view and the ground truth. */
+/**
+ * Poison `clean` by the protocol of attacks.md; returns a lazy view and the ground truth. For a
+ * clean-label attack (LC) the poisoned samples are of y_T and keep their label, so their
+ * source labels are y_T too. The attack is created with `clean` and the chosen samples (LC
+ * perturbs them, ISSBA trains its encoder): call its `dispose` when done with the view.
+ */
 export async function poisonDataset(
   clean: ImageSource,
   cfg: AttackConfig,
+  ctx: Pick<AttackContext, 'signal' | 'log'> = {},
 ): Promise<{ poisoned: PoisonedImages; truth: PoisonTruth; attack: Attack }> {
   const size = checkSquare(clean, `attack ${cfg.name}`);
   checkTarget(clean, cfg.targetClass, `attack ${cfg.name}`);
-  const attack = await createAttack(cfg, size);
   const { poisoned, cover } = choosePoisoned(clean.labels, cfg);
+  const attack = await createAttack(cfg, size, { ...ctx, clean, poisoned });
   const labels = clean.labels.slice();
   const role = new Int8Array(clean.size); // 1 poisoned, 2 cover
   for (const i of poisoned) {

@@ -100,12 +100,10 @@ describe('attacks', function () {
       const saved = process.env.BACKDOOR_AUDIT_SHARED_DATA;
       process.env.BACKDOOR_AUDIT_SHARED_DATA = '/nonexistent/shared-data';
       try {
-        await loadTrigger('trojan_square_32.png').then(
+        await loadTrigger('apple_white.png').then(
           () => expect.fail('should throw'),
           (err: Error) =>
-            expect(err.message)
-              .to.include('/nonexistent/shared-data/triggers/trojan_square_32.png')
-              .and.include('BACKDOOR_AUDIT_SHARED_DATA'),
+            expect(err.message).to.include('/nonexistent/shared-data/triggers/apple_white.png').and.include('BACKDOOR_AUDIT_SHARED_DATA'),
         );
       } finally {
         if (saved === undefined) delete process.env.BACKDOOR_AUDIT_SHARED_DATA;
