@@ -52,6 +52,22 @@ export interface ClassDetection {
   kind: ClassKind;
 }
 
+/** A detection with only its verdict set, statistics zero: a target known beforehand (benchmarks' oracle, tests). */
+export function knownVerdict(index: number, kind: ClassKind): ClassDetection {
+  return {
+    index,
+    count: 0,
+    sND: 0,
+    ownNLL: 0,
+    sNDNormalized: 0,
+    sD: 0,
+    valley: -Infinity,
+    ndFlag: kind === 'non-disruptive',
+    dFlag: kind === 'disruptive',
+    kind,
+  };
+}
+
 /**
  * Raw non-disruptive statistics per class: foreign and own mean NLL, and class sizes (all
  * samples). Samples marked in `exclude` take no part in the two means.

@@ -2,13 +2,23 @@
 // Defense<ItsConfig> and one line in `registry` below (plus its config section in AuditConfig).
 import type { AuditConfig, CleansedEntry } from '../config.js';
 import { checkCleansed } from '../cleansed.js';
+import { activationClustering } from './activation-clustering.js';
 import { flowRelabel } from './flow-relabel.js';
+import { knnConsistency } from './knn-consistency.js';
+import { noDefense } from './none.js';
+import { spectralSignatures } from './spectral-signatures.js';
 import type { Defense, DefenseInput } from './types.js';
 
 export type { Defense, DefenseInput } from './types.js';
 
 const registry = {
   'flow-relabel': flowRelabel,
+  // Baselines (comparison rows, not the default), on the same features.
+  'spectral-signatures': spectralSignatures,
+  'activation-clustering': activationClustering,
+  'knn-consistency': knnConsistency,
+  // The undefended baseline (benchmarks' "no defense" row).
+  none: noDefense,
 } satisfies Record<string, Defense<unknown>>;
 
 type Registry = typeof registry;
