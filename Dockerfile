@@ -1,11 +1,13 @@
 # backdoor-audit worker / CLI image. Two targets:
 #   cpu (default): Node 20, pure-JS / WebAssembly / (optional) libtensorflow CPU backend
 #   gpu:           CUDA 11.8 + cuDNN 8 runtime with @tensorflow/tfjs-node-gpu
-# The sources are TypeScript run through tsx, so the image holds them as they are.
+# The sources are TypeScript run through tsx, so the image holds them as they are (no dist/:
+# the image has no TypeScript compiler; BACKDOOR_AUDIT_SOURCES=1 tells bin/ so, without its notice).
 
 FROM node:20-bookworm-slim AS cpu
 WORKDIR /app
 ENV NODE_ENV=production \
+    BACKDOOR_AUDIT_SOURCES=1 \
     BACKDOOR_AUDIT_STATE=/state \
     BACKDOOR_AUDIT_STORE=/artifacts \
     BACKDOOR_AUDIT_SHARED_DATA=/shared/data
@@ -21,6 +23,7 @@ COPY activities ./activities
 COPY workflows ./workflows
 COPY worker ./worker
 COPY client ./client
+COPY report ./report
 COPY pipelines ./pipelines
 COPY bin ./bin
 COPY tsconfig.json ./
@@ -40,6 +43,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production \
+    BACKDOOR_AUDIT_SOURCES=1 \
     BACKDOOR_AUDIT_STATE=/state \
     BACKDOOR_AUDIT_STORE=/artifacts \
     BACKDOOR_AUDIT_SHARED_DATA=/shared/data

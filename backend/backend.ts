@@ -38,7 +38,11 @@ async function tryNative(pkg: string): Promise<string | undefined> {
     await import(pkg);
     return undefined;
   } catch (err) {
-    return `${pkg} not loadable: ${(err as Error).message.split('\n')[0]}`;
+    // An optional package that is simply absent is the normal case on most machines (no GPU
+    // build here): say so plainly instead of quoting the resolver's error.
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ERR_MODULE_NOT_FOUND' && e.message.includes(`'${pkg}'`)) return `${pkg} is not installed`;
+    return `${pkg} not loadable: ${e.message.split('\n')[0]}`;
   }
 }
 
@@ -101,7 +105,7 @@ export async function selectBackend(
     const reason = await activate(name, purpose);
     if (reason === undefined) {
       await tf.ready();
-      if (skipped.length) log(`backend: using ${name} (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`);
+      if (skipped.length) log(`backend: using ${name}; not used: ${skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`);
       active = { name, tfjsBackend: tf.getBackend(), skipped };
       return active;
     }

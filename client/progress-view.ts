@@ -111,27 +111,51 @@ function lineView(write: (text: string) => void): ProgressView {
   };
 }
 
-/** One bar per stage (terminal). */
+/**
+ * `text` cut to `width` characters at a word boundary with an ellipsis, so a figure column never
+ * ends mid-number ("kept 3000, relabelled 0," was all a narrow terminal showed of a report).
+ */
+export function fitFigure(text: string, width: number): string {
+  if (text.length <= width) return text;
+  if (width < 2) return '';
+  const cut = text.slice(0, width - 1);
+  const space = cut.lastIndexOf(' ');
+  return `${(space > width / 2 ? cut.slice(0, space) : cut).replace(/[,;:\s-]+$/, '')}…`;
+}
+
+/** Characters of a bar row other than the figure: ' {id} |{bar}| {state} '. */
+const BAR_SIZE = 24;
+const STATE_WIDTH = 18;
+
+/** One bar per stage (terminal). A figure too long for the terminal is cut, and printed whole once the stage ends. */
 function barView(stream: NodeJS.WriteStream = process.stderr): ProgressView {
   const multi = new cliProgress.MultiBar(
-    { format: ' {id} |{bar}| {state} {figure}', stream, hideCursor: true, clearOnComplete: false, autopadding: true, barsize: 24 },
+    { format: ' {id} |{bar}| {state} {figure}', stream, hideCursor: true, clearOnComplete: false, autopadding: true, barsize: BAR_SIZE },
     cliProgress.Presets.shades_classic,
   );
   const bars = new Map<string, cliProgress.SingleBar>();
+  const printedWhole = new Set<string>();
   return {
     update(p) {
       if (!p) return;
       const width = Math.max(...p.stages.map((r) => r.id.length));
+      const room = (stream.columns ?? 100) - (width + BAR_SIZE + STATE_WIDTH + 8);
       for (const r of p.stages) {
         const finished = r.state === 'done' || r.state === 'cached';
         const total = r.epochs ?? 1;
         const value = finished ? total : (r.epoch ?? 0);
-        const payload = { id: r.id.padEnd(width), state: stateText(r).padEnd(18), figure: detail(r) };
+        const full = detail(r);
+        const figure = fitFigure(full, room);
+        const payload = { id: r.id.padEnd(width), state: stateText(r).padEnd(STATE_WIDTH), figure };
         const bar = bars.get(r.id);
         if (!bar) bars.set(r.id, multi.create(total, value, payload));
         else {
           bar.setTotal(total);
           bar.update(value, payload);
+        }
+        if ((finished || r.state === 'failed') && figure !== full && !printedWhole.has(r.id)) {
+          printedWhole.add(r.id);
+          multi.log(`${r.id}: ${full}\n`);
         }
       }
     },

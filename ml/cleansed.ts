@@ -3,9 +3,11 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FS_DEADLINE_MS, PseudoFileSystemError, pseudoFileSystem, withFsDeadline, writeFileAtomic } from '../data/files.js';
-import type { AuditConfig, AuditReport, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './config.js';
+import type { AuditConfig, AuditReport, AuditRunInfo, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './config.js';
 import type { BackendName } from '../backend/backend.js';
+import type { PoisonTruth } from '../data/types.js';
 import type { ClassDetection } from './detect.js';
+import { classSplits, classTests, nearMisses } from './verdict.js';
 
 /** The sides each action may carry (see SampleSide): what is kept is clean, what is relabelled
  *  is poisoned, what is dropped is either the poisoned side or the undecided part. */
@@ -68,12 +70,12 @@ export function countActions(cleansed: readonly CleansedEntry[]): AuditReport['c
   return counts;
 }
 
-/** Writes report.json and cleansed.jsonl into `dir` (created if needed). */
+/** Writes report.json, cleansed.jsonl and (when given) report.html into `dir` (created if needed). */
 export async function writeAuditOutputs(
   dir: string,
   report: AuditReport,
   cleansed: readonly CleansedEntry[],
-  opts: { deadlineMs?: number } = {},
+  opts: { deadlineMs?: number; html?: string } = {},
 ): Promise<void> {
   // Every step under a deadline (FS_DEADLINE_MS): the output folder may be anywhere, and a
   // special or unreachable file system would otherwise hang the report stage for ever. A folder
@@ -84,7 +86,8 @@ export async function writeAuditOutputs(
   await withFsDeadline('mkdir', dir, () => mkdir(dir, { recursive: true }), ms);
   const write = (file: string, text: string) => withFsDeadline('write', file, () => writeFileAtomic(file, text), ms);
   await write(join(dir, 'cleansed.jsonl'), cleansed.map((e) => JSON.stringify(e)).join('\n') + '\n');
-  // The report last: its presence means both files are complete.
+  if (opts.html !== undefined) await write(join(dir, 'report.html'), opts.html);
+  // The report last: its presence means the other files are complete.
   await write(join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
 }
 
@@ -98,19 +101,29 @@ export function buildReport(r: {
   timings: Record<string, number>;
   evaluation?: Evaluation;
   warnings?: readonly string[];
+  /** Ground truth of an attacked set: the split's cost per class is then counted. */
+  truth?: PoisonTruth;
+  cachedStages?: readonly string[];
+  artifacts?: Record<string, string>;
+  run?: AuditRunInfo;
 }): AuditReport {
-  const classes: ClassReport[] = r.detections.map((d) => ({
+  const names = r.dataset.classes;
+  const splits = classSplits(r.cleansed, names.length, r.truth);
+  const tests = r.detections.map((d) => classTests(d, r.config.detection));
+  const classes: ClassReport[] = r.detections.map((d, k) => ({
     index: d.index,
-    name: r.dataset.classes[d.index] ?? String(d.index),
+    name: names[d.index] ?? String(d.index),
     count: d.count,
     sND: d.sND,
     sNDNormalized: d.sNDNormalized,
     sD: d.sD,
     flagged: d.kind !== 'clean',
     kind: d.kind,
+    tests: tests[k],
+    split: splits[d.index],
   }));
   return {
-    dataset: { ...r.dataset, classes: [...r.dataset.classes] },
+    dataset: { ...r.dataset, classes: [...names] },
     backend: r.backend,
     config: r.config,
     classes,
@@ -119,5 +132,9 @@ export function buildReport(r: {
     timings: r.timings,
     ...(r.evaluation && Object.keys(r.evaluation).length ? { evaluation: r.evaluation } : {}),
     ...(r.warnings?.length ? { warnings: [...r.warnings] } : {}),
+    nearMisses: nearMisses(tests).map((m) => ({ ...m, index: r.detections[m.index].index, name: classes[m.index].name })),
+    ...(r.cachedStages ? { cachedStages: [...r.cachedStages] } : {}),
+    ...(r.artifacts ? { artifacts: { ...r.artifacts } } : {}),
+    ...(r.run ? { run: { ...r.run } } : {}),
   };
 }
