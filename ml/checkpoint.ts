@@ -62,8 +62,9 @@ export async function saveCheckpoint(dir: string, c: TrainingCheckpoint): Promis
 /**
  * Reads the checkpoint in `dir`; undefined when there is none. Throws, naming the file, when
  * it is corrupt or belongs to another run (`fingerprint` differs). The caller owns the tensors.
+ * `fingerprint` null reads any run's checkpoint: a warm start continues another run's state.
  */
-export async function loadCheckpoint(dir: string, fingerprint: string): Promise<TrainingCheckpoint | undefined> {
+export async function loadCheckpoint(dir: string, fingerprint: string | null): Promise<TrainingCheckpoint | undefined> {
   const file = path.join(dir, CHECKPOINT_FILE);
   let buf: Buffer;
   try {
@@ -83,7 +84,7 @@ export async function loadCheckpoint(dir: string, fingerprint: string): Promise<
   } catch (err) {
     throw bad(`unreadable header: ${(err as Error).message}`);
   }
-  if (header.fingerprint !== fingerprint) {
+  if (fingerprint !== null && header.fingerprint !== fingerprint) {
     throw bad(
       `written by a different run (fingerprint ${header.fingerprint}, this run ${fingerprint}); delete it or use another checkpoint folder`,
     );

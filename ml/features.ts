@@ -62,10 +62,68 @@ export async function inferBatches(
  * the dataset (zero mean, unit variance per dimension; see `standardizeColumns`).
  */
 export async function extractFeatures(encoder: tfl.LayersModel, source: ImageSource, o: InferenceOptions = {}): Promise<Matrix> {
+  return standardizeColumns(await encodeSamples(encoder, source, o));
+}
+
+/**
+ * The encoder's raw outputs (not standardised) for the samples at `indices` (default: every
+ * sample), row k = sample indices[k]. Raw, so that rows computed on different nights can be put
+ * together and standardised over tonight's dataset.
+ */
+export async function encodeSamples(
+  encoder: tfl.LayersModel,
+  source: ImageSource,
+  o: InferenceOptions = {},
+  indices?: Int32Array,
+): Promise<Matrix> {
+  const src = indices ? subsetSource(source, indices) : source;
   let out: Matrix | undefined;
-  await inferBatches(encoder, source, o, 'extractFeatures', (start, rows, cols) => {
-    out ??= matrix(source.size, cols);
+  await inferBatches(encoder, src, o, 'extractFeatures', (start, rows, cols) => {
+    out ??= matrix(src.size, cols);
     out.data.set(rows, start * cols);
   });
-  return out ? standardizeColumns(out) : matrix(0, encoder.outputs[0].shape[1] ?? 0);
+  return out ?? matrix(0, encoder.outputs[0].shape[1] ?? 0);
+}
+
+function subsetSource(source: ImageSource, indices: Int32Array): ImageSource {
+  return {
+    classes: source.classes,
+    height: source.height,
+    width: source.width,
+    size: indices.length,
+    labels: Int32Array.from(indices, (i) => source.labels[i]),
+    ids: Array.from(indices, (i) => source.ids[i]),
+    readImages: (idx) => source.readImages(Array.from(idx as ArrayLike<number>, (k) => indices[k])),
+  };
+}
+
+/** Samples by id and content hash (an ingest artifact records a sha256 per sample). */
+export interface SampleHashes {
+  ids: readonly string[];
+  hashes: readonly string[];
+}
+
+/**
+ * For each current sample, the row of the same sample in `previous` when its id AND content
+ * hash are unchanged, else -1 (new, or changed in place): only those go through the encoder.
+ */
+export function unchangedRows(current: SampleHashes, previous: SampleHashes): Int32Array {
+  const before = new Map<string, number>();
+  previous.ids.forEach((id, i) => before.set(`${id}\0${previous.hashes[i]}`, i));
+  return Int32Array.from(current.ids, (id, i) => before.get(`${id}\0${current.hashes[i]}`) ?? -1);
+}
+
+/** Tonight's raw features: rows of `previous` where `from` names one, else the next row of `computed` (in order). */
+export function mergeRows(from: Int32Array, previous: Matrix, computed: Matrix): Matrix {
+  const cols = computed.rows ? computed.cols : previous.cols;
+  if (computed.rows && previous.rows && computed.cols !== previous.cols)
+    throw new Error(`mergeRows: previous features have ${previous.cols} columns, new ones ${computed.cols}`);
+  const out = matrix(from.length, cols);
+  let k = 0;
+  from.forEach((row, i) => {
+    const src = row >= 0 ? previous.data.subarray(row * cols, (row + 1) * cols) : computed.data.subarray(k * cols, ++k * cols);
+    out.data.set(src, i * cols);
+  });
+  if (k !== computed.rows) throw new Error(`mergeRows: ${computed.rows} new rows for ${k} new samples`);
+  return out;
 }

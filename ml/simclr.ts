@@ -6,8 +6,10 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import type { ImageSource } from '../data/types.js';
 import { simclrAugment, toFloatImages } from './augment.js';
 import type { SimclrEncoderConfig } from './config.js';
+import { loadCheckpoint } from './checkpoint.js';
 import { gradientStep, runEpochs, trainableVariables, type TrainHooks } from './loop.js';
-import { Adam } from './optim.js';
+import { loadModel } from './model-io.js';
+import { Adam, type OptimizerState } from './optim.js';
 import { Rng } from './random.js';
 import { buildResNet18, featureDim } from './resnet.js';
 
@@ -61,6 +63,48 @@ const HEAD_SEED_SALT = 0x51c1;
 const DATA_STREAM_SALT = 2;
 
 /**
+ * Where a warm-started run begins. With `state` (the parent run's final checkpoint) the run
+ * continues the parent exactly: on the same data, parent E epochs + this run's k epochs give the
+ * weights of one run of E + k epochs. Without it only the backbone is carried over: a fresh
+ * projection head, optimizer and data order from `seed`.
+ */
+export interface SimclrWarmStart {
+  /** Names the parent in this run's checkpoint fingerprint (a checkpoint of another lineage is refused). */
+  parent: string;
+  /** Backbone weights, then (with `state`) the projection head's, in getWeights() order. */
+  weights: tf.Tensor[];
+  state?: { optimizer: OptimizerState; rngState: number };
+}
+
+/**
+ * The warm start a saved encoder gives: its run's final checkpoint when `checkpointDir` holds
+ * one (weights of backbone and head, optimizer, data-order RNG), else the backbone of the
+ * model saved in `modelDir`. The caller disposes `weights` and the optimizer slots.
+ */
+export async function readWarmStart(parent: string, modelDir: string, checkpointDir?: string): Promise<SimclrWarmStart> {
+  const ckpt = checkpointDir ? await loadCheckpoint(checkpointDir, null) : undefined;
+  if (ckpt) return { parent, weights: ckpt.weights, state: { optimizer: ckpt.optimizer, rngState: ckpt.rngState } };
+  const model = await loadModel(modelDir);
+  try {
+    return { parent, weights: model.getWeights().map((w) => w.clone()) };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Why the warm start's tensors cannot be loaded into these weights (checked before any is changed), or undefined. */
+function warmStartMisfit(warm: SimclrWarmStart, model: tf.Tensor[], encoderWeights: number, vars: tf.Variable[]): string | undefined {
+  const want = warm.state ? model : model.slice(0, encoderWeights);
+  if (warm.weights.length !== want.length) return `${warm.weights.length} weight tensors, the model has ${want.length}`;
+  const i = want.findIndex((w, k) => !tf.util.arraysEqual(w.shape, warm.weights[k].shape));
+  if (i >= 0) return `weight ${i} has shape [${warm.weights[i].shape}], the model's is [${want[i].shape}]`;
+  const opt = warm.state?.optimizer;
+  if (opt && (opt.kind !== 'adam' || opt.slots.length !== 2 * vars.length))
+    return `optimizer state is ${opt.kind} with ${opt.slots.length} slots`;
+  return undefined;
+}
+
+/**
  * Trains the SimCLR encoder on `source` (labels ignored). Returns the backbone (images in
  * [0, 1] -> features of size 8 * width), the mean loss of every epoch, and the epoch it resumed
  * from when `hooks.checkpointDir` held a checkpoint of the same run.
@@ -70,7 +114,8 @@ export async function trainSimclr(
   cfg: SimclrEncoderConfig,
   seed: number,
   hooks?: TrainHooks,
-): Promise<{ encoder: tfl.LayersModel; losses: number[]; resumedFromEpoch: number }> {
+  warm?: SimclrWarmStart,
+): Promise<{ encoder: tfl.LayersModel; losses: number[]; resumedFromEpoch: number; warmStartRefused?: string }> {
   if (source.height !== source.width) {
     throw new Error(`trainSimclr: images must be square, got ${source.height}x${source.width}`);
   }
@@ -79,10 +124,37 @@ export async function trainSimclr(
   const vars = trainableVariables([...encoder.trainableWeights, ...head.trainableWeights]);
   const optimizer = new Adam(vars, cfg.lr, SIMCLR_BETAS[0], SIMCLR_BETAS[1]);
   const encoderWeights = encoder.getWeights().length;
-  // Epochs are left out so that a finished run can be extended by raising them.
-  const { epochs: _epochs, ...shape } = cfg;
-  const fingerprint = JSON.stringify({ run: 'simclr', v: 1, cfg: shape, seed, n: source.size, size: source.height });
   const { height: h, width: w } = source;
+  let rng = new Rng(seed).fork(DATA_STREAM_SALT);
+  // A parent that does not fit (another width, a reused copy of another architecture) is refused
+  // here, before any epoch: the run starts from scratch and says why.
+  let warmStartRefused: string | undefined;
+  if (warm) {
+    const misfit = warmStartMisfit(warm, [...encoder.getWeights(), ...head.getWeights()], encoderWeights, vars);
+    if (misfit) {
+      warmStartRefused = `parent encoder ${warm.parent.slice(0, 12)} does not fit this model (${misfit})`;
+      warm = undefined;
+    } else {
+      encoder.setWeights(warm.weights.slice(0, encoderWeights));
+      if (warm.state) {
+        head.setWeights(warm.weights.slice(encoderWeights));
+        optimizer.load(warm.state.optimizer);
+        rng = Rng.fromState(warm.state.rngState);
+      }
+    }
+  }
+  // Epochs are left out so that a finished run can be extended by raising them; the parent is
+  // in, so that a checkpoint of another lineage is never resumed.
+  const { epochs: _epochs, warmStart: _warmStart, ...shape } = cfg;
+  const fingerprint = JSON.stringify({
+    run: 'simclr',
+    v: 1,
+    cfg: shape,
+    seed,
+    n: source.size,
+    size: source.height,
+    ...(warm ? { parent: warm.parent, state: warm.state !== undefined } : {}),
+  });
   try {
     const { losses, resumedFromEpoch } = await runEpochs({
       name: 'simclr',
@@ -90,7 +162,7 @@ export async function trainSimclr(
       pool: Int32Array.from({ length: source.size }, (_, i) => i),
       batchSize: cfg.batchSize,
       minBatch: 2,
-      rng: new Rng(seed).fork(DATA_STREAM_SALT),
+      rng,
       fingerprint,
       getWeights: () => [...encoder.getWeights(), ...head.getWeights()],
       setWeights: (ws) => {
@@ -122,7 +194,7 @@ export async function trainSimclr(
         }
       },
     });
-    return { encoder, losses, resumedFromEpoch };
+    return { encoder, losses, resumedFromEpoch, ...(warmStartRefused ? { warmStartRefused } : {}) };
   } catch (err) {
     encoder.dispose();
     throw err;

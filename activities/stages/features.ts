@@ -1,24 +1,91 @@
-// Stage `features`: the encoder's features of every training sample (ml/features.ts).
-import { extractFeatures } from '../../ml/features.js';
-import type { StageImpl } from '../engine.js';
-import { writeMatrix } from '../io.js';
+// Stage `features`: the encoder's features of every training sample (ml/features.ts), written
+// standardised (`features`, what the flows read) and raw (`raw`, what a later reuse keeps).
+// With a reused encoder (lineage mode 'reuse'), samples whose id and content hash are unchanged
+// since the previous audit keep their raw rows; only new or changed ones go through the encoder.
+import { join } from 'node:path';
+import { openDataset } from '../../data/ingest.js';
+import { encodeSamples, mergeRows, unchangedRows } from '../../ml/features.js';
+import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
+import type { StageImpl, StageRun } from '../engine.js';
+import { readMatrix, writeMatrix } from '../io.js';
 import { loadEncoder } from './encoder.js';
+import { readLineage } from './lineage.js';
 
 export const featuresStage: StageImpl<'features'> = {
   async compute(run) {
     const backend = await run.backend(run.params.backend, 'inference');
     const source = await run.dataset();
+    const reusing = run.has('lineage') && (await readLineage(await run.input('lineage'))).mode === 'reuse';
+    const previous = reusing ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }) : undefined;
+    const todo = previous ? Int32Array.from(previous.from.keys()).filter((i) => previous.from[i] < 0) : undefined;
     const encoder = await loadEncoder(await run.input('encoder'), source.height);
     try {
-      const features = await extractFeatures(encoder, source, {
-        batchSize: run.params.batchSize,
-        ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
-        onBatch: (done, total) => run.runtime.heartbeat({ batch: done, batches: total }),
-      });
+      const computed = await encodeSamples(
+        encoder,
+        source,
+        {
+          batchSize: run.params.batchSize,
+          ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
+          onBatch: (done, total) => run.runtime.heartbeat({ batch: done, batches: total }),
+        },
+        todo,
+      );
+      const raw = previous ? mergeRows(previous.from, previous.raw, computed) : computed;
+      const features = standardizeColumns(raw);
       await writeMatrix(run.out, 'features', features);
-      return { info: { figure: `${features.rows} x ${features.cols} features`, backend: backend.name } };
+      await writeMatrix(run.out, 'raw', raw);
+      const featureReuse = previous
+        ? { recomputed: computed.rows, reused: raw.rows - computed.rows, from: previous.key }
+        : reusing
+          ? { recomputed: raw.rows, reused: 0, from: null }
+          : undefined;
+      if (featureReuse)
+        run.log(
+          `${featureReuse.recomputed} of ${raw.rows} samples through the encoder (new or changed content), ` +
+            `${featureReuse.reused} rows reused${previous ? ` from features ${previous.key.slice(0, 12)}` : ''}`,
+        );
+      return {
+        info: {
+          figure: `${features.rows} x ${features.cols} features` + (featureReuse ? `, ${featureReuse.recomputed} recomputed` : ''),
+          backend: backend.name,
+          ...(featureReuse ? { featureReuse } : {}),
+        },
+      };
     } finally {
       encoder.dispose();
     }
   },
 };
+
+/**
+ * The previous audit's raw features and, per current sample, its row there (-1: new or changed),
+ * when the lineage offers features computed with the same weights; else undefined (all computed).
+ */
+async function previousFeatures(
+  run: StageRun,
+  current: { ids: readonly string[]; hashes: readonly string[] },
+): Promise<{ raw: Matrix; from: Int32Array; key: string } | undefined> {
+  const lineage = await readLineage(await run.input('lineage'));
+  const skip = (why: string) => {
+    run.log(`every sample goes through the encoder: ${why}`);
+    return undefined;
+  };
+  if (!lineage.features || !lineage.dataset) return skip(lineage.reason ?? 'no previous features');
+  const features = await run.referenced(lineage.features);
+  if ('why' in features) return skip(features.why);
+  const dataset = await run.referenced(lineage.dataset);
+  if ('why' in dataset) return skip(dataset.why);
+  let raw: Matrix;
+  try {
+    raw = await readMatrix(features.dir, 'raw');
+  } catch {
+    return skip(`features ${lineage.features.key.slice(0, 12)} kept no raw rows (written before reuse existed)`);
+  }
+  const before = await openDataset(join(dataset.dir, 'dataset'));
+  try {
+    if (before.size !== raw.rows) return skip(`previous features have ${raw.rows} rows for ${before.size} samples`);
+    return { raw, from: unchangedRows(current, { ids: before.ids, hashes: before.contentHashes }), key: lineage.features.key };
+  } finally {
+    await before.close();
+  }
+}
