@@ -8,8 +8,10 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
 import { pathExists } from '../data/files.js';
-import { openDataset, type ShardedDataset } from '../data/ingest.js';
-import { selectBackend, type BackendChoice, type BackendInfo } from '../backend/backend.js';
+// Types only: TensorFlow (backend/) and the image codec (data/ingest's sharp) load when a stage
+// computes, never in a run whose stages are all cached.
+import type { ShardedDataset } from '../data/ingest.js';
+import type { BackendChoice, BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
 import { STAGE_SPECS, type StageName, type StageParams } from '../workflows/graph.js';
 import type { EpochUpdate, ProbeResult, StageInfo, StageOutcome, StageRequest } from '../workflows/types.js';
@@ -118,15 +120,33 @@ export class StageRun<P = unknown> {
     return readInfo(await this.input(role));
   }
 
+  /**
+   * The folder of an artifact named inside an input (a lineage's parent) rather than passed as
+   * one, or why it cannot be used: absent from this store, or no longer matching its hashes.
+   */
+  async referenced(ref: ArtifactRef): Promise<{ dir: string; info: StageInfo } | { why: string }> {
+    if (await this.store.verify(ref)) return { dir: this.store.dir(ref), info: await readInfo(this.store.dir(ref)) };
+    const present = await pathExists(this.store.dir(ref));
+    return {
+      why: `${ref.stage} artifact ${ref.key.slice(0, 12)} ${present ? 'does not match its hashes (corrupted)' : 'is not in the store'}`,
+    };
+  }
+
+  get artifactStore(): ArtifactStore {
+    return this.store;
+  }
+
   /** An input dataset, open until the stage ends. */
   async dataset(role = 'dataset'): Promise<ShardedDataset> {
+    const { openDataset } = await import('../data/ingest.js');
     const ds = await openDataset(join(await this.input(role), 'dataset'));
     this.opened.push(ds);
     return ds;
   }
 
   /** Selects the tensor backend; its explanation is logged once per process. */
-  backend(choice: BackendChoice, purpose: 'training' | 'inference'): Promise<BackendInfo> {
+  async backend(choice: BackendChoice, purpose: 'training' | 'inference'): Promise<BackendInfo> {
+    const { selectBackend } = await import('../backend/backend.js');
     return selectBackend(choice, purpose, (line) => {
       if (loggedBackendLines.has(line)) return;
       loggedBackendLines.add(line);
@@ -199,28 +219,88 @@ export interface StageImpl<S extends StageName> {
   compute(run: StageRun<StageParams[S]>): Promise<Computed>;
   /**
    * The parameters that enter the key and the fingerprint of inputs outside the store (a
-   * dataset on disk, a pretrained model folder). Default: all parameters, nothing external.
+   * dataset on disk, a pretrained model folder, the previous audit's report.json and the
+   * artifacts it names). Default: all parameters, nothing external.
    */
-  identity?(params: StageParams[S]): Promise<{ params: unknown; external?: string }>;
+  identity?(params: StageParams[S], store: ArtifactStore): Promise<{ params: unknown; external?: string }>;
   /** Runs after the artifact is published (or found): e.g. copying the report to the output folder. */
   deliver?(dir: string, params: StageParams[S], log: (line: string) => void): Promise<Partial<StageInfo>>;
 }
 
 export type StageImpls = { [S in StageName]: StageImpl<S> };
 
+export type StageHook = 'identity' | 'deliver';
+
+/**
+ * A stage implementation loaded when first needed (activities/stages/index.ts), so that a process
+ * loads only the modules, TensorFlow among them, of the stages it computes. `hooks` says which
+ * optional hooks it has: a cache probe then knows, without loading it, whether the key needs its
+ * `identity`. Checked against the implementation when it loads.
+ */
+export interface LazyStage<S extends StageName> {
+  load(): Promise<StageImpl<S>>;
+  hooks: readonly StageHook[];
+}
+
+/** Each stage's implementation, loaded (StageImpl) or loaded on first use (LazyStage). */
+export type StageRegistry = { [S in StageName]: StageImpl<S> | LazyStage<S> };
+
+const isLazy = <S extends StageName>(entry: StageImpl<S> | LazyStage<S>): entry is LazyStage<S> => 'load' in entry;
+
 async function readInfo(dir: string): Promise<StageInfo> {
   return JSON.parse(await readFile(join(dir, INFO_FILE), 'utf8')) as StageInfo;
 }
 
 export class StageEngine {
+  private readonly loaded = new Map<StageName, Promise<StageImpl<StageName>>>();
+
   constructor(
     readonly store: ArtifactStore,
-    private readonly impls: StageImpls,
+    private readonly impls: StageRegistry,
   ) {}
 
-  private impl(stage: StageName): StageImpl<StageName> {
-    const impl = this.impls[stage] as StageImpl<StageName> | undefined;
-    if (!impl) throw new StageInputError(`no implementation of stage '${stage}'`);
+  private entry(stage: StageName): StageImpl<StageName> | LazyStage<StageName> {
+    const entry = this.impls[stage] as StageImpl<StageName> | LazyStage<StageName> | undefined;
+    if (!entry) throw new StageInputError(`no implementation of stage '${stage}'`);
+    return entry;
+  }
+
+  /**
+   * Starts loading, in the background, the stages every run loads: those whose cache key needs
+   * their `identity` (the probe loads them) and those never cached (the report computes in every
+   * run), so that their modules load while the run's first tasks wait on the server. A failure
+   * here is left to the stage's own load, which reports it.
+   */
+  preloadEveryRun(): void {
+    for (const stage of Object.keys(this.impls) as StageName[]) {
+      if (!STAGE_SPECS[stage].cached || this.has(stage, 'identity')) this.impl(stage).catch(() => undefined);
+    }
+  }
+
+  /** Whether the stage has `hook`, without loading it. */
+  private has(stage: StageName, hook: StageHook): boolean {
+    const entry = this.entry(stage);
+    return isLazy(entry) ? entry.hooks.includes(hook) : entry[hook] !== undefined;
+  }
+
+  private impl(stage: StageName): Promise<StageImpl<StageName>> {
+    const entry = this.entry(stage);
+    if (!isLazy(entry)) return Promise.resolve(entry);
+    let impl = this.loaded.get(stage);
+    if (!impl) {
+      impl = entry.load().then((loaded) => {
+        const has = (['deliver', 'identity'] as const).filter((h) => loaded[h] !== undefined);
+        if (has.join() !== [...entry.hooks].sort().join()) {
+          // A hook the registry does not declare would be skipped by the probe (a wrong cache key).
+          // A code error no retry fixes.
+          const message = `stage '${stage}' has hooks [${has.join(', ')}] but activities/stages/index.ts declares [${entry.hooks.join(', ')}]`;
+          throw Object.assign(new Error(message), { nonRetryable: true });
+        }
+        return loaded;
+      });
+      impl.catch(() => this.loaded.delete(stage)); // a later call tries again
+      this.loaded.set(stage, impl);
+    }
     return impl;
   }
 
@@ -229,8 +309,8 @@ export class StageEngine {
     const inputs = Object.entries(req.inputs)
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([role, ref]) => `${role}:${ref.key}`);
-    const impl = this.impl(req.stage);
-    const id = impl.identity ? await impl.identity(req.params as never) : { params: req.params };
+    const impl = this.has(req.stage, 'identity') ? await this.impl(req.stage) : undefined;
+    const id = impl?.identity ? await impl.identity(req.params as never, this.store) : { params: req.params };
     return cacheKey(req.stage, STAGE_SPECS[req.stage].version, id.params, id.external ? [...inputs, `external:${id.external}`] : inputs);
   }
 
@@ -244,9 +324,10 @@ export class StageEngine {
 
   /** Cache check (for cached stages), then compute into a fresh artifact, then deliver. */
   async run(req: StageRequest, runtime: StageRuntime): Promise<StageOutcome> {
-    const impl = this.impl(req.stage);
     const key = await this.keyOf(req);
     const deliver = async (out: StageOutcome): Promise<StageOutcome> => {
+      if (!this.has(req.stage, 'deliver')) return out;
+      const impl = await this.impl(req.stage);
       if (!impl.deliver) return out;
       // Kept alive while it writes outside the store (a slow disk is not a dead worker): its
       // file operations run under deadlines of their own (FS_DEADLINE_MS), which end a stuck one.
@@ -262,6 +343,7 @@ export class StageEngine {
       const existing = await this.store.lookup(req.stage, key);
       if (existing) return deliver({ ref: existing, info: await readInfo(this.store.dir(existing)), cached: true, seconds: 0 });
     }
+    const impl = await this.impl(req.stage); // loaded only now: a cache hit needs none of its modules
     const work = join(this.store.root, '.work', key);
     await mkdir(work, { recursive: true });
     const t0 = performance.now();

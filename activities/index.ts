@@ -31,6 +31,7 @@ export type AuditActivities = { probe: (req: StageRequest) => Promise<ProbeResul
 
 export function createActivities(deps: ActivityDeps): AuditActivities {
   const engine = new StageEngine(deps.store, STAGE_IMPLS);
+  engine.preloadEveryRun();
   const log = (line: string) => (deps.log ? deps.log(line) : Context.current().log.info(line));
 
   /** Progress display only: a lost update never fails the stage, and waiting for one is bounded. */

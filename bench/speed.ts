@@ -10,6 +10,10 @@
 //                          [--width 64] [--wasm-batch 32] [--cpu-batch 1] [--native-batch 256] [--flow-epochs 1] [--torch-threads 2]
 //                          [--skip-torch] [--skip-flows] [--skip-resnet] [--json out.json]
 //
+// Writes every figure to bench/results/speed-<date>.json (speed-<date>-quick.json with --quick;
+// --json names another file), each measurement with `ratioVsTorch`: ours / PyTorch in throughput
+// terms, above 1 when ours is faster.
+//
 // Timings are wall-clock seconds per step after one warm-up step; CPU seconds (all threads of
 // the process) are printed beside them because on a shared machine the wall time of a
 // multi-threaded run suffers most from other load. tfjs keeps every tensor of the forward pass
@@ -20,9 +24,9 @@
 // --quick (< 15 min on 2 cores): batch 64, one step, 2 of 10 flows, cpu backend skipped.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
@@ -258,6 +262,28 @@ async function versions(): Promise<string> {
 
 const f1 = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
+/**
+ * One figure of the JSON: a throughput (images/s) or a time (s) of one implementation, with
+ * `ratioVsTorch`, ours over PyTorch's in throughput terms (above 1: we are faster; a time's ratio
+ * is PyTorch's time over ours), against the PyTorch row with the same thread count when there is
+ * one, else the first; null when PyTorch was not measured.
+ */
+interface Measurement {
+  measurement: 'simclr-train' | 'inference' | 'flows-and-density';
+  impl: string;
+  threads: string;
+  unit: 'images/s' | 's';
+  value: number;
+  torchThreads: string | null;
+  ratioVsTorch: number | null;
+}
+
+/** The PyTorch row a row of ours is compared with: same threads when measured, else the first measured. */
+function torchRowFor<R extends { impl: string; threads: string }>(rows: R[], row: R, has: (r: R) => boolean): R | undefined {
+  const torch = rows.filter((r) => r.impl === 'PyTorch' && has(r));
+  return torch.find((r) => r.threads === row.threads) ?? torch[0];
+}
+
 let threads = 2;
 
 async function main(): Promise<void> {
@@ -336,7 +362,8 @@ async function main(): Promise<void> {
       'wasm 1 (tfjs-backend-wasm disables its threaded build under Node; SIMD build in use); cpu 1 (plain JS)',
   );
   if (loadavg()[0]! > 1) console.log('note: the machine is busy (load average > 1); wall times are inflated, multi-threaded runs most.');
-  const report: Record<string, unknown> = { width, batch, steps, threads, torchThreads, flowEpochs };
+  const report: Record<string, unknown> = { date: new Date().toISOString(), quick, width, batch, steps, threads, torchThreads, flowEpochs };
+  const measurements: Measurement[] = [];
 
   if (!values['skip-resnet']) {
     type Row = {
@@ -430,6 +457,24 @@ async function main(): Promise<void> {
       );
     }
     report['resnet'] = rows;
+    for (const r of rows) {
+      if (r.trainIps === undefined) continue;
+      const torchRow = torchRowFor(rows, r, (t) => t.trainIps !== undefined);
+      for (const [measurement, value, theirs] of [
+        ['simclr-train', r.trainIps, torchRow?.trainIps],
+        ['inference', r.inferIps!, torchRow?.inferIps],
+      ] as const) {
+        measurements.push({
+          measurement,
+          impl: r.impl,
+          threads: r.threads,
+          unit: 'images/s',
+          value,
+          torchThreads: torchRow?.threads ?? null,
+          ratioVsTorch: theirs ? value / theirs : null,
+        });
+      }
+    }
   }
 
   if (!values['skip-flows']) {
@@ -525,9 +570,30 @@ async function main(): Promise<void> {
       );
     }
     report['flows'] = rows;
+    const totalS = (r: Row) => r.trainS! * r.scale! + r.densityS!;
+    for (const r of rows) {
+      if (r.trainS === undefined) continue;
+      const torchRow = torchRowFor(rows, r, (t) => t.trainS !== undefined);
+      measurements.push({
+        measurement: 'flows-and-density',
+        impl: r.impl,
+        threads: r.threads,
+        unit: 's',
+        value: totalS(r),
+        torchThreads: torchRow?.threads ?? null,
+        ratioVsTorch: torchRow ? totalS(torchRow) / totalS(r) : null,
+      });
+    }
   }
-  console.log('\nRatios above 1x mean PyTorch is faster.');
-  if (values.json) await writeFile(values.json, JSON.stringify(report, null, 2));
+  console.log(
+    '\nRatios in the tables above 1x mean PyTorch is faster; `ratioVsTorch` in the JSON is the inverse (above 1: ours is faster).',
+  );
+  report['measurements'] = measurements;
+  const out =
+    values.json ?? join(repoRoot, 'bench', 'results', `speed-${String(report['date']).slice(0, 10)}${quick ? '-quick' : ''}.json`);
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, JSON.stringify(report, null, 2) + '\n');
+  console.log(`wrote ${out}`);
 }
 
 await main();

@@ -1,10 +1,18 @@
 #!/usr/bin/env node
-// Launcher: registers tsx so the TypeScript sources run as they are, then hands over to the CLI.
+// Launcher: runs the compiled CLI in dist/ when it is a build of the current sources (bin/dist.js
+// checks), else registers tsx and runs the TypeScript sources as they are, saying so: compiling
+// them costs seconds at every start, a build once.
 import { constants } from 'node:os';
-import { register } from 'tsx/esm/api';
+import { pathToFileURL } from 'node:url';
+import { cliEntry } from './dist.js';
 
-register();
-const { main } = await import('../client/cli.ts');
+const entry = cliEntry();
+if (!entry.compiled) {
+  if (entry.notice) process.stderr.write(`${entry.notice}\n`);
+  const { register } = await import('tsx/esm/api');
+  register();
+}
+const { main } = await import(pathToFileURL(entry.path).href);
 const stop = new AbortController();
 let interrupted = 0;
 for (const sig of ['SIGINT', 'SIGTERM']) {

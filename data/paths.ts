@@ -2,11 +2,15 @@
 // reader of BACKDOOR_AUDIT_STATE, _STORE, _SHARED_DATA and _CIFAR10_BINARY goes through here, so that each
 // variable means one thing. They are read on every call: tests and the CLI set them at run time.
 import { statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The checkout (this file is `<repo>/data/paths.ts`). */
-export const repoRoot: string = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/**
+ * The checkout: this file is `<repo>/data/paths.ts`, or `<repo>/dist/<build>/data/paths.js` when
+ * a compiled build runs (bin/dist.js), whose data, pipelines and state are the checkout's too.
+ */
+const parent = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const repoRoot: string = import.meta.url.endsWith('.js') && basename(dirname(parent)) === 'dist' ? dirname(dirname(parent)) : parent;
 
 /** State folder (embedded server database, default artifact store): BACKDOOR_AUDIT_STATE, else `<repo>/.state`. */
 export function stateDir(): string {

@@ -3,24 +3,24 @@
 // (the CLI's `run` starts both in-process) or alone (`backdoor-audit worker --queue ...`).
 // On the embedded server the queues are per artifact store (`audit-cpu@<store hash>`, see
 // embeddedTaskQueues), so a worker only ever takes tasks whose artifacts it can see.
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type { Client } from '@temporalio/client';
 import {
-  bundleWorkflowCode,
   DefaultLogger,
   makeTelemetryFilterString,
   Runtime,
   Worker,
   type LogLevel,
   type NativeConnection,
-  type WorkflowBundleWithSourceMap,
+  type WorkflowBundleOption,
 } from '@temporalio/worker';
 import { ArtifactStore } from '../data/artifacts.js';
 import { sha256Hex } from '../data/hash.js';
-import { repoRoot, storeRoot } from '../data/paths.js';
+import { storeRoot } from '../data/paths.js';
 import { createActivities } from '../activities/index.js';
 import { payloadDataConverter } from '../client/codec.js';
 import { TASK_QUEUES, type PipelineTemporalOptions, type QueueKind } from '../workflows/types.js';
+import { bundleWorkflows, prebuiltWorkflowBundle } from './bundle.js';
 
 export type TaskQueueNames = PipelineTemporalOptions['taskQueues'];
 
@@ -39,23 +39,16 @@ export function embeddedTaskQueues(names: TaskQueueNames, store: string): TaskQu
   };
 }
 
-const workflowsPath = join(repoRoot, 'workflows', 'index.ts');
-
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+let bundle: Promise<WorkflowBundleOption> | undefined;
 
 /**
- * The workflow bundle, built once per process. Sources are ESM TypeScript whose relative
- * imports end in `.js` (NodeNext); webpack is told to try the `.ts` file for them.
+ * The workflow bundle: the compiled build's prebuilt one, else bundled from the sources once
+ * per process (worker/bundle.ts).
  */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({
-    workflowsPath,
-    logger: new DefaultLogger('WARN'),
-    webpackConfigHook: (config) => ({
-      ...config,
-      resolve: { ...config.resolve, extensionAlias: { '.js': ['.ts', '.js'] } },
-    }),
-  }).catch((err: unknown) => {
+export function workflowBundle(): Promise<WorkflowBundleOption> {
+  const prebuilt = prebuiltWorkflowBundle();
+  if (prebuilt) return Promise.resolve(prebuilt);
+  bundle ??= bundleWorkflows().catch((err: unknown) => {
     bundle = undefined; // let a later call try again
     throw err;
   });
