@@ -50,9 +50,30 @@ try {
 
   const read = (name: string, file: string) => readFile(join(work, `out-${name}`, file), 'utf8');
   const sameCleansed = (await read('in-process', 'cleansed.jsonl')) === (await read('temporal', 'cleansed.jsonl'));
-  const withoutTimings = async (name: string) => ({ ...JSON.parse(await read(name, 'report.json')), timings: {} }) as unknown;
-  const sameReport = JSON.stringify(await withoutTimings('in-process')) === JSON.stringify(await withoutTimings('temporal'));
+  // What the audit found, without what describes the run itself: timings, which stages were
+  // cache hits, the Temporal run, and the diff against the previous run in the same folder.
+  const withoutTimings = async (name: string) => {
+    const {
+      timings: _t,
+      cachedStages: _c,
+      run: _r,
+      sinceLastAudit: _s,
+      ...found
+    } = JSON.parse(await read(name, 'report.json')) as Record<string, unknown>;
+    return found;
+  };
+  const reports = [await withoutTimings('in-process'), await withoutTimings('temporal')] as Record<string, unknown>[];
+  const sameReport = JSON.stringify(reports[0]) === JSON.stringify(reports[1]);
+  // Which fields differ, when any do (e.g. one that only the Temporal run records).
+  const reportDiff = [...new Set([...Object.keys(reports[0]!), ...Object.keys(reports[1]!)])].filter(
+    (k) => JSON.stringify(reports[0]![k]) !== JSON.stringify(reports[1]![k]),
+  );
 
+  // Artifact keys are content addresses: a stage whose key differs computed something else.
+  const keysOf = (r: Record<string, unknown>) => (r.artifacts ?? {}) as Record<string, string>;
+  const artifactDiff = Object.keys({ ...keysOf(reports[0]!), ...keysOf(reports[1]!) }).filter(
+    (id) => keysOf(reports[0]!)[id] !== keysOf(reports[1]!)[id],
+  );
   const result = {
     date: new Date().toISOString(),
     pipeline: values.pipeline,
@@ -62,12 +83,16 @@ try {
     ratio: { fresh: temporal.fresh / inProcess.fresh, cached: temporal.cached / inProcess.cached },
     sameCleansed,
     sameReport,
+    ...(sameReport ? {} : { reportDiff }),
+    ...(artifactDiff.length ? { artifactDiff } : {}),
   };
   console.log('| executor | fresh store (s) | fully cached (s) |\n|---|---|---|');
   console.log(`| in-process (auditDataset) | ${inProcess.fresh.toFixed(1)} | ${inProcess.cached.toFixed(1)} |`);
   console.log(`| Temporal (auditWorkflow) | ${temporal.fresh.toFixed(1)} | ${temporal.cached.toFixed(1)} |`);
   console.log(`| ratio Temporal / in-process | ${result.ratio.fresh.toFixed(2)} | ${result.ratio.cached.toFixed(2)} |`);
-  console.log(`same cleansed.jsonl: ${sameCleansed}; same report.json (timings aside): ${sameReport}`);
+  console.log(
+    `same cleansed.jsonl: ${sameCleansed}; same report.json (run facts aside): ${sameReport}${sameReport ? '' : ` (differs in ${reportDiff.join(', ')})`}${artifactDiff.length ? `; artifact keys differ for ${artifactDiff.join(', ')}` : ''}`,
+  );
   const out = join(repoRoot, 'bench', 'results', `executors-${result.date.slice(0, 10)}.json`);
   await mkdir(join(repoRoot, 'bench', 'results'), { recursive: true });
   await writeFile(out, JSON.stringify(result, null, 2) + '\n');

@@ -1,10 +1,10 @@
-// The `backdoor-audit` command line: run / worker / status / watch / report / schedule / server.
+// The `backdoor-audit` command line: run / worker / status / watch / report / diff / schedule / server.
 // Without an address (flag or TEMPORAL_ADDRESS) it uses the embedded dev server and, for
 // `run`, an in-process worker.
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ArtifactStore } from '../data/artifacts.js';
 import { stateDir, storeRoot } from '../data/paths.js';
@@ -26,11 +26,31 @@ import {
 import { InterruptedError, interruptOf, interruptRun, onInterrupt, untilInterrupted, type InterruptAction } from './interrupt.js';
 import { loadPipeline, PipelineError } from './pipeline.js';
 import { formatProgress, progressView, retryLine, type ProgressView } from './progress-view.js';
-import { createSchedule, deleteSchedule, listSchedules, triggerSchedule } from './schedule.js';
+import {
+  backfillSchedule,
+  createSchedule,
+  deleteSchedule,
+  describeSchedule,
+  formatScheduleTable,
+  listSchedules,
+  OVERLAP_POLICIES,
+  pauseSchedule,
+  triggerSchedule,
+  unpauseSchedule,
+  updateSchedule,
+} from './schedule.js';
+import { diffAudits, formatDiff, readAuditOutputs } from '../report/diff.js';
 import { startDevServer } from './server.js';
 import { EncryptionCodec, payloadKeysFromEnv, startCodecServer } from './codec.js';
 import { TASK_QUEUES, type AuditProgress, type AuditResult, type Pipeline, type QueueKind } from '../workflows/types.js';
 import { writeFileAtomic } from '../data/files.js';
+
+/** Parses a --from / --to value; a usage error (exit 2) when it is no date. */
+function isoDate(value: string): Date {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new InvalidArgumentError('not an ISO 8601 date-time (e.g. 2025-06-01T00:00:00Z)');
+  return d;
+}
 
 /** Worker log lines that repeat what the progress display shows: a stage computed, its outputs written, a training epoch. */
 const WORKER_PROGRESS_LINE = /^\S+: (computed in |wrote |epoch \d+\/\d+ )/;
@@ -116,7 +136,7 @@ function parseQueues(value: string): QueueKind[] {
 
 /** Writes report.json / cleansed.jsonl here when the worker that wrote them runs on another machine. */
 async function ensureLocalOutputs(result: AuditResult, pipeline: Pipeline, io: CliIo): Promise<string[]> {
-  const files = [join(pipeline.output, 'report.json'), join(pipeline.output, 'cleansed.jsonl')];
+  const files = OUTPUT_FILES.map((f) => join(pipeline.output, f));
   if (files.every((f) => existsSync(f))) return files;
   const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
   if (!existsSync(join(storeDir, 'cleansed.jsonl'))) {
@@ -127,9 +147,47 @@ async function ensureLocalOutputs(result: AuditResult, pipeline: Pipeline, io: C
   return files;
 }
 
-/** Copies the report artifact's cleansed.jsonl and report.json (last) into `dir`, atomically. */
+/** What an audit writes to its output folder; report.json last (its presence means the rest is complete). */
+const OUTPUT_FILES = ['cleansed.jsonl', 'report.html', 'report.json'] as const;
+
+/** Copies the report artifact's outputs into `dir`, each atomically, report.json last. */
 async function copyOutputs(storeDir: string, dir: string): Promise<void> {
-  for (const name of ['cleansed.jsonl', 'report.json']) await writeFileAtomic(join(dir, name), await readFile(join(storeDir, name)));
+  for (const name of OUTPUT_FILES) await writeFileAtomic(join(dir, name), await readFile(join(storeDir, name)));
+}
+
+/**
+ * Where the Temporal web UI of this session is, for the links in report.html:
+ * BACKDOOR_AUDIT_TEMPORAL_UI when set, else the embedded server's (its frontend port + 1000).
+ */
+function uiUrlOf(t: TemporalSession, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.BACKDOOR_AUDIT_TEMPORAL_UI) return env.BACKDOOR_AUDIT_TEMPORAL_UI;
+  if (t.config.address !== undefined) return undefined;
+  const port = Number(t.address.split(':').pop());
+  return Number.isInteger(port) ? `http://127.0.0.1:${port + 1000}` : undefined;
+}
+
+/** The pipeline with the session's UI address, which report.html links the workflow to. */
+function withUiUrl(pipeline: Pipeline, t: TemporalSession): Pipeline {
+  const uiUrl = uiUrlOf(t);
+  return uiUrl ? { ...pipeline, temporal: { ...pipeline.temporal, uiUrl } } : pipeline;
+}
+
+/**
+ * The artifact folder holding a finished audit's report.json + cleansed.jsonl, as `report
+ * <workflowId>` finds it: the workflow's result names the report artifact in this machine's store.
+ */
+async function auditOutputsDir(t: TemporalSession, workflowId: string): Promise<string> {
+  const handle = t.client.workflow.getHandle(workflowId);
+  const result = (await handle.result().catch(async (err: unknown) => {
+    throw err instanceof WorkflowFailedError ? new AuditFailedError(await explainFailure(handle, err)) : err;
+  })) as AuditResult;
+  const dir = new ArtifactStore(storeRoot()).dir(result.reportRef);
+  if (!existsSync(join(dir, 'report.json'))) {
+    throw new Error(
+      `${workflowId}: its report artifact is not in this machine's store ${storeRoot()} (written by a remote worker?); use \`report ${workflowId} --out <dir>\` where it is, and diff the folder`,
+    );
+  }
+  return dir;
 }
 
 function summary(result: AuditResult): string {
@@ -139,6 +197,7 @@ function summary(result: AuditResult): string {
     `verdict: ${targets.length ? `poisoned (target class${targets.length > 1 ? 'es' : ''}: ${targets.join(', ')})` : 'no target class found'}`,
     `samples: ${r.samples}; kept ${r.counts.kept}, relabelled ${r.counts.relabelled}, dropped ${r.counts.dropped}`,
   ];
+  if (r.nearMisses?.length) lines.push(`near misses (did not fire): ${r.nearMisses.join(', ')}`);
   if (r.warnings) lines.push(`warnings: ${r.warnings} (listed in report.json)`);
   if (r.evaluation)
     lines.push(
@@ -224,7 +283,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       const inProcess = opts.worker !== false && (embedded || opts.worker === true) && !opts.detach;
       // On the embedded server this run (and any worker of its store) has queues of its own.
       const store = storeRoot();
-      const audit = embedded ? onStoreQueues(pipeline, store) : pipeline;
+      const audit = withUiUrl(embedded ? onStoreQueues(pipeline, store) : pipeline, t);
       const stopWorkers = new AbortController();
       let workersDone: Promise<void> | undefined;
       // Worker log lines go through the progress display so they do not break its bars.
@@ -368,24 +427,26 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   addConnectionOptions(
     program
       .command('report <workflowId>')
-      .description('print the report of a finished audit, or write report.json + cleansed.jsonl with --out')
-      .option('--out <dir>', 'folder to write report.json and cleansed.jsonl into'),
+      .description('print the report of a finished audit; --html: the path of its report.html; --out: write its outputs into a folder')
+      .option('--html', 'print the path of the self-contained report.html (open it in a browser)')
+      .option('--out <dir>', 'folder to write report.json, report.html and cleansed.jsonl into'),
   ).action(async (id: string, opts: Record<string, unknown>) => {
     await withTemporal(opts, io, async (t) => {
-      const handle = handleFor(t, id);
-      const result = (await handle.result().catch(async (err: unknown) => {
-        throw err instanceof WorkflowFailedError ? new AuditFailedError(await explainFailure(handle, err)) : err;
-      })) as AuditResult;
+      // The workflow returns a reference; the outputs themselves are in the artifact store.
+      const storeDir = await auditOutputsDir(t, id);
+      if (typeof opts.out === 'string' || opts.html === true) {
+        const missing = OUTPUT_FILES.filter((f) => !existsSync(join(storeDir, f)));
+        if (missing.length)
+          throw new Error(
+            `${id}: its report artifact has no ${missing.join(', ')} (written before report.html existed); run the audit again: every stage but the report is a cache hit`,
+          );
+      }
       if (typeof opts.out === 'string') {
         const dir = resolve(opts.out);
-        const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
         await copyOutputs(storeDir, dir);
-        io.out(`wrote ${join(dir, 'report.json')} and ${join(dir, 'cleansed.jsonl')}`);
-      } else {
-        // The workflow returns a reference; the report itself is in the artifact store.
-        const storeDir = new ArtifactStore(storeRoot()).dir(result.reportRef);
-        io.out((await readFile(join(storeDir, 'report.json'), 'utf8')).trimEnd());
-      }
+        for (const f of OUTPUT_FILES) io.out(`wrote ${join(dir, f)}`);
+      } else if (opts.html === true) io.out(join(storeDir, 'report.html'));
+      else io.out((await readFile(join(storeDir, 'report.json'), 'utf8')).trimEnd());
     });
   });
 
@@ -401,21 +462,85 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     await withTemporal(opts, io, async (t) => {
       await ensureSearchAttributes(t.connection, t.config.namespace).catch(() => undefined);
       // On the embedded server the schedule's audits go to this store's queues (see README).
-      const id = await createSchedule(t.client, t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline, {
-        cron: String(opts.cron),
-        ...(typeof opts.id === 'string' ? { scheduleId: opts.id } : {}),
-        paused: opts.paused === true,
-      });
+      const id = await createSchedule(
+        t.client,
+        withUiUrl(t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline, t),
+        {
+          cron: String(opts.cron),
+          ...(typeof opts.id === 'string' ? { scheduleId: opts.id } : {}),
+          paused: opts.paused === true,
+        },
+      );
       io.out(id);
     });
   });
-  addConnectionOptions(schedule.command('list')).action(async (opts: Record<string, unknown>) => {
+  addConnectionOptions(
+    schedule.command('list').description("every schedule: cron, paused (and why), next run, and the last run's verdict"),
+  ).action(async (opts: Record<string, unknown>) => {
     await withTemporal(opts, io, async (t) => {
-      for (const s of await listSchedules(t.client)) {
-        io.out(
-          `${s.scheduleId}  cron ${s.cron.join(' | ') || '?'}${s.paused ? '  (paused)' : ''}  next ${s.nextRuns[0] ?? '-'}  recent runs ${s.recentRuns.length}`,
-        );
-      }
+      io.out(formatScheduleTable(await listSchedules(t.client)));
+    });
+  });
+  addConnectionOptions(
+    schedule
+      .command('pause <scheduleId>')
+      .description('stop starting audits (a running one goes on)')
+      .option('--note <text>', 'why, shown by `schedule list`'),
+  ).action(async (id: string, opts: Record<string, unknown>) => {
+    await withTemporal(opts, io, async (t) => {
+      await pauseSchedule(t.client, id, typeof opts.note === 'string' ? opts.note : undefined);
+      io.out(`paused ${id}`);
+    });
+  });
+  addConnectionOptions(schedule.command('unpause <scheduleId>').option('--note <text>', 'note to replace the pause note')).action(
+    async (id: string, opts: Record<string, unknown>) => {
+      await withTemporal(opts, io, async (t) => {
+        await unpauseSchedule(t.client, id, typeof opts.note === 'string' ? opts.note : undefined);
+        const next = (await describeSchedule(t.client, id)).nextRuns[0];
+        io.out(`unpaused ${id}; next run ${next ?? '-'}`);
+      });
+    },
+  );
+  addConnectionOptions(
+    schedule
+      .command('update <scheduleId> [pipeline]')
+      .description('change the cron and/or the pipeline file a schedule audits (policies, pause state and note are kept)')
+      .option('--cron <expr>', 'new cron expression (replaces the whole spec)'),
+  ).action(async (id: string, file: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
+    if (file === undefined && typeof opts.cron !== 'string') cmd.error('error: schedule update needs a pipeline file, --cron, or both');
+    const pipeline = file === undefined ? undefined : await loadPipeline(file);
+    await withTemporal(opts, io, async (t) => {
+      // The same queues as `schedule create` would give it (see there).
+      const audit = pipeline && t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline;
+      await updateSchedule(t.client, id, {
+        ...(typeof opts.cron === 'string' ? { cron: opts.cron } : {}),
+        ...(audit ? { pipeline: audit } : {}),
+      });
+      const s = await describeSchedule(t.client, id);
+      io.out(
+        `updated ${id}: pipeline ${s.pipeline ?? '?'}, cron ${s.cron.join(' | ')}, next run ${s.paused ? '- (paused)' : (s.nextRuns[0] ?? '-')}`,
+      );
+    });
+  });
+  addConnectionOptions(
+    schedule
+      .command('backfill <scheduleId>')
+      .description('start now the audits the cron would have started between --from and --to (each audits the dataset as it is now)')
+      .requiredOption('--from <iso>', 'window start, e.g. 2025-06-01T00:00:00Z', isoDate)
+      .requiredOption('--to <iso>', 'window end (inclusive)', isoDate)
+      .addOption(
+        new Option('--overlap <policy>', "overlap policy for the backfilled runs (default: the schedule's, SKIP)").choices(
+          Object.keys(OVERLAP_POLICIES),
+        ),
+      ),
+  ).action(async (id: string, opts: Record<string, unknown>) => {
+    await withTemporal(opts, io, async (t) => {
+      const overlap = typeof opts.overlap === 'string' ? OVERLAP_POLICIES[opts.overlap] : undefined;
+      const r = await backfillSchedule(t.client, id, { from: opts.from as Date, to: opts.to as Date, ...(overlap ? { overlap } : {}) });
+      const times = Number.isNaN(r.times) ? '' : `${r.times} scheduled time${r.times === 1 ? '' : 's'} in the window, `;
+      io.out(
+        `backfill of ${id} accepted: ${times}overlap policy ${r.overlap}${r.overlap === 'SKIP' ? ' (a time is skipped while an audit of this schedule runs)' : ''}`,
+      );
     });
   });
   addConnectionOptions(schedule.command('delete <scheduleId>')).action(async (id: string, opts: Record<string, unknown>) => {
@@ -432,6 +557,62 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       io.out(`triggered ${id}`);
     });
   });
+
+  addConnectionOptions(
+    program
+      .command('diff <a> <b>')
+      .description('what changed from audit a to audit b; each is a workflow id or a folder holding report.json + cleansed.jsonl')
+      .option('--json', 'print the AuditDiff object as JSON')
+      .option('--show <n>', 'sample ids listed per change in the text', '5'),
+  ).action(async (a: string, b: string, opts: Record<string, unknown>) => {
+    const folders = [a, b].map((x) => (existsSync(join(x, 'report.json')) ? resolve(x) : undefined));
+    // Folders need no server: connect only when a workflow id is given.
+    const dirs = folders.every(Boolean)
+      ? (folders as string[])
+      : await withTemporal(opts, io, (t) => Promise.all([a, b].map((x, i) => folders[i] ?? auditOutputsDir(t, x))));
+    const [before, after] = await Promise.all(dirs.map((dir, i) => readAuditOutputs(dir, [a, b][i]!)));
+    const d = diffAudits(before!, after!);
+    io.out(opts.json === true ? JSON.stringify(d, null, 2) : formatDiff(d, { show: Number(opts.show) }));
+  });
+
+  program
+    .command('attack <name>')
+    .description(
+      'write a poisoned copy of a dataset for evaluating audits: an ImageFolder of PNGs, truth.json (poisoned and cover files) and preview.png',
+    )
+    .requiredOption('--dataset <root>', 'ImageFolder root of the clean dataset, or cifar10:train / cifar10:test')
+    .requiredOption('--out <dir>', 'folder to create (must not exist, nor lie inside the dataset)')
+    .option('--target <class>', 'target class index y_T', '0')
+    .option('--rate <fraction>', 'fraction of the whole set poisoned', '0.1')
+    .option('--seed <n>', 'attack seed', '1')
+    .option('--image-size <px>', 'image side', '32')
+    .option('--limit-per-class <n>', 'first n images of each class')
+    .option('--set <key=value...>', "the attack's own options, as in a pipeline's attack section (eps=8, alpha=0.2, coverRate=0.01, ...)")
+    .action(async (name: string, opts: Record<string, unknown>) => {
+      const attack: Record<string, unknown> = { name, targetClass: Number(opts.target), rate: Number(opts.rate), seed: Number(opts.seed) };
+      for (const kv of (opts.set as string[] | undefined) ?? []) {
+        const [k, ...rest] = kv.split('=');
+        const v = rest.join('=');
+        if (!k || !rest.length) throw new InvalidArgumentError(`--set ${kv}: expected key=value`);
+        attack[k] = v !== '' && Number.isFinite(Number(v)) ? Number(v) : v;
+      }
+      // Loaded here: it brings the attacks and TensorFlow, which no other command needs at start.
+      const { exportAttack } = await import('./attack-command.js');
+      const truth = await exportAttack({
+        dataset: String(opts.dataset),
+        out: String(opts.out),
+        imageSize: Number(opts.imageSize),
+        ...(opts.limitPerClass ? { limitPerClass: Number(opts.limitPerClass) } : {}),
+        attack,
+        log: (line) => io.err(line),
+        ...(io.signal ? { signal: io.signal } : {}),
+      });
+      const out = resolve(String(opts.out));
+      io.out(
+        `${truth.poisoned.length} of ${truth.files.length} poisoned${truth.cover ? `, ${truth.cover.length} covers` : ''} (${name} -> class ${truth.targetClass})`,
+      );
+      io.out(`wrote ${out} (${join(out, 'truth.json')}, ${join(out, 'preview.png')})`);
+    });
 
   program
     .command('server')

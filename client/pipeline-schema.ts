@@ -12,7 +12,8 @@ import Type, { type Static, type TSchema, type TSchemaOptions, type TUnsafe } fr
 import type { AttackConfig, AttackName } from '../attacks/types.js';
 import type { BackendChoice } from '../backend/backend.js';
 import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
-import type { DetectionConfig, FlowConfig, RelabelConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type { DetectionConfig, EncoderConfig, FlowConfig, RelabelConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type { ActivationClusteringConfig, KnnConsistencyConfig, SpectralSignaturesConfig } from '../ml/config.js';
 import { STAGES, type DatasetSource as WorkflowDatasetSource, type QueueKind, type StageName } from '../workflows/types.js';
 
 /** The generated file (committed, for editors). */
@@ -84,13 +85,43 @@ const DatasetSource = definition(
   ),
 );
 
+/** The attack-specific keys, each allowed for some attacks only. */
+const ATTACK_OPTIONS = [
+  'trigger',
+  'corner',
+  'alpha',
+  'k',
+  's',
+  'coverNoise',
+  'eps',
+  'stepSize',
+  'steps',
+  'surrogateWidth',
+  'surrogateEpochs',
+  'bits',
+  'trainSteps',
+  'width',
+  'testAlpha',
+  'pieces',
+  'pieceRate',
+] as const;
+
+/** The attack-specific keys an attack does not take. */
+function otherThan(...allowed: (typeof ATTACK_OPTIONS)[number][]): string[] {
+  return ATTACK_OPTIONS.filter((k) => !allowed.includes(k));
+}
+
 const Attack = definition(
   'attack',
   Type.Object(
     {
-      name: Type.Enum(['badnets', 'blend', 'wanet']),
+      name: Type.Enum(['badnets', 'blend', 'wanet', 'lc', 'issba', 'adap-patch', 'adap-blend']),
       targetClass: Type.Integer({ minimum: 0 }),
-      rate: Type.Number({ exclusiveMinimum: 0, maximum: 1 }),
+      rate: Type.Number({
+        exclusiveMinimum: 0,
+        maximum: 1,
+        description: 'Fraction of the whole training set poisoned (LC too: its samples all come from the target class).',
+      }),
       coverRate: optional(fraction()),
       seed: Type.Integer(),
       trigger: optional(nonEmpty()),
@@ -99,14 +130,35 @@ const Attack = definition(
       k: optional(Type.Integer({ minimum: 2 })),
       s: optional(positive()),
       coverNoise: optional(Type.Number({ minimum: 0 })),
+      eps: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'L-inf bound in units of 1/255 (LC 16, ISSBA 8).' })),
+      stepSize: optional(Type.Number({ exclusiveMinimum: 0, description: 'LC: PGD step in units of 1/255 (1.5).' })),
+      steps: optional(Type.Integer({ minimum: 0, description: 'LC: PGD steps (30).' })),
+      surrogateWidth: optional(positiveInt({ description: 'LC: ResNet-18 width of the surrogate classifier (8).' })),
+      surrogateEpochs: optional(positiveInt({ description: 'LC: epochs of the surrogate classifier (4).' })),
+      bits: optional(positiveInt({ description: 'ISSBA: length of the secret (20).' })),
+      trainSteps: optional(positiveInt({ description: 'ISSBA: encoder/decoder training steps of 32 images (400).' })),
+      width: optional(positiveInt({ description: "ISSBA: channels of the encoder's first layer (16)." })),
+      testAlpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Adap-Blend: blend weight at test time (0.2).' })),
+      pieces: optional(positiveInt({ description: 'Adap-Blend: pieces of the trigger, a square number (16).' })),
+      pieceRate: optional(
+        Type.Number({
+          exclusiveMinimum: 0,
+          exclusiveMaximum: 1,
+          description: 'Adap-Blend: fraction of the pieces per training image (0.5).',
+        }),
+      ),
     },
     {
       description: 'Poison the (clean) dataset before auditing it, for evaluation with ground truth.',
       additionalProperties: false,
       allOf: [
-        when('name', 'badnets', forbid('alpha', 'k', 's', 'coverNoise')),
-        when('name', 'blend', forbid('corner', 'k', 's', 'coverNoise')),
-        when('name', 'wanet', forbid('corner', 'alpha', 'trigger')),
+        when('name', 'badnets', forbid(...otherThan('trigger', 'corner'))),
+        when('name', 'blend', forbid(...otherThan('trigger', 'alpha'))),
+        when('name', 'wanet', forbid(...otherThan('k', 's', 'coverNoise'))),
+        when('name', 'lc', forbid(...otherThan('trigger', 'eps', 'stepSize', 'steps', 'surrogateWidth', 'surrogateEpochs'), 'coverRate')),
+        when('name', 'issba', forbid(...otherThan('eps', 'bits', 'trainSteps', 'width'))),
+        when('name', 'adap-patch', forbid(...otherThan())),
+        when('name', 'adap-blend', forbid(...otherThan('trigger', 'alpha', 'testAlpha', 'pieces', 'pieceRate'))),
       ],
     },
   ),
@@ -134,7 +186,7 @@ const Audit = definition(
       encoder: optional(
         Type.Object(
           {
-            kind: Type.Enum(['simclr', 'pretrained']),
+            kind: Type.Enum(['simclr', 'pretrained', 'reuse']),
             width: optional(positiveInt()),
             stem: optional(Type.Enum(['cifar', 'imagenet'])),
             epochs: optional(positiveInt()),
@@ -143,6 +195,19 @@ const Audit = definition(
             temperature: optional(positive()),
             projectionDim: optional(positiveInt()),
             path: optional(nonEmpty()),
+            warmStart: optional(
+              Type.Enum(['previous'], {
+                description:
+                  'SimCLR: start from the encoder of the last audit whose report.json is in `output` and train `epochs` more (from scratch when there is none, saying why).',
+              }),
+            ),
+            from: optional(
+              Type.String({
+                pattern: '^(previous|[0-9a-f]{64})$',
+                description:
+                  "reuse: 'previous' (the encoder of the audit whose report.json is in `output`) or an encoder artifact key (report.json `artifacts.encoder`).",
+              }),
+            ),
           },
           {
             additionalProperties: false,
@@ -150,6 +215,12 @@ const Audit = definition(
               when('kind', 'pretrained', { required: ['path'], ...forbid('width', 'epochs', 'stem') }),
               // A bare `not: {required}` as before (describeErrors: "key combination not allowed").
               when('kind', 'simclr', { not: { required: ['path'] } }),
+              when('kind', 'simclr', forbid('from')),
+              when('kind', 'pretrained', forbid('warmStart', 'from')),
+              when('kind', 'reuse', {
+                required: ['from'],
+                ...forbid('width', 'stem', 'epochs', 'batchSize', 'lr', 'temperature', 'projectionDim', 'path', 'warmStart'),
+              }),
             ],
           },
         ),
@@ -179,6 +250,65 @@ const Audit = definition(
       ),
       relabel: optional(
         Type.Object({ alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 0.5 })) }, { additionalProperties: false }),
+      ),
+      // Baseline defenses' sections (read only when `defense` names them; ml/config.ts says what each means).
+      spectralSignatures: optional(
+        Type.Object(
+          {
+            removeFraction: optional(
+              Type.Number({
+                exclusiveMinimum: 0,
+                exclusiveMaximum: 1,
+                description: 'Share of every class removed: 1.5 x the assumed poison rate (Tran et al. 2018); default 0.15.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+      activationClustering: optional(
+        Type.Object(
+          {
+            dims: optional(positiveInt({ description: 'Dimensions each class is reduced to (PCA) before 2-means; default 10.' })),
+            sizeThreshold: optional(
+              Type.Number({
+                exclusiveMinimum: 0,
+                exclusiveMaximum: 0.5,
+                description: 'A class is a target when its smaller cluster is at most this share of it; default 0.35.',
+              }),
+            ),
+            silhouetteThreshold: optional(
+              Type.Number({
+                minimum: -1,
+                maximum: 1,
+                description: '...and the split has at least this mean silhouette; -1: no silhouette test; default 0.1.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+      knnConsistency: optional(
+        Type.Object(
+          {
+            k: optional(positiveInt({ description: 'Nearest neighbours (cosine) consulted; default 10.' })),
+            disagreeFraction: optional(
+              Type.Number({
+                minimum: 0,
+                exclusiveMaximum: 1,
+                description: 'A sample is inconsistent when more than this share of its neighbours carry another label; default 0.5.',
+              }),
+            ),
+            relabelFraction: optional(
+              Type.Number({
+                exclusiveMinimum: 0.5,
+                maximum: 1,
+                description: 'Relabelled when at least this share carry one other label, removed otherwise; default 0.7.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
       ),
       defense: optional(
         Type.Unsafe<DefenseName>(
@@ -315,8 +445,12 @@ export type SchemaMatchesConfig = [
   Expect<Same<Section<'flow'>, FlowConfig>>,
   Expect<Same<Section<'detection'>, DetectionConfig>>,
   Expect<Same<Section<'relabel'>, RelabelConfig>>,
+  Expect<Same<Section<'spectralSignatures'>, SpectralSignaturesConfig>>,
+  Expect<Same<Section<'activationClustering'>, ActivationClusteringConfig>>,
+  Expect<Same<Section<'knnConsistency'>, KnnConsistencyConfig>>,
   Expect<Same<Section<'retrain'>, RetrainConfig>>,
-  Expect<Same<Omit<Section<'encoder'>, 'kind' | 'path'>, Omit<SimclrEncoderConfig, 'kind'>>>,
+  Expect<Same<Omit<Section<'encoder'>, 'kind' | 'path' | 'from'>, Required<Omit<SimclrEncoderConfig, 'kind'>>>>,
+  Expect<Same<Section<'encoder'>['kind'], EncoderConfig['kind']>>,
   Expect<Same<Section<'backend'>, BackendChoice>>,
   Expect<Same<RawAttack['name'], AttackName>>,
   Expect<Same<keyof RawAttack, KeysOf<AttackConfig>>>,

@@ -5,7 +5,7 @@
 import { open } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { msToNumber, type Duration } from '@temporalio/common';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import { LineCounter, parseDocument } from 'yaml';
 import { defaultAuditConfig, defaultSimclrEncoder, stemForImageSize, type AuditConfig, type EncoderConfig } from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
@@ -22,7 +22,8 @@ import { folderOverlap, pathExists, pseudoFileSystem } from '../data/files.js';
 import { stateDir, storeRoot } from '../data/paths.js';
 import { sourceRoots } from '../data/sources.js';
 import { describeErrors, duplicateKeys, MAX_PROBLEMS_SHOWN, PipelineError, position, type PipelineProblem } from './pipeline-errors.js';
-import { PipelineSchema, type RawAudit, type RawPipeline, type RawSource, type RawTemporal } from './pipeline-schema.js';
+import type { RawAudit, RawPipeline, RawSource, RawTemporal } from './pipeline-schema.js';
+import { pipelineValidator } from './pipeline-validator.js';
 
 export { PipelineError, type PipelineProblem } from './pipeline-errors.js';
 
@@ -35,13 +36,10 @@ const DEFAULT_START_TO_CLOSE = Object.fromEntries(STAGES.map((s) => [s, duration
   number
 >;
 
-let validator: ReturnType<Ajv['compile']> | undefined;
-function validate(value: unknown): ErrorObject[] {
-  if (!validator) {
-    const ajv = new Ajv({ allErrors: true, strict: false, verbose: true });
-    validator = ajv.compile(PipelineSchema);
-  }
-  return validator(value) ? [] : [...(validator.errors ?? [])];
+let validator: Promise<ValidateFunction> | undefined;
+async function validate(value: unknown): Promise<ErrorObject[]> {
+  const v = await (validator ??= pipelineValidator());
+  return v(value) ? [] : [...(v.errors ?? [])];
 }
 
 /**
@@ -104,7 +102,7 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new PipelineError(file, [{ path: '', line: 1, message: 'expected a mapping (name, dataset, output, ...)' }]);
   }
-  const errors = validate(value);
+  const errors = await validate(value);
   if (errors.length) throw new PipelineError(file, describeErrors(errors, doc, lineCounter));
 
   const raw = value as RawPipeline;
@@ -249,12 +247,7 @@ async function absoluteSource(
 function resolveAttack(attack: AttackConfig, base: string): AttackConfig {
   // A trigger given as a path is relative to the pipeline; bare file names stay as they are
   // (they name one of the shared triggers).
-  if (
-    (attack.name === 'badnets' || attack.name === 'blend') &&
-    attack.trigger &&
-    /[\\/]/.test(attack.trigger) &&
-    !isAbsolute(attack.trigger)
-  ) {
+  if ('trigger' in attack && attack.trigger && /[\\/]/.test(attack.trigger) && !isAbsolute(attack.trigger)) {
     return { ...attack, trigger: resolve(base, attack.trigger) };
   }
   return { ...attack };
@@ -265,6 +258,8 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
   let encoder: EncoderConfig;
   if (raw.encoder?.kind === 'pretrained') {
     encoder = { kind: 'pretrained', path: resolve(base, raw.encoder.path as string) };
+  } else if (raw.encoder?.kind === 'reuse') {
+    encoder = { kind: 'reuse', from: raw.encoder.from as string };
   } else {
     // The stem follows the image size unless the file says otherwise (3x3 stem for small images).
     const stem = stemForImageSize(imageSize);
@@ -278,6 +273,9 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     flow: { ...d.flow, ...(raw.flow ?? {}) },
     detection: { ...d.detection, ...(raw.detection ?? {}) },
     relabel: { ...d.relabel, ...(raw.relabel ?? {}) },
+    spectralSignatures: { ...d.spectralSignatures, ...(raw.spectralSignatures ?? {}) },
+    activationClustering: { ...d.activationClustering, ...(raw.activationClustering ?? {}) },
+    knnConsistency: { ...d.knnConsistency, ...(raw.knnConsistency ?? {}) },
     defense: raw.defense ?? d.defense,
   };
   if (raw.retrain !== false && d.retrain) config.retrain = { ...d.retrain, ...(raw.retrain ?? {}) };

@@ -2,6 +2,7 @@
 // ../shared/docs/method.md, restated in README.md) unless its comment says otherwise.
 import type { BackendChoice, BackendName } from '../backend/backend.js';
 import type { DefenseName } from './defenses/index.js';
+import type { ClassSplit, ClassTests, NearMiss } from './verdict.js';
 
 export type Stem = 'cifar' | 'imagenet';
 
@@ -18,6 +19,12 @@ export interface SimclrEncoderConfig {
   temperature: number;
   /** Output size of the projection head. */
   projectionDim: number;
+  /**
+   * 'previous': start from the encoder of the last audit whose report.json is in the pipeline's
+   * output folder (its weights, and its optimizer and data-order state when it kept them) and
+   * train `epochs` more; from scratch when there is none (the lineage stage says why).
+   */
+  warmStart?: 'previous';
 }
 
 export interface PretrainedEncoderConfig {
@@ -26,7 +33,17 @@ export interface PretrainedEncoderConfig {
   path: string;
 }
 
-export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig;
+/**
+ * A frozen encoder of an earlier audit, no training: only the samples whose content changed
+ * since the previous audit go through it (the others keep their feature rows).
+ */
+export interface ReuseEncoderConfig {
+  kind: 'reuse';
+  /** 'previous' (the encoder of the audit whose report.json is in the output folder) or an encoder artifact key. */
+  from: string;
+}
+
+export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig | ReuseEncoderConfig;
 
 export interface FlowConfig {
   /** Paper: 50 epochs, batch 16, Adam lr 1e-3, betas (0.9, 0.99). */
@@ -61,6 +78,41 @@ export interface RelabelConfig {
   alpha: number;
 }
 
+// Baseline defenses (ml/defenses/): comparison rows for the paper's method, run on the same
+// features. Each reads its own section below; none reads the flow method's detections.
+
+export interface SpectralSignaturesConfig {
+  /**
+   * Fraction of EVERY class removed, highest outlier score first. Tran et al. (2018) remove
+   * 1.5 * eps, with eps the assumed upper bound on the poison rate; 0.15 = 1.5 * 0.1.
+   */
+  removeFraction: number;
+}
+
+export interface ActivationClusteringConfig {
+  /**
+   * Dimensions each class is reduced to before 2-means. Chen et al. (2018): 10, by ICA; here by
+   * PCA, as in ART's implementation of the paper (the clusters are the same up to rotation).
+   */
+  dims: number;
+  /** A class is poisoned when its smaller cluster holds at most this share of it (paper: 0.35)... */
+  sizeThreshold: number;
+  /** ...and the 2-means split's mean silhouette is at least this (ART's 0.1); -1 turns this test off. */
+  silhouetteThreshold: number;
+}
+
+export interface KnnConsistencyConfig {
+  /** Neighbours consulted, by cosine similarity of the features, all classes together. */
+  k: number;
+  /** A sample is inconsistent when MORE than this fraction of its k neighbours carry another label. */
+  disagreeFraction: number;
+  /**
+   * An inconsistent sample is relabelled to its neighbours' most common other label when at
+   * least this fraction of the k carry it, otherwise removed (project's choice: 0.7, 7 of 10).
+   */
+  relabelFraction: number;
+}
+
 export interface RetrainConfig {
   width: number;
   epochs: number;
@@ -88,9 +140,27 @@ export interface AuditConfig {
   defense: DefenseName;
   /** Config of 'flow-relabel'. */
   relabel: RelabelConfig;
+  /** Config of 'spectral-signatures'. */
+  spectralSignatures: SpectralSignaturesConfig;
+  /** Config of 'activation-clustering'. */
+  activationClustering: ActivationClusteringConfig;
+  /** Config of 'knn-consistency'. */
+  knnConsistency: KnnConsistencyConfig;
   /** Absent: stop after the cleansed manifest. */
   retrain?: RetrainConfig;
 }
+
+/**
+ * The AuditConfig section each defense reads (its `configOf`). Plain data, so that the workflow
+ * graph passes the right section to the relabel stage without loading the defenses' code.
+ */
+export const DEFENSE_SECTION = {
+  'flow-relabel': 'relabel',
+  'spectral-signatures': 'spectralSignatures',
+  'activation-clustering': 'activationClustering',
+  'knn-consistency': 'knnConsistency',
+  none: null,
+} as const satisfies Record<DefenseName, keyof AuditConfig | null>;
 
 /** ResNet stem for images of this size: the CIFAR 3x3 stem below 64 pixels, the ImageNet one from 64. */
 export function stemForImageSize(imageSize: number): Stem {
@@ -122,6 +192,9 @@ export const defaultAuditConfig: AuditConfig = {
   detection: { ndNormalization: 'robust-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
   relabel: { alpha: 0.15 },
+  spectralSignatures: { removeFraction: 0.15 },
+  activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1 },
+  knnConsistency: { k: 10, disagreeFraction: 0.5, relabelFraction: 0.7 },
   retrain: {
     width: 64,
     epochs: 200,
@@ -149,6 +222,10 @@ export interface ClassReport {
   sD: number;
   flagged: boolean;
   kind: ClassKind;
+  /** Each test against its threshold: statistic, margin, fired, near miss (ml/verdict.ts). */
+  tests: ClassTests;
+  /** What the split did to the class's samples, and with ground truth what it cost. */
+  split: ClassSplit;
 }
 
 export interface Evaluation {
@@ -177,6 +254,52 @@ export interface AuditReport {
   evaluation?: Evaluation;
   /** What the stages warned about (a class too small for its flow, ...); absent when nothing. */
   warnings?: string[];
+  /** Tests that came close to their threshold without firing (ml/verdict.ts); empty when none. */
+  nearMisses: (NearMiss & { name: string })[];
+  /** Stage ids served from the cache in this run (their timings are 0). */
+  cachedStages?: string[];
+  /** Artifact key of every stage of this run, by stage id: the lineage of the result. */
+  artifacts?: Record<string, string>;
+  /** The Temporal run that produced the report; absent for an in-process audit. */
+  run?: AuditRunInfo;
+  /** What changed since the audit whose outputs were in the output folder before (report/diff.ts). */
+  sinceLastAudit?: SinceLastAudit;
+  /** Where the encoder came from (warm start or reuse), and how many features were recomputed. */
+  lineage?: EncoderLineage;
+}
+
+/** The encoder's ancestry and the features' reuse, as recorded in report.json. */
+export interface EncoderLineage {
+  /** Encoder artifact this one continued (warm start) or copied (reuse); null: trained from scratch. */
+  parentEncoder: string | null;
+  /** SimCLR epochs behind this encoder over the whole lineage (the parent's plus this audit's). */
+  cumulativeEpochs: number;
+  /** Why there is no parent (no previous audit, missing or corrupted artifact, another architecture). */
+  reason?: string;
+  /** Reuse: samples that went through the encoder (new or changed content) and rows taken from `from`. */
+  features?: { recomputed: number; reused: number; from: string | null };
+}
+
+/** The previous audit of the same output folder against this one, in counts (the sample lists grow with the data). */
+export interface SinceLastAudit {
+  before: { datasetHash: string; samples: number; targetClasses: string[] };
+  /** Matched by sample id. */
+  samples: { added: number; removed: number; labelChanged: number; common: number };
+  /** Classes flagged, unflagged or flagged by the other test since. */
+  verdictChanges: { name: string; verdict: string; kindBefore?: ClassKind; kindAfter?: ClassKind }[];
+  newlyRelabelled: number;
+  newlyDropped: number;
+  restored: number;
+  configChanged: string[];
+  /** The diff as text (`backdoor-audit diff`), capped. */
+  text: string[];
+}
+
+export interface AuditRunInfo {
+  workflowId: string;
+  namespace: string;
+  /** Base address of the Temporal web UI, when the client knew it. */
+  uiUrl?: string;
 }
 
 export type SampleAction = 'keep' | 'relabel' | 'drop';

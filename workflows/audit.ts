@@ -49,6 +49,11 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
       ]);
     },
     corruptArtifact: corruptArtifactKey,
+    runInfo: {
+      workflowId: info.workflowId,
+      namespace: info.namespace,
+      ...(pipeline.temporal.uiUrl ? { uiUrl: pipeline.temporal.uiUrl } : {}),
+    },
   };
 
   try {

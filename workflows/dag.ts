@@ -5,6 +5,7 @@
 // Deterministic: no I/O, clocks or randomness, no Temporal import. Only artifact references
 // and small facts pass through here; the bytes stay in the artifact store.
 import { AUDIT_DAG, STAGE_SPECS, type DagNode, type NodeFacts, type StageName } from './graph.js';
+import type { AuditRunInfo } from '../ml/config.js';
 import type { ArtifactRef, Pipeline, StageOutcome } from './types.js';
 
 /** What an executor does with one node: run its stage (cache probe, then compute). */
@@ -29,6 +30,8 @@ export interface StageExecutor {
   completed?(id: string, stage: StageName, outcome: StageOutcome): void;
   /** The artifact key a failure blames as corrupted, if it is such a failure. */
   corruptArtifact?(err: unknown): string | undefined;
+  /** The Temporal run executing the DAG, recorded in the report. */
+  runInfo?: AuditRunInfo;
 }
 
 /** An audit the pipeline cannot run (raised before any compute that would fail anyway). */
@@ -64,6 +67,8 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
 
   const outcomes: Record<string, StageOutcome> = {};
   const timings: Record<string, number> = {};
+  const artifacts: Record<string, string> = {};
+  const cached = new Set<string>();
   let classes: string[] = [];
   // Who produced each artifact key, so that a consumer that finds its input corrupted can have
   // it recomputed (the producer's probe quarantines the damaged copy and it runs again).
@@ -88,6 +93,9 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
         producers.set(out.ref.key, run);
         timings[id] = out.seconds;
         outcomes[id] = out;
+        artifacts[id] = out.ref.key;
+        if (out.cached) cached.add(id);
+        else cached.delete(id);
         return out;
       } catch (err) {
         const key = executor.corruptArtifact?.(err);
@@ -151,7 +159,16 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
     const i = nodes.findIndex((n) => n.id === (m ? m[1] : id));
     return i * 1e6 + (m ? Number(m[2]) : 0);
   };
-  const facts = (classIndex: number): NodeFacts => ({ classes, classIndex, timings: { ...timings }, warnings: warnings() });
+  const facts = (classIndex: number): NodeFacts => ({
+    classes,
+    classIndex,
+    timings: { ...timings },
+    warnings: warnings(),
+    cached: [...cached].sort((a, b) => order(a) - order(b)),
+    // In DAG order, not completion order: the same audit gives the same report in either executor.
+    artifacts: Object.fromEntries(Object.entries(artifacts).sort(([a], [b]) => order(a) - order(b))),
+    ...(executor.runInfo ? { run: executor.runInfo } : {}),
+  });
 
   // Each node starts once every node before it has started, and runs when its inputs exist:
   // the test set ingests while the encoder trains. Starting in declaration order keeps the

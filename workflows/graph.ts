@@ -7,8 +7,8 @@
 // Deterministic and types-only imports: the workflow bundle includes this file.
 import type { AttackConfig } from '../attacks/types.js';
 import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
-import { classifierStem, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
-import type { RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import { classifierStem, DEFENSE_SECTION, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
+import type { AuditRunInfo, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
 import type { DatasetSource, Pipeline } from './types.js';
 
 export type QueueKind = 'cpu' | 'gpu';
@@ -51,7 +51,8 @@ export const STAGE_SPECS = {
     summary: 'decode, resize and shard a dataset source',
   },
   attack: {
-    version: 1,
+    // 2: LC, ISSBA, Adap-*; preview.png and the ISSBA encoder saved with the poisoned set.
+    version: 2,
     queue: 'cpu',
     heartbeat: '30s',
     startToClose: '12h',
@@ -59,21 +60,33 @@ export const STAGE_SPECS = {
     cached: true,
     summary: 'poison a clean dataset (benchmarks)',
   },
+  lineage: {
+    // Resolved at run time, every run (a schedule's pipeline is fixed when it is created): its
+    // key is derived from the parent artifacts it finds, so a rerun with the same parent gives
+    // the same key, and the encoder and features downstream are cache hits.
+    version: 1,
+    queue: 'cpu',
+    heartbeat: '30s',
+    startToClose: '1h',
+    inputs: [],
+    cached: false,
+    summary: "the previous audit's encoder and features (warm start, reuse), read from its report.json",
+  },
   encoder: {
     version: 1,
     queue: 'gpu',
     heartbeat: '30s',
     startToClose: '7d',
-    inputs: ['dataset'],
+    inputs: ['dataset', 'parent?'],
     cached: true,
-    summary: 'SimCLR encoder (or a pretrained one)',
+    summary: 'SimCLR encoder (or a pretrained or reused one)',
   },
   features: {
     version: 2,
     queue: 'cpu',
     heartbeat: '30s',
     startToClose: '24h',
-    inputs: ['encoder', 'dataset'],
+    inputs: ['encoder', 'dataset', 'lineage?'],
     cached: true,
     summary: 'encoder features of every sample',
   },
@@ -127,22 +140,22 @@ export const STAGE_SPECS = {
   },
   evaluate: {
     // 2: reads each entry's side, not its reason text.
-    version: 2,
+    version: 3,
     queue: 'cpu',
     heartbeat: '30s',
     startToClose: '24h',
-    inputs: ['relabel', 'detect', 'dataset', 'attack?', 'model?', 'test?'],
+    inputs: ['relabel', 'dataset', 'attack?', 'model?', 'test?'],
     cached: true,
     summary: 'TPR/FPR, relabel accuracy, ACC, ASR',
   },
   report: {
-    version: 2,
+    version: 3,
     queue: 'cpu',
     heartbeat: '30s',
     startToClose: '1h',
-    inputs: ['dataset', 'detect', 'relabel', 'features', 'evaluate?'],
+    inputs: ['dataset', 'detect', 'relabel', 'features', 'density', 'encoder', 'evaluate?', 'attack?'],
     cached: false,
-    summary: 'report.json + cleansed.jsonl, written to the output folder',
+    summary: 'report.json, report.html + cleansed.jsonl, written to the output folder',
   },
 } as const satisfies Record<string, StageSpec>;
 
@@ -166,7 +179,19 @@ export interface AttackParams {
 }
 export type EncoderParams =
   | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
-  | { kind: 'pretrained'; path: string; imageSize: number };
+  | { kind: 'pretrained'; path: string; imageSize: number }
+  | { kind: 'reuse'; from: string };
+export interface LineageParams {
+  /** The pipeline's output folder: its report.json names the previous audit's artifacts. */
+  output: string;
+  /** 'warm-start': the parent encoder to continue; 'reuse': the encoder to copy and the features to keep. */
+  mode: 'warm-start' | 'reuse';
+  /** 'previous', or (reuse) an encoder artifact key. */
+  from: string;
+  /** Warm start: the parent must have this architecture to be loaded. */
+  architecture?: { width: number; stem: SimclrEncoderConfig['stem']; projectionDim: number };
+  imageSize: number;
+}
 export interface FeaturesParams {
   backend: AuditConfig['backend'];
   batchSize: number;
@@ -207,12 +232,19 @@ export interface ReportParams {
   timings: Record<string, number>;
   /** The warnings of the stages before it, each prefixed with its stage id. */
   warnings: string[];
+  /** Stage ids served from the cache in this run. */
+  cachedStages: string[];
+  /** Artifact key per stage id of this run (the result's lineage). */
+  artifacts: Record<string, string>;
+  /** The Temporal run, when there is one (workflow id and where its UI is). */
+  run?: AuditRunInfo;
 }
 
 /** The parameter type of each stage. */
 export interface StageParams {
   ingest: IngestParams;
   attack: AttackParams;
+  lineage: LineageParams;
   encoder: EncoderParams;
   features: FeaturesParams;
   flow: FlowParams;
@@ -236,6 +268,12 @@ export interface NodeFacts {
   timings: Readonly<Record<string, number>>;
   /** Warnings of the stages completed so far, as `<stage id>: <warning>`. */
   warnings: readonly string[];
+  /** Stage ids completed so far from the cache. */
+  cached: readonly string[];
+  /** Artifact key per stage id completed so far. */
+  artifacts: Readonly<Record<string, string>>;
+  /** The Temporal run executing the DAG (from the executor); absent in process. */
+  run?: AuditRunInfo;
 }
 
 export interface DagNode<S extends StageName = StageName> {
@@ -296,18 +334,38 @@ export const AUDIT_DAG: readonly DagNode[] = [
     params: (p) => ({ attack: p.attack as AttackConfig }),
   }),
   node({
+    id: 'lineage',
+    stage: 'lineage',
+    // Only for a warm start or a reuse: other audits' command sequences (and recorded histories)
+    // are unchanged, so this new node needs no patch.
+    when: ({ audit: { encoder: e } }) => e.kind === 'reuse' || (e.kind === 'simclr' && e.warmStart === 'previous'),
+    inputs: {},
+    params: ({ audit, output }) =>
+      audit.encoder.kind === 'simclr'
+        ? {
+            output,
+            mode: 'warm-start',
+            from: 'previous',
+            architecture: { width: audit.encoder.width, stem: audit.encoder.stem, projectionDim: audit.encoder.projectionDim },
+            imageSize: audit.imageSize,
+          }
+        : { output, mode: 'reuse', from: audit.encoder.kind === 'reuse' ? audit.encoder.from : 'previous', imageSize: audit.imageSize },
+  }),
+  node({
     id: 'encoder',
     stage: 'encoder',
-    inputs: { dataset: TRAIN },
+    inputs: { dataset: TRAIN, parent: 'lineage' },
     params: ({ audit }) =>
       audit.encoder.kind === 'simclr'
         ? { kind: 'simclr', config: audit.encoder, seed: audit.seed, backend: audit.backend }
-        : { kind: 'pretrained', path: audit.encoder.path, imageSize: audit.imageSize },
+        : audit.encoder.kind === 'reuse'
+          ? { kind: 'reuse', from: audit.encoder.from }
+          : { kind: 'pretrained', path: audit.encoder.path, imageSize: audit.imageSize },
   }),
   node({
     id: 'features',
     stage: 'features',
-    inputs: { encoder: 'encoder', dataset: TRAIN },
+    inputs: { encoder: 'encoder', dataset: TRAIN, lineage: 'lineage' },
     params: ({ audit }) => ({ backend: audit.backend, batchSize: FEATURE_BATCH }),
   }),
   node({
@@ -332,9 +390,13 @@ export const AUDIT_DAG: readonly DagNode[] = [
     id: 'relabel',
     stage: 'relabel',
     inputs: { density: 'density', detect: 'detect', dataset: TRAIN, features: 'features' },
-    // The paper's defense reads `audit.relabel`; a defense with a section of its own picks it here
-    // (this module stays free of the registry's code: the workflow bundle includes it).
-    params: ({ audit }) => ({ defense: audit.defense, config: audit.relabel }),
+    // Each defense reads its own section (`audit.relabel` for the paper's), named by the plain
+    // DEFENSE_SECTION table: this module stays free of the registry's code (the workflow bundle
+    // includes it).
+    params: ({ audit }) => {
+      const section = DEFENSE_SECTION[audit.defense];
+      return { defense: audit.defense, config: section === null ? null : audit[section] };
+    },
   }),
   node({
     id: 'retrain',
@@ -354,13 +416,30 @@ export const AUDIT_DAG: readonly DagNode[] = [
     stage: 'evaluate',
     // Ground truth (an attack) or a retrained model with a test set: something to measure.
     when: (p) => p.attack !== undefined || (p.audit.retrain !== undefined && p.testSet !== undefined),
-    inputs: { relabel: 'relabel', detect: 'detect', dataset: TRAIN, attack: 'attack', model: 'retrain', test: 'ingest-test' },
+    inputs: { relabel: 'relabel', dataset: TRAIN, attack: 'attack', model: 'retrain', test: 'ingest-test' },
     params: ({ audit, attack }) => ({ seed: audit.seed, backend: audit.backend, ...(attack ? { attack } : {}) }),
   }),
   node({
     id: 'report',
     stage: 'report',
-    inputs: { dataset: TRAIN, detect: 'detect', relabel: 'relabel', features: 'features', evaluate: 'evaluate' },
-    params: (p, f) => ({ output: p.output, config: p.audit, timings: { ...f.timings }, warnings: [...f.warnings] }),
+    inputs: {
+      dataset: TRAIN,
+      detect: 'detect',
+      relabel: 'relabel',
+      features: 'features',
+      density: 'density',
+      encoder: 'encoder',
+      evaluate: 'evaluate',
+      attack: 'attack',
+    },
+    params: (p, f) => ({
+      output: p.output,
+      config: p.audit,
+      timings: { ...f.timings },
+      warnings: [...f.warnings],
+      cachedStages: [...f.cached],
+      artifacts: { ...f.artifacts },
+      ...(f.run ? { run: { ...f.run } } : {}),
+    }),
   }),
 ];

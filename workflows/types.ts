@@ -4,7 +4,7 @@
 import type { ArtifactRef } from '../data/artifacts.js';
 import type { DatasetSource } from '../data/sources.js';
 import type { AttackConfig } from '../attacks/types.js';
-import type { AuditConfig, AuditReport, Evaluation } from '../ml/config.js';
+import type { AuditConfig, AuditReport, EncoderLineage, Evaluation } from '../ml/config.js';
 import type { QueueKind, StageName } from './graph.js';
 
 export type { ArtifactRef, DatasetSource };
@@ -34,6 +34,8 @@ export interface PipelineTemporalOptions {
   startToCloseTimeouts: Record<StageName, number>;
   maximumAttempts: number;
   checkpointEvery: number;
+  /** Base address of the Temporal web UI, set by the client that starts the audit (links in report.html). */
+  uiUrl?: string;
 }
 
 /** A validated pipeline with defaults applied and every path absolute: the workflow's input. */
@@ -84,6 +86,12 @@ export interface StageInfo {
   outputs?: string[];
   /** Problems that do not stop the stage but weaken its result (a class too small for its flow), for logs and the report. */
   warnings?: string[];
+  /** Encoder stage: its parent and cumulative epochs (warm start, reuse). */
+  lineage?: EncoderLineage;
+  /** Encoder stage, reuse: the encoder artifact whose weights this one copies (the first of a chain of copies). */
+  origin?: string;
+  /** Features stage, reuse: rows computed by the encoder and rows taken from the previous features. */
+  featureReuse?: NonNullable<EncoderLineage['features']>;
 }
 
 export interface StageOutcome {
@@ -166,6 +174,8 @@ export interface AuditSummary {
   evaluation?: Evaluation;
   /** How many warnings report.json lists (the warnings themselves grow with the classes). */
   warnings: number;
+  /** Tests that came close without firing, as "<class> (<test> <statistic> vs <threshold>)"; at most 5 (report.json lists all). */
+  nearMisses?: string[];
 }
 
 /** What an audit workflow returns: references, not the report (it grows with the classes). */

@@ -11,14 +11,17 @@ import { loadModel } from '../../ml/model-io.js';
 import { predict } from '../../ml/train.js';
 import type { StageImpl } from '../engine.js';
 import { writeJson } from '../io.js';
-import { readCleansed, readDetections } from './common.js';
+import { ATTACK_MODEL_DIR } from './attack.js';
+import { readCleansed } from './common.js';
 
 export const evaluateStage: StageImpl<'evaluate'> = {
   async compute(run) {
     const p = run.params;
     const signal = run.runtime.signal;
     const cleansed = await readCleansed(await run.input('relabel'));
-    const flagged = (await readDetections(await run.input('detect'))).filter((d) => d.kind !== 'clean').map((d) => d.index);
+    // The classes the defense acted on (any sample on its poisoned side), not the flow method's
+    // detections: a baseline defense is scored on what it did (for the paper's method they agree).
+    const flagged = [...new Set(cleansed.filter((e) => e.side === 'poisoned').map((e) => e.label))].sort((a, b) => a - b);
     let evaluation: Evaluation = {};
     if (run.has('attack')) {
       const truth = JSON.parse(await readFile(join(await run.input('attack'), 'truth.json'), 'utf8')) as PoisonTruth;
@@ -31,7 +34,9 @@ export const evaluateStage: StageImpl<'evaluate'> = {
       try {
         evaluation.acc = accuracy(await predict(model, test, signal ? { signal } : {}), test.labels);
         if (p.attack) {
-          const attack = await createAttack(p.attack, test.height);
+          // Sample-specific attacks (ISSBA) trigger the test images with the model the attack stage saved.
+          const modelDir = run.has('attack') ? join(await run.input('attack'), ATTACK_MODEL_DIR) : undefined;
+          const attack = await createAttack(p.attack, test.height, modelDir ? { modelDir } : {});
           const triggered = await triggeredTestSet(test, attack, p.attack.targetClass, p.attack.seed);
           evaluation.asr = attackSuccessRate(await predict(model, triggered, signal ? { signal } : {}), p.attack.targetClass);
         }

@@ -86,14 +86,26 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
     const again = await auditDataset(pipeline, { store: join(dir, 'store') });
     for (const [id, out] of Object.entries(again.outcomes)) expect(out.cached, id).to.equal(id !== 'report');
     expect(again.cleansed).to.deep.equal(first.cleansed);
-    expect({ ...again.report, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+    const { timings: _t1, cachedStages: cached1, sinceLastAudit: since1, ...report1 } = first.report;
+    const { timings: _t2, cachedStages: cached2, sinceLastAudit: since2, ...report2 } = again.report;
+    expect(report2).to.deep.equal(report1);
+    expect(cached1).to.deep.equal([]);
+    expect(cached2).to.have.members(Object.keys(again.outcomes).filter((id) => id !== 'report'));
+    // The second run diffs against the outputs the first left in the folder: nothing changed.
+    expect(since1).to.equal(undefined);
+    expect(since2).to.include({ newlyRelabelled: 0, newlyDropped: 0, restored: 0 });
+    expect(since2?.samples).to.deep.equal({ added: 0, removed: 0, labelChanged: 0, common: first.cleansed.length });
+    expect(since2?.verdictChanges).to.deep.equal([]);
   });
 
   it('gives the same result for the same seed on a fresh store', async () => {
     const fresh = await auditDataset(pipeline, { store: join(dir, 'store-2') });
     expect(Object.values(fresh.outcomes).every((o) => !o.cached)).to.equal(true);
     expect(fresh.cleansed).to.deep.equal(first.cleansed);
-    expect({ ...fresh.report, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+    // Same artifacts (content-addressed keys), same report; only the diff against the folder's last audit is new.
+    const { sinceLastAudit: _since, ...freshReport } = fresh.report;
+    expect({ ...freshReport, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
+    expect(fresh.report.artifacts).to.deep.equal(first.report.artifacts);
   });
 });
 

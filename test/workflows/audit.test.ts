@@ -94,7 +94,10 @@ describe('temporal pipeline (real dev server)', function () {
     await writeTinyPipeline(pipelineFile('cli'), { datasetRoot, datasetName: 'tiny-base', output: join(dir, 'out-cli') });
     const { io, out, err } = cliIo();
     const t0 = performance.now();
-    const code = await main(['run', pipelineFile('cli'), '--address', server.address], io);
+    process.env.BACKDOOR_AUDIT_TEMPORAL_UI = 'http://ui.example:8233';
+    const code = await main(['run', pipelineFile('cli'), '--address', server.address], io).finally(
+      () => delete process.env.BACKDOOR_AUDIT_TEMPORAL_UI,
+    );
     timings.firstRun = (performance.now() - t0) / 1000;
     expect(code, err.join('\n')).to.equal(0);
     const report = JSON.parse(await readFile(join(dir, 'out-cli', 'report.json'), 'utf8')) as AuditReport;
@@ -111,6 +114,15 @@ describe('temporal pipeline (real dev server)', function () {
     expect(report.evaluation?.targetDetected).to.be.a('boolean');
     expect(out.join('\n')).to.contain('wrote');
     expect(out.join('\n')).to.match(/verdict: /);
+    // The report names its run, and report.html (written beside it) links to it in the UI.
+    const workflowId = /(?:started audit|attached to the running audit) (\S+)/.exec(err.join('\n'))?.[1];
+    expect(report.run).to.deep.equal({ workflowId, namespace: 'default', uiUrl: 'http://ui.example:8233' });
+    const html = await readFile(join(dir, 'out-cli', 'report.html'), 'utf8');
+    expect(html).to.include(`href="http://ui.example:8233/namespaces/default/workflows/${workflowId}"`);
+    // `report <id> --html` gives the page's path in the artifact store: the same page.
+    const page = cliIo();
+    expect(await main(['report', workflowId as string, '--html', '--address', server.address], page.io), page.err.join('\n')).to.equal(0);
+    expect(await readFile(page.out[0], 'utf8')).to.equal(html);
     // Progress lines reached the (non-TTY) progress stream (cached when another test ran the base audit first).
     expect(err.join('')).to.match(/encoder: (done|cached)/);
   });
