@@ -13,8 +13,10 @@ ENV NODE_ENV=production \
     BACKDOOR_AUDIT_SHARED_DATA=/shared/data
 COPY package.json package-lock.json ./
 # Optional native TensorFlow packages download libtensorflow at install time; a failure there
-# only removes them (npm treats them as optional) and the pure-JS backend is used.
-RUN npm ci --omit=dev --no-audit --no-fund
+# only removes them (npm treats them as optional) and the pure-JS backend is used. ONNX Runtime's
+# CPU runtime is inside its npm package; its postinstall only fetches the CUDA provider (NuGet):
+# skipped here (npm 10 ignores package.json's allowScripts). README: "Pretrained encoders from PyTorch".
+RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund
 COPY backend ./backend
 COPY ml ./ml
 COPY data ./data
