@@ -4,17 +4,18 @@
 // its datasets closed, its training checkpointed under a work folder kept across retries, its
 // progress reported and its cancellation honoured. It knows nothing of Temporal: the executor
 // hands it a StageRuntime (heartbeat, cancellation, attempt, progress updates).
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
 import { pathExists } from '../data/files.js';
+import { canonicalJson, sha256Hex } from '../data/hash.js';
 // Types only: TensorFlow (backend/) and the image codec (data/ingest's sharp) load when a stage
 // computes, never in a run whose stages are all cached.
 import type { ShardedDataset } from '../data/ingest.js';
 import type { BackendChoice, BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
 import { STAGE_SPECS, type StageName, type StageParams } from '../workflows/graph.js';
-import type { EpochUpdate, ProbeResult, StageInfo, StageOutcome, StageRequest } from '../workflows/types.js';
+import type { EpochUpdate, ProbeResult, StageGroupRequest, StageInfo, StageOutcome, StageRequest } from '../workflows/types.js';
 
 const INFO_FILE = 'info.json';
 
@@ -218,6 +219,12 @@ export interface StageImpl<S extends StageName> {
   /** Fills `run.out` with the artifact. */
   compute(run: StageRun<StageParams[S]>): Promise<Computed>;
   /**
+   * Computes several instances of a per-class stage in one go (StageEngine.runGroup): fills
+   * every `runs[i].out` and returns each one's info, in order. The members share their inputs;
+   * read them, heartbeat and checkpoint through `group` (the group's label, its work folder).
+   */
+  computeGroup?(runs: StageRun<StageParams[S]>[], group: StageRun<StageParams[S]>): Promise<Computed[]>;
+  /**
    * The parameters that enter the key and the fingerprint of inputs outside the store (a
    * dataset on disk, a pretrained model folder, the previous audit's report.json and the
    * artifacts it names). Default: all parameters, nothing external.
@@ -378,6 +385,75 @@ export class StageEngine {
       attempt: runtime.attempt,
       ...(done.resumedFromEpoch ? { resumedFromEpoch: done.resumedFromEpoch } : {}),
     });
+  }
+
+  /**
+   * The members of a group request, each a cache hit or computed together with the other
+   * misses in one `computeGroup` call, then published under its own key: the same artifact, in
+   * the same layout, as computing it alone. A computed member's `seconds` is its share of the
+   * group's time.
+   */
+  async runGroup(group: StageGroupRequest, runtime: StageRuntime): Promise<StageOutcome[]> {
+    const { stage, label } = group;
+    const members = group.members.map((m) => ({ ...m, stage }));
+    if (members.length === 0) throw new StageInputError(`${label}: a group without members`);
+    const inputsOf = (m: StageRequest) => canonicalJson(Object.entries(m.inputs).map(([role, ref]) => [role, ref.key]));
+    if (members.some((m) => inputsOf(m) !== inputsOf(members[0]))) throw new StageInputError(`${label}: members with different inputs`);
+    const keys = await Promise.all(members.map((m) => this.keyOf(m))); // a probe's key, when it travelled with the member
+    const outcomes: StageOutcome[] = new Array<StageOutcome>(members.length);
+    const misses: number[] = [];
+    for (const [i, key] of keys.entries()) {
+      const existing = STAGE_SPECS[stage].cached ? await this.store.lookup(stage, key) : undefined;
+      if (existing) outcomes[i] = { ref: existing, info: await readInfo(this.store.dir(existing)), cached: true, seconds: 0 };
+      else misses.push(i);
+    }
+    if (misses.length === 0) return outcomes;
+    const impl = await this.impl(stage);
+    if (!impl.computeGroup || impl.deliver) {
+      throw Object.assign(new Error(`stage '${stage}' cannot compute a group of instances`), { nonRetryable: true });
+    }
+    // Kept across retries of the same group (its checkpoint); another grouping is another folder.
+    const work = join(this.store.root, '.work', `group-${sha256Hex(canonicalJson(misses.map((i) => keys[i])))}`);
+    const outs = join(work, 'members');
+    await rm(outs, { recursive: true, force: true });
+    const t0 = performance.now();
+    const beating = keepBeating(runtime);
+    const lead = { ...members[misses[0]], label, ...(group.reportTo ? { reportTo: group.reportTo } : {}), options: group.options };
+    const groupRun = new StageRun(lead, this.store, beating.runtime, outs, work);
+    const runs = misses.map(
+      (i, j) => new StageRun({ ...members[i], key: keys[i] }, this.store, beating.runtime, join(outs, String(j)), work),
+    );
+    try {
+      for (const r of runs) await mkdir(r.out, { recursive: true });
+      const computed = await impl.computeGroup(runs as StageRun<never>[], groupRun as StageRun<never>);
+      if (computed.length !== runs.length)
+        throw new Error(`${label}: computeGroup returned ${computed.length} results for ${runs.length} members`);
+      const seconds = (performance.now() - t0) / 1000;
+      for (const [j, i] of misses.entries()) {
+        const ref = await this.store.publish(stage, keys[i], async (tmp) => {
+          for (const name of await readdir(runs[j].out)) await cp(join(runs[j].out, name), join(tmp, name), { recursive: true });
+          await writeFile(join(tmp, INFO_FILE), JSON.stringify(computed[j].info) + '\n');
+        });
+        outcomes[i] = {
+          ref,
+          info: computed[j].info,
+          cached: false,
+          seconds: seconds / misses.length,
+          attempt: runtime.attempt,
+          ...(computed[j].resumedFromEpoch ? { resumedFromEpoch: computed[j].resumedFromEpoch } : {}),
+        };
+      }
+      runtime.log(
+        `${label}: computed ${misses.length} of ${members.length} together in ${seconds.toFixed(1)} s (attempt ${runtime.attempt})`,
+      );
+    } catch (err) {
+      throw explainFull(err, label, this.store.root);
+    } finally {
+      beating.stop();
+      await Promise.all([groupRun, ...runs].map((r) => r.close()));
+    }
+    await rm(work, { recursive: true, force: true });
+    return outcomes;
   }
 }
 

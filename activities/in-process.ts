@@ -61,6 +61,23 @@ export async function auditDataset(pipeline: Pipeline, options: InProcessOptions
       options.onStage?.(id, 'end', out);
       return out;
     },
+    // A grouped per-class stage (the flows): each group's misses computed together.
+    runClassGroup: async (id, stage, members, inputs) => {
+      members.forEach((m) => options.onStage?.(m.id, 'start'));
+      const runOptions = { checkpointEvery: options.checkpointEvery ?? 1 };
+      const request = {
+        stage,
+        label: id,
+        members: members.map((m) => ({ stage, label: m.id, params: m.params, inputs, options: runOptions })),
+        options: runOptions,
+      };
+      const outs = await engine.runGroup(request, { attempt: 1, heartbeat: () => undefined, log, signal: stop.signal });
+      outs.forEach((out, i) => {
+        if (out.cached) log(`${members[i].id}: cache hit (key ${out.ref.key.slice(0, 12)}) ${out.info.figure}`);
+        options.onStage?.(members[i].id, 'end', out);
+      });
+      return outs;
+    },
   };
   let outcomes: Record<string, StageOutcome>;
   try {

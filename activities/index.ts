@@ -12,6 +12,7 @@ import {
   NON_RETRYABLE,
   type EpochUpdate,
   type ProbeResult,
+  type StageGroupRequest,
   type StageOutcome,
   type StageRequest,
 } from '../workflows/types.js';
@@ -27,7 +28,11 @@ export interface ActivityDeps {
 }
 
 type StageActivity = (req: StageRequest) => Promise<StageOutcome>;
-export type AuditActivities = { probe: (req: StageRequest) => Promise<ProbeResult> } & Record<StageName, StageActivity>;
+export type AuditActivities = {
+  probe: (req: StageRequest) => Promise<ProbeResult>;
+  /** The misses of a group of a grouped per-class stage, computed together (engine.runGroup). */
+  stageGroup: (req: StageGroupRequest) => Promise<StageOutcome[]>;
+} & Record<StageName, StageActivity>;
 
 export function createActivities(deps: ActivityDeps): AuditActivities {
   const engine = new StageEngine(deps.store, STAGE_IMPLS);
@@ -35,7 +40,7 @@ export function createActivities(deps: ActivityDeps): AuditActivities {
   const log = (line: string) => (deps.log ? deps.log(line) : Context.current().log.info(line));
 
   /** Progress display only: a lost update never fails the stage, and waiting for one is bounded. */
-  function sendEpoch(req: StageRequest, update: EpochUpdate): Promise<void> {
+  function sendEpoch(req: Pick<StageRequest, 'reportTo'>, update: EpochUpdate): Promise<void> {
     if (!deps.client || !req.reportTo) return Promise.resolve();
     const sent = deps.client.workflow
       .getHandle(req.reportTo)
@@ -44,7 +49,7 @@ export function createActivities(deps: ActivityDeps): AuditActivities {
     return Promise.race([sent, new Promise<void>((r) => setTimeout(r, 5000).unref())]);
   }
 
-  function runtime(req: StageRequest): StageRuntime {
+  function runtime(req: Pick<StageRequest, 'reportTo'>): StageRuntime {
     const ctx = Context.current();
     return {
       signal: ctx.cancellationSignal,
@@ -62,7 +67,12 @@ export function createActivities(deps: ActivityDeps): AuditActivities {
     (req) =>
       temporalFailures(engine.run({ ...req, stage }, runtime(req)));
   const stages = Object.fromEntries(STAGES.map((s) => [s, activity(s)])) as Record<StageName, StageActivity>;
-  return { probe: (req) => temporalFailures(engine.probe(req)), ...stages };
+  return {
+    probe: (req) => temporalFailures(engine.probe(req)),
+    // Each member carries the key its probe computed (engine.keyOf takes it).
+    stageGroup: (req) => temporalFailures(engine.runGroup(req, runtime(req))),
+    ...stages,
+  };
 }
 
 /** A corrupted input names its key for the workflow, which has the producer run again. */

@@ -181,12 +181,22 @@ function timestampDate(ts: ProtoTimestamp): Date | undefined {
 
 /**
  * The row id of a per-class child workflow (`<audit>/flow-2`, `<audit>/flow-2-repair1`: the ids
- * workflows/audit.ts gives them) -> `flow[2]`; undefined for any other id.
+ * workflows/audit.ts gives them) -> `flow[2]`, or of a class group's (`<audit>/flow-0-4`) ->
+ * `flow[0-4]`; undefined for any other id.
  */
 export function childRowId(childWorkflowId: string, auditWorkflowId: string): string | undefined {
   if (!childWorkflowId.startsWith(`${auditWorkflowId}/`)) return undefined;
-  const m = /^(.+)-(\d+)(?:-repair\d+)?$/.exec(childWorkflowId.slice(auditWorkflowId.length + 1));
-  return m ? `${m[1]}[${m[2]}]` : undefined;
+  const m = /^(.+?)-(\d+)(?:-(\d+))?(?:-repair\d+)?$/.exec(childWorkflowId.slice(auditWorkflowId.length + 1));
+  return m ? `${m[1]}[${m[2]}${m[3] !== undefined ? `-${m[3]}` : ''}]` : undefined;
+}
+
+/** The class rows a child's row id stands for: `flow[0-2]` -> flow[0], flow[1], flow[2]; `flow[3]` -> itself. */
+function memberRows(row: string): string[] {
+  const m = /^(.+)\[(\d+)-(\d+)\]$/.exec(row);
+  if (!m) return [row];
+  const out: string[] = [];
+  for (let y = Number(m[2]); y <= Number(m[3]); y++) out.push(`${m[1]}[${y}]`);
+  return out;
 }
 
 /**
@@ -259,7 +269,7 @@ export async function pendingRetries(handle: WorkflowHandle, labels = new Activi
         .catch(() => undefined);
       for (const a of child?.raw.pendingActivities ?? []) {
         const retry = retryOf(a);
-        if (retry) out.set(row, retry);
+        if (retry) for (const r of memberRows(row)) out.set(r, retry);
       }
     },
     { concurrency: CHILD_DESCRIBES_AT_ONCE },

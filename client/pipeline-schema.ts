@@ -12,7 +12,15 @@ import Type, { type Static, type TSchema, type TSchemaOptions, type TUnsafe } fr
 import type { AttackConfig, AttackName } from '../attacks/types.js';
 import type { BackendChoice } from '../backend/backend.js';
 import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
-import type { DetectionConfig, EncoderConfig, FlowConfig, RelabelConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type {
+  DetectionConfig,
+  EncoderConfig,
+  FlowConfig,
+  OnnxEncoderConfig,
+  RelabelConfig,
+  RetrainConfig,
+  SimclrEncoderConfig,
+} from '../ml/config.js';
 import type { ActivationClusteringConfig, KnnConsistencyConfig, SpectralSignaturesConfig } from '../ml/config.js';
 import { STAGES, type DatasetSource as WorkflowDatasetSource, type QueueKind, type StageName } from '../workflows/types.js';
 
@@ -48,6 +56,9 @@ const positiveInt = (options: TSchemaOptions = {}) => Type.Integer({ minimum: 1,
 const nonEmpty = (options: TSchemaOptions = {}) => Type.String({ minLength: 1, ...options });
 const positive = () => Type.Number({ exclusiveMinimum: 0 });
 const fraction = () => Type.Number({ minimum: 0, maximum: 1 });
+/** Three numbers, one per channel (R, G, B). */
+const rgb = (item: TSchema, options: TSchemaOptions = {}) =>
+  Type.Unsafe<[number, number, number]>(Type.Array(item, { minItems: 3, maxItems: 3, ...options }));
 const optional = Type.Optional;
 
 // ---- definitions ----
@@ -177,6 +188,9 @@ const Retrain = Type.Object(
   { additionalProperties: false },
 );
 
+/** The encoder keys only `kind: onnx` takes. */
+const ONNX_KEYS = ['inputSize', 'mean', 'std', 'output', 'layout', 'provider'] as const;
+
 const Audit = definition(
   'audit',
   Type.Object(
@@ -186,7 +200,7 @@ const Audit = definition(
       encoder: optional(
         Type.Object(
           {
-            kind: Type.Enum(['simclr', 'pretrained', 'reuse']),
+            kind: Type.Enum(['simclr', 'pretrained', 'onnx', 'reuse']),
             width: optional(positiveInt()),
             stem: optional(Type.Enum(['cifar', 'imagenet'])),
             epochs: optional(positiveInt()),
@@ -195,6 +209,21 @@ const Audit = definition(
             temperature: optional(positive()),
             projectionDim: optional(positiveInt()),
             path: optional(nonEmpty()),
+            inputSize: optional(positiveInt({ description: 'onnx: side in pixels the model takes; images are resized to it (bilinear).' })),
+            mean: optional(
+              rgb(Type.Number(), { description: 'onnx: per-channel R, G, B mean on the [0, 1] scale, as torchvision Normalize.' }),
+            ),
+            std: optional(rgb(positive(), { description: 'onnx: per-channel R, G, B std on the [0, 1] scale, as torchvision Normalize.' })),
+            output: optional(
+              nonEmpty({ description: 'onnx: the model output taken as features (default: its first), flattened to [N, D].' }),
+            ),
+            layout: optional(Type.Enum(['nchw', 'nhwc'], { description: "onnx: the input's layout (default nchw, PyTorch's)." })),
+            provider: optional(
+              Type.Enum(['cpu', 'cuda'], {
+                description:
+                  "onnx: ONNX Runtime's execution provider (default cpu); cuda where its libraries load, else CPU with a warning.",
+              }),
+            ),
             warmStart: optional(
               Type.Enum(['previous'], {
                 description:
@@ -215,11 +244,15 @@ const Audit = definition(
               when('kind', 'pretrained', { required: ['path'], ...forbid('width', 'epochs', 'stem') }),
               // A bare `not: {required}` as before (describeErrors: "key combination not allowed").
               when('kind', 'simclr', { not: { required: ['path'] } }),
-              when('kind', 'simclr', forbid('from')),
-              when('kind', 'pretrained', forbid('warmStart', 'from')),
+              when('kind', 'simclr', forbid('from', ...ONNX_KEYS)),
+              when('kind', 'pretrained', forbid('warmStart', 'from', ...ONNX_KEYS)),
+              when('kind', 'onnx', {
+                required: ['path', 'inputSize', 'mean', 'std'],
+                ...forbid('width', 'stem', 'epochs', 'batchSize', 'lr', 'temperature', 'projectionDim', 'warmStart', 'from'),
+              }),
               when('kind', 'reuse', {
                 required: ['from'],
-                ...forbid('width', 'stem', 'epochs', 'batchSize', 'lr', 'temperature', 'projectionDim', 'path', 'warmStart'),
+                ...forbid('width', 'stem', 'epochs', 'batchSize', 'lr', 'temperature', 'projectionDim', 'path', 'warmStart', ...ONNX_KEYS),
               }),
             ],
           },
@@ -372,6 +405,12 @@ const Temporal = definition(
         positiveInt({ description: 'Attempts per stage activity (0 = unlimited is not allowed: a broken stage must end the run).' }),
       ),
       checkpointEvery: optional(positiveInt({ description: 'Epochs between checkpoints of training stages.' })),
+      flowGroupSize: optional(
+        positiveInt({
+          description:
+            "Classes whose flows one activity trains together as one batched model (1: one per class). Default: the classes split across the default CPU worker's 2 slots, at most 64 per group.",
+        }),
+      ),
     },
     { additionalProperties: false },
   ),
@@ -441,6 +480,7 @@ type Expect<T extends true> = T;
 type Section<K extends keyof RawAudit> = Required<Exclude<NonNullable<RawAudit[K]>, false>>;
 type KeysOf<U> = U extends unknown ? keyof U : never;
 type RawAttack = NonNullable<RawPipeline['attack']>;
+type OnnxKeys = Exclude<keyof OnnxEncoderConfig, 'kind' | 'path'>;
 export type SchemaMatchesConfig = [
   Expect<Same<Section<'flow'>, FlowConfig>>,
   Expect<Same<Section<'detection'>, DetectionConfig>>,
@@ -449,7 +489,8 @@ export type SchemaMatchesConfig = [
   Expect<Same<Section<'activationClustering'>, ActivationClusteringConfig>>,
   Expect<Same<Section<'knnConsistency'>, KnnConsistencyConfig>>,
   Expect<Same<Section<'retrain'>, RetrainConfig>>,
-  Expect<Same<Omit<Section<'encoder'>, 'kind' | 'path' | 'from'>, Required<Omit<SimclrEncoderConfig, 'kind'>>>>,
+  Expect<Same<Omit<Section<'encoder'>, 'kind' | 'path' | 'from' | OnnxKeys>, Required<Omit<SimclrEncoderConfig, 'kind'>>>>,
+  Expect<Same<Pick<Section<'encoder'>, OnnxKeys>, Required<Omit<OnnxEncoderConfig, 'kind' | 'path'>>>>,
   Expect<Same<Section<'encoder'>['kind'], EncoderConfig['kind']>>,
   Expect<Same<Section<'backend'>, BackendChoice>>,
   Expect<Same<RawAttack['name'], AttackName>>,

@@ -138,6 +138,9 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   if (audit.encoder.kind === 'pretrained' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `pretrained encoder not found: ${audit.encoder.path}`);
   }
+  if (audit.encoder.kind === 'onnx' && !(await pathExists(audit.encoder.path))) {
+    at(['audit', 'encoder', 'path'], `onnx model not found: ${audit.encoder.path}`);
+  }
   if (raw.attack && audit.retrain && !raw.testSet) {
     // Not an error: retraining still produces a model, only ACC/ASR are missing.
   }
@@ -258,6 +261,19 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
   let encoder: EncoderConfig;
   if (raw.encoder?.kind === 'pretrained') {
     encoder = { kind: 'pretrained', path: resolve(base, raw.encoder.path as string) };
+  } else if (raw.encoder?.kind === 'onnx') {
+    const e = raw.encoder;
+    // Defaults written out: the cache key and report.json say how the model was fed.
+    encoder = {
+      kind: 'onnx',
+      path: resolve(base, e.path as string),
+      inputSize: e.inputSize as number,
+      mean: e.mean as [number, number, number],
+      std: e.std as [number, number, number],
+      ...(e.output !== undefined ? { output: e.output } : {}),
+      layout: e.layout ?? 'nchw',
+      provider: e.provider ?? 'cpu',
+    };
   } else if (raw.encoder?.kind === 'reuse') {
     encoder = { kind: 'reuse', from: raw.encoder.from as string };
   } else {
@@ -293,6 +309,7 @@ function temporalOptions(raw: RawTemporal): PipelineTemporalOptions {
     startToCloseTimeouts: perStage(DEFAULT_START_TO_CLOSE, raw.startToCloseTimeouts),
     maximumAttempts: raw.maximumAttempts ?? 5,
     checkpointEvery: raw.checkpointEvery ?? 1,
+    ...(raw.flowGroupSize !== undefined ? { flowGroupSize: raw.flowGroupSize } : {}),
   };
 }
 

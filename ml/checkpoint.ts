@@ -23,6 +23,8 @@ export interface TrainingCheckpoint {
   /** Model weights, trainable and not (BatchNorm statistics), in `getWeights()` order. */
   weights: tf.Tensor[];
   optimizer: OptimizerState;
+  /** Plain JSON state beyond one rng and one epoch count (a flow group's per-class positions). */
+  extra?: unknown;
 }
 
 interface Header {
@@ -33,6 +35,7 @@ interface Header {
   weightCount: number;
   optimizer: { kind: OptimizerState['kind']; step: number; slotCount: number };
   specs: tf.io.WeightsManifestEntry[];
+  extra?: unknown;
 }
 
 /** Writes the checkpoint into `dir` (replacing any previous one) and returns the file path. */
@@ -50,6 +53,7 @@ export async function saveCheckpoint(dir: string, c: TrainingCheckpoint): Promis
     weightCount: c.weights.length,
     optimizer: { kind: c.optimizer.kind, step: c.optimizer.step, slotCount: c.optimizer.slots.length },
     specs,
+    ...(c.extra !== undefined ? { extra: c.extra } : {}),
   };
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const len = Buffer.alloc(4);
@@ -109,5 +113,6 @@ export async function loadCheckpoint(dir: string, fingerprint: string | null): P
     losses: header.losses,
     weights: take('weight', header.weightCount),
     optimizer: { kind: header.optimizer.kind, step: header.optimizer.step, slots: take('slot', header.optimizer.slotCount) },
+    ...(header.extra !== undefined ? { extra: header.extra } : {}),
   };
 }

@@ -34,6 +34,28 @@ export interface PretrainedEncoderConfig {
 }
 
 /**
+ * A frozen encoder exported from PyTorch to ONNX (torch.onnx.export), run with ONNX Runtime
+ * (ml/onnx-encoder.ts). Images get torchvision's preprocessing: resize, pixel / 255, Normalize.
+ */
+export interface OnnxEncoderConfig {
+  kind: 'onnx';
+  /** The .onnx file; its sha256 is part of the encoder's cache key. */
+  path: string;
+  /** Side in pixels the model takes; images are resized to it (bilinear, align_corners=False). */
+  inputSize: number;
+  /** Per-channel R, G, B mean on the [0, 1] scale (ImageNet: 0.485, 0.456, 0.406). */
+  mean: [number, number, number];
+  /** Per-channel R, G, B std on the [0, 1] scale (ImageNet: 0.229, 0.224, 0.225). */
+  std: [number, number, number];
+  /** The model output taken as features, flattened to [N, D]. Absent: its first output. */
+  output?: string;
+  /** Input layout: 'nchw' (PyTorch's export) or 'nhwc'. */
+  layout: 'nchw' | 'nhwc';
+  /** 'cuda': ONNX Runtime's CUDA execution provider where it loads (else CPU, with a warning). */
+  provider: 'cpu' | 'cuda';
+}
+
+/**
  * A frozen encoder of an earlier audit, no training: only the samples whose content changed
  * since the previous audit go through it (the others keep their feature rows).
  */
@@ -43,7 +65,7 @@ export interface ReuseEncoderConfig {
   from: string;
 }
 
-export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig | ReuseEncoderConfig;
+export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig | OnnxEncoderConfig | ReuseEncoderConfig;
 
 export interface FlowConfig {
   /** Paper: 50 epochs, batch 16, Adam lr 1e-3, betas (0.9, 0.99). */

@@ -24,44 +24,81 @@ export function checkImageInput(model: tfl.LayersModel, height: number, width: n
 }
 
 /**
+ * A frozen encoder outside tfjs (ml/onnx-encoder.ts): a batch of uint8 HWC images in, one
+ * float32 feature row per image out. It does its own resizing and normalisation.
+ */
+export interface BatchEncoder {
+  /** For error messages. */
+  readonly name: string;
+  /** Images per call the model requires (an export with a fixed batch dimension); else any. */
+  readonly fixedBatch?: number;
+  encodeBatch(pixels: Uint8Array, n: number, height: number, width: number): Promise<{ rows: Float32Array; cols: number }>;
+  dispose(): Promise<void>;
+}
+
+/** What features are computed with: a tfjs model (SimCLR, pretrained) or a BatchEncoder. */
+export type FeatureEncoder = tfl.LayersModel | BatchEncoder;
+
+function isBatchEncoder(e: FeatureEncoder): e is BatchEncoder {
+  return 'encodeBatch' in e;
+}
+
+/**
  * Runs `model` over every sample in order, `batchSize` at a time, and hands each batch's output
  * rows (float32, row-major) to `sink` with the index of the batch's first sample.
  */
 export async function inferBatches(
-  model: tfl.LayersModel,
+  model: FeatureEncoder,
   source: ImageSource,
   o: InferenceOptions,
   what: string,
   sink: (start: number, rows: Float32Array, cols: number) => void,
 ): Promise<void> {
-  const batchSize = o.batchSize ?? 128;
+  const batchSize = (isBatchEncoder(model) ? model.fixedBatch : undefined) ?? o.batchSize ?? 128;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`${what}: batchSize must be a positive integer, got ${batchSize}`);
-  checkImageInput(model, source.height, source.width, what);
+  if (!isBatchEncoder(model)) checkImageInput(model, source.height, source.width, what);
   const total = Math.ceil(source.size / batchSize);
   for (let b = 0; b < total; b++) {
     throwIfAborted(o.signal, `${what} batch ${b + 1}/${total}`);
     const start = b * batchSize;
     const idx = Int32Array.from({ length: Math.min(batchSize, source.size - start) }, (_, i) => start + i);
     const pixels = await source.readImages(idx);
-    const out = tf.tidy(() => {
-      const y = model.predict(toFloatImages(pixels, idx.length, source.height, source.width)) as tf.Tensor;
-      if (y.rank !== 2) throw new Error(`${what}: model output has shape [${y.shape}], expected [N, D]`);
-      return y;
-    });
-    const rows = (await out.data()) as Float32Array;
-    const cols = out.shape[1] as number;
-    out.dispose();
+    const { rows, cols } = isBatchEncoder(model)
+      ? await encodeBatch(model, pixels, idx.length, source, batchSize)
+      : await predictBatch(model, pixels, idx.length, source, what);
     sink(start, rows, cols);
     await o.onBatch?.(b + 1, total);
     await yieldToEventLoop();
   }
 }
 
+async function predictBatch(model: tfl.LayersModel, pixels: Uint8Array, n: number, source: ImageSource, what: string) {
+  const out = tf.tidy(() => {
+    const y = model.predict(toFloatImages(pixels, n, source.height, source.width)) as tf.Tensor;
+    if (y.rank !== 2) throw new Error(`${what}: model output has shape [${y.shape}], expected [N, D]`);
+    return y;
+  });
+  const rows = (await out.data()) as Float32Array;
+  const cols = out.shape[1] as number;
+  out.dispose();
+  return { rows, cols };
+}
+
+/** A BatchEncoder's rows; the last, short batch is zero-padded when the model's batch is fixed. */
+async function encodeBatch(encoder: BatchEncoder, pixels: Uint8Array, n: number, source: ImageSource, batchSize: number) {
+  const size = source.height * source.width * 3;
+  const padded = encoder.fixedBatch !== undefined && n < batchSize;
+  const input = padded ? new Uint8Array(batchSize * size) : pixels;
+  if (padded) input.set(pixels);
+  const { rows, cols } = await encoder.encodeBatch(input, padded ? batchSize : n, source.height, source.width);
+  return { rows: padded ? rows.subarray(0, n * cols) : rows, cols };
+}
+
 /**
  * Features of every sample of `source` (row i = sample i), in inference mode, standardised over
  * the dataset (zero mean, unit variance per dimension; see `standardizeColumns`).
  */
-export async function extractFeatures(encoder: tfl.LayersModel, source: ImageSource, o: InferenceOptions = {}): Promise<Matrix> {
+export async function extractFeatures(encoder: FeatureEncoder, source: ImageSource, o: InferenceOptions = {}): Promise<Matrix> {
   return standardizeColumns(await encodeSamples(encoder, source, o));
 }
 
@@ -71,7 +108,7 @@ export async function extractFeatures(encoder: tfl.LayersModel, source: ImageSou
  * together and standardised over tonight's dataset.
  */
 export async function encodeSamples(
-  encoder: tfl.LayersModel,
+  encoder: FeatureEncoder,
   source: ImageSource,
   o: InferenceOptions = {},
   indices?: Int32Array,
@@ -82,7 +119,8 @@ export async function encodeSamples(
     out ??= matrix(src.size, cols);
     out.data.set(rows, start * cols);
   });
-  return out ?? matrix(0, encoder.outputs[0].shape[1] ?? 0);
+  // No sample to encode (a reuse where nothing changed): the width comes from the rows kept.
+  return out ?? matrix(0, isBatchEncoder(encoder) ? 0 : (encoder.outputs[0].shape[1] ?? 0));
 }
 
 function subsetSource(source: ImageSource, indices: Int32Array): ImageSource {

@@ -29,8 +29,8 @@ import { writeFileAtomic } from '../data/files.js';
 import { canonicalJson, sha256Hex } from '../data/hash.js';
 
 /** Bound on each coupling's log-scale (see the header). */
-const SCALE_BOUND = 3;
-const LOG_2PI = Math.log(2 * Math.PI);
+export const SCALE_BOUND = 3;
+export const LOG_2PI = Math.log(2 * Math.PI);
 
 /** A flow as plain data: what is saved and sent between processes. */
 export interface FlowParams {
@@ -43,8 +43,10 @@ export interface FlowParams {
 /** The parameters of one flow: the fixed standardisation, then two couplings. */
 const PARAM_NAMES = ['mean', 'std', 'c1.w1', 'c1.b1', 'c1.w2', 'c1.b2', 'c2.w1', 'c2.b1', 'c2.w2', 'c2.b2'] as const;
 type ParamName = (typeof PARAM_NAMES)[number];
+/** The trainable parameters, in the order of `ClassFlow.trainable` (and of optimizer state). */
+export const TRAINABLE_NAMES = ['c1.w1', 'c1.b1', 'c1.w2', 'c1.b2', 'c2.w1', 'c2.b1', 'c2.w2', 'c2.b2'] as const;
 
-function paramShapes(dim: number, hidden: number): Record<ParamName, number[]> {
+export function paramShapes(dim: number, hidden: number): Record<ParamName, number[]> {
   const d1 = Math.floor(dim / 2);
   const d2 = dim - d1;
   return {
@@ -61,6 +63,27 @@ function paramShapes(dim: number, hidden: number): Record<ParamName, number[]> {
     'c2.w2': [hidden, 2 * d1],
     'c2.b2': [2 * d1],
   };
+}
+
+/** The parameters of a fresh flow (see `ClassFlow.create`): the same for the same seed, whoever trains it. */
+export function initialFlowParams(dim: number, hidden: number, seed: number, mean?: Float32Array, std?: Float32Array): FlowParams {
+  if (!Number.isInteger(dim) || dim < 2) throw new Error(`ClassFlow: dim must be an integer >= 2, got ${dim}`);
+  if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`ClassFlow: hidden must be a positive integer, got ${hidden}`);
+  const rng = new Rng(seed);
+  const shapes = paramShapes(dim, hidden);
+  const weights = {} as Record<ParamName, Float32Array>;
+  for (const name of PARAM_NAMES) {
+    const shape = shapes[name];
+    const a = new Float32Array(shape.reduce((x, y) => x * y, 1));
+    if (name.endsWith('.w1')) {
+      const bound = Math.sqrt(6 / shape[0]);
+      for (let i = 0; i < a.length; i++) a[i] = rng.uniform(-bound, bound);
+    }
+    weights[name] = a;
+  }
+  weights.mean = mean ? Float32Array.from(mean) : new Float32Array(dim);
+  weights.std = std ? Float32Array.from(std) : new Float32Array(dim).fill(1);
+  return { dim, hidden, weights };
 }
 
 interface Coupling {
@@ -108,23 +131,7 @@ export class ClassFlow {
    * standardisation. `trainClassFlow` replaces the standardisation with the class's statistics.
    */
   static create(dim: number, hidden: number, seed: number, mean?: Float32Array, std?: Float32Array): ClassFlow {
-    if (!Number.isInteger(dim) || dim < 2) throw new Error(`ClassFlow: dim must be an integer >= 2, got ${dim}`);
-    if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`ClassFlow: hidden must be a positive integer, got ${hidden}`);
-    const rng = new Rng(seed);
-    const shapes = paramShapes(dim, hidden);
-    const weights = {} as Record<ParamName, Float32Array>;
-    for (const name of PARAM_NAMES) {
-      const shape = shapes[name];
-      const a = new Float32Array(shape.reduce((x, y) => x * y, 1));
-      if (name.endsWith('.w1')) {
-        const bound = Math.sqrt(6 / shape[0]);
-        for (let i = 0; i < a.length; i++) a[i] = rng.uniform(-bound, bound);
-      }
-      weights[name] = a;
-    }
-    weights.mean = mean ? Float32Array.from(mean) : new Float32Array(dim);
-    weights.std = std ? Float32Array.from(std) : new Float32Array(dim).fill(1);
-    return new ClassFlow({ dim, hidden, weights });
+    return new ClassFlow(initialFlowParams(dim, hidden, seed, mean, std));
   }
 
   /** The trainable variables, in a fixed order (optimizer state follows this order). */
@@ -255,16 +262,26 @@ function validateParams(p: FlowParams, where: string): void {
 // ---- training ----
 
 /** Paper: Adam betas (0.9, 0.99), as for SimCLR. */
-const FLOW_BETAS = [0.9, 0.99] as const;
+export const FLOW_BETAS = [0.9, 0.99] as const;
 /** tf.train.adam's default epsilon on float32 backends (backend.epsilon()), which the flows were trained with before. */
-const FLOW_EPSILON = 1e-7;
+export const FLOW_EPSILON = 1e-7;
 
-function validateFlowConfig(cfg: FlowConfig): void {
+export function validateFlowConfig(cfg: FlowConfig): void {
   for (const k of ['epochs', 'batchSize', 'hidden'] as const) {
     if (!Number.isInteger(cfg[k]) || cfg[k] < (k === 'epochs' ? 0 : 1))
       throw new Error(`flow config: ${k} must be a positive integer, got ${cfg[k]}`);
   }
   if (!(cfg.lr > 0)) throw new Error(`flow config: lr must be > 0, got ${cfg.lr}`);
+}
+
+/** A class's training features: at least one row, two columns, every value finite. */
+export function checkFlowFeatures(features: Matrix, where: string): void {
+  if (features.rows < 1) throw new Error(`${where}: no samples`);
+  if (features.cols < 2) throw new Error(`${where}: features need >= 2 columns, got ${features.cols}`);
+  for (let i = 0; i < features.data.length; i++) {
+    if (!Number.isFinite(features.data[i]))
+      throw new Error(`${where}: feature ${i % features.cols} of row ${Math.floor(i / features.cols)} is ${features.data[i]}`);
+  }
 }
 
 /**
@@ -283,12 +300,7 @@ export async function trainClassFlow(
   hooks: TrainHooks = {},
 ): Promise<{ flow: ClassFlow; nll: number[]; resumedFromEpoch: number }> {
   validateFlowConfig(cfg);
-  if (features.rows < 1) throw new Error('trainClassFlow: no samples');
-  if (features.cols < 2) throw new Error(`trainClassFlow: features need >= 2 columns, got ${features.cols}`);
-  for (let i = 0; i < features.data.length; i++) {
-    if (!Number.isFinite(features.data[i]))
-      throw new Error(`trainClassFlow: feature ${i % features.cols} of row ${Math.floor(i / features.cols)} is ${features.data[i]}`);
-  }
+  checkFlowFeatures(features, 'trainClassFlow');
   const { rows, cols: d, data } = features;
   const { mean, std } = featureMoments(features);
   const flow = ClassFlow.create(d, cfg.hidden, seed, mean, std);

@@ -60,7 +60,9 @@ function banner(r: AuditReport): string {
         (lin?.parentEncoder ? ` (${lin.cumulativeEpochs} in all, warm-started from ${lin.parentEncoder.slice(0, 12)})` : '')
       : enc.kind === 'reuse'
         ? `reused (${lin?.parentEncoder?.slice(0, 12) ?? enc.from}, no training)`
-        : `pretrained (${enc.path})`;
+        : enc.kind === 'onnx'
+          ? `ONNX (${enc.path}, ${enc.inputSize} px)`
+          : `pretrained (${enc.path})`;
   const encoderKey = r.artifacts?.encoder ?? r.artifacts?.features;
   const runLink = r.run
     ? r.run.uiUrl

@@ -6,11 +6,19 @@
 // Versioning: a change here that alters the commands an in-flight audit has already recorded
 // goes behind `patched('<change-id>')`; test/replay.test.ts replays recorded histories against
 // this code so that a change that forgets it fails CI.
-import { ApplicationFailure, executeChild, setHandler, upsertMemo, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { AuditInputError, runAuditDag, type StageExecutor } from './dag.js';
+import {
+  ApplicationFailure,
+  executeChild,
+  patched,
+  setHandler,
+  upsertMemo,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { AuditInputError, runAuditDag, type ClassInstance, type StageExecutor } from './dag.js';
 import { datasetKey, progressQuery, stageEpochSignal, stageKey, targetClassesKey, verdictKey } from './definitions.js';
-import { corruptArtifactKey, failureMessage, ProgressTable, runStage, type StageContext } from './stage.js';
-import type { AuditResult, ClassStageInput, Pipeline, StageName, StageOutcome, StageRequest } from './types.js';
+import { corruptArtifactKey, failureMessage, ProgressTable, runStage, runStageGroup, type StageContext } from './stage.js';
+import type { AuditResult, ClassGroupInput, ClassStageInput, Pipeline, StageName, StageOutcome, StageRequest } from './types.js';
 
 export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
   const info = workflowInfo();
@@ -29,11 +37,21 @@ export async function auditWorkflow(pipeline: Pipeline): Promise<AuditResult> {
     progress,
     onStart: (stage) => upsertSearchAttributes([{ key: stageKey, value: stage }]),
   };
+  // Flow groups (issue 12): a child workflow per group of classes instead of one per class.
+  // Asked first, before any command: audits recorded before it replay without the marker and
+  // keep their per-class children.
+  const grouped = patched('flow-groups');
 
   const executor: StageExecutor = {
     run: (id, stage, params, inputs) => runStage(ctx, id, stage, params, inputs),
     runPerClass: (id, stage, y, className, params, inputs, attempt) =>
       classStage(pipeline, datasetName, progress, { id, stage, className, params, inputs, attempt, classIndex: y }),
+    ...(grouped
+      ? {
+          runClassGroup: (id: string, stage: StageName, members: ClassInstance[], inputs: StageRequest['inputs'], attempt: number) =>
+            classGroup(pipeline, datasetName, progress, { id, stage, members, inputs, attempt }),
+        }
+      : {}),
     plan: (rows) => {
       for (const r of rows) progress.plan(r.id, r.stage);
       progress.publish();
@@ -126,4 +144,69 @@ export async function classStageWorkflow(input: ClassStageInput): Promise<StageO
   progress.done = true;
   progress.publish();
   return out;
+}
+
+interface ClassGroupRun {
+  /** `flow[0-4]`. */
+  id: string;
+  stage: StageName;
+  members: ClassInstance[];
+  inputs: StageRequest['inputs'];
+  /** Repairs of this group so far (each needs a fresh child workflow id). */
+  attempt: number;
+}
+
+/** Starts the child workflow of a group of classes' instances, and mirrors its members' rows in the parent's table. */
+async function classGroup(pipeline: Pipeline, datasetName: string, progress: ProgressTable, r: ClassGroupRun): Promise<StageOutcome[]> {
+  const info = workflowInfo();
+  const t = pipeline.temporal;
+  const first = r.members[0].classIndex;
+  const last = r.members[r.members.length - 1].classIndex;
+  const input: ClassGroupInput = {
+    label: r.id,
+    stage: r.stage,
+    members: r.members.map((m) => ({ stage: r.stage, label: m.id, params: m.params, inputs: { ...r.inputs } })),
+    classNames: r.members.map((m) => m.className),
+    temporal: t,
+    datasetName,
+  };
+  for (const m of r.members) progress.update(m.id, r.stage, { state: 'running', queue: t.taskQueues[t.stageQueues[r.stage]] });
+  try {
+    const outs = await executeChild(classGroupWorkflow, {
+      workflowId: `${info.workflowId}/${r.stage}-${first}-${last}${r.attempt ? `-repair${r.attempt}` : ''}`,
+      args: [input],
+      typedSearchAttributes: [
+        { key: datasetKey, value: datasetName },
+        { key: stageKey, value: r.stage },
+      ],
+      memo: { pipeline: pipeline.name, classes: input.classNames.join(', ') },
+      staticSummary: `${r.stage} for classes ${first}-${last}, trained together`,
+    });
+    outs.forEach((out, i) =>
+      progress.update(r.members[i].id, r.stage, { state: out.cached ? 'cached' : 'done', seconds: out.seconds, figure: out.info.figure }),
+    );
+    return outs;
+  } catch (err) {
+    for (const m of r.members) progress.update(m.id, r.stage, { state: 'failed', error: failureMessage(err) });
+    throw err;
+  }
+}
+
+/** A group of classes' instances of a grouped per-class stage: its own workflow, one activity for the group's cache misses. */
+export async function classGroupWorkflow(input: ClassGroupInput): Promise<StageOutcome[]> {
+  const info = workflowInfo();
+  const { label, stage, members, temporal, datasetName } = input;
+  const progress = new ProgressTable({
+    workflowId: info.workflowId,
+    pipeline: `${stage} for ${input.classNames.join(', ')}`,
+    dataset: datasetName,
+  });
+  setHandler(progressQuery, () => progress.snapshot());
+  setHandler(stageEpochSignal, (u) => progress.epoch(u));
+  progress.plan(label, stage);
+  for (const m of members) progress.plan(m.label, stage);
+  const outs = await runStageGroup({ temporal, progress }, label, stage, members);
+  progress.done = true;
+  progress.publish();
+  return outs;
 }

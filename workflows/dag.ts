@@ -24,6 +24,19 @@ export interface StageExecutor {
     inputs: Record<string, ArtifactRef>,
     attempt: number,
   ): Promise<StageOutcome>;
+  /**
+   * Runs the instances of a grouped per-class node (`grouped` in STAGE_SPECS) for a group of
+   * classes together (Temporal: one child workflow per group, one activity computing the
+   * group's misses). Without it every instance runs alone. `id` names the group (`flow[0-4]`);
+   * `attempt` counts its repairs. Resolves to the members' outcomes, in member order.
+   */
+  runClassGroup?(
+    id: string,
+    stage: StageName,
+    members: ClassInstance[],
+    inputs: Record<string, ArtifactRef>,
+    attempt: number,
+  ): Promise<StageOutcome[]>;
   /** The rows the audit will have, before anything runs (and once more when the classes are known). */
   plan?(rows: { id: string; stage: StageName }[]): void;
   /** Every node's outcome, as it arrives. */
@@ -33,6 +46,29 @@ export interface StageExecutor {
   /** The Temporal run executing the DAG, recorded in the report. */
   runInfo?: AuditRunInfo;
 }
+
+/** One class's instance of a per-class node. */
+export interface ClassInstance {
+  /** Progress row and timing name: `flow[3]`. */
+  id: string;
+  classIndex: number;
+  className: string;
+  params: unknown;
+}
+
+/**
+ * Classes per group of a grouped per-class node: `temporal.flowGroupSize` when the pipeline
+ * sets it, else the classes split across the default CPU worker's activity slots
+ * (DEFAULT_GROUP_SLOTS), at most MAX_DEFAULT_GROUP per group (so 1,000 classes are 16 groups,
+ * not 1,000 activities, and a group's stacked weights stay small).
+ */
+export function flowGroupSize(pipeline: Pipeline, classes: number): number {
+  return pipeline.temporal.flowGroupSize ?? Math.max(1, Math.min(MAX_DEFAULT_GROUP, Math.ceil(classes / DEFAULT_GROUP_SLOTS)));
+}
+/** The default CPU worker's concurrent activities (worker/index.ts cpuConcurrency). */
+export const DEFAULT_GROUP_SLOTS = 2;
+/** 64 flows of 512-d features, hidden 64: ~25 MB per stacked weight and Adam moment. */
+export const MAX_DEFAULT_GROUP = 64;
 
 /** An audit the pipeline cannot run (raised before any compute that would fail anyway). */
 export class AuditInputError extends Error {
@@ -79,7 +115,24 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
   // it (not only the one that found the damage) waits for the one repair and reads the result.
   const repairs = new Map<string, Promise<ArtifactRef>>();
 
+  /** Records a node's (or instance's) outcome; `rerun` recomputes it if a consumer finds it corrupted. */
+  function record(id: string, out: StageOutcome, rerun: () => Promise<StageOutcome>): void {
+    producers.set(out.ref.key, rerun);
+    timings[id] = out.seconds;
+    outcomes[id] = out;
+    artifacts[id] = out.ref.key;
+    if (out.cached) cached.add(id);
+    else cached.delete(id);
+  }
+
   async function withRepair(id: string, inputs: Record<string, ArtifactRef>, run: () => Promise<StageOutcome>): Promise<StageOutcome> {
+    const out = await repairing(inputs, run);
+    record(id, out, run);
+    return out;
+  }
+
+  /** Runs `run`; when it fails on a corrupted input, has the input's producer recompute it and tries again. */
+  async function repairing<T>(inputs: Record<string, ArtifactRef>, run: () => Promise<T>): Promise<T> {
     const fromRepair = new Set<string>(); // input keys this consumer already took from a repair
     for (let attempt = 0; ; attempt++) {
       for (const role of Object.keys(inputs)) {
@@ -89,14 +142,7 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
         fromRepair.add(inputs[role].key);
       }
       try {
-        const out = await run();
-        producers.set(out.ref.key, run);
-        timings[id] = out.seconds;
-        outcomes[id] = out;
-        artifacts[id] = out.ref.key;
-        if (out.cached) cached.add(id);
-        else cached.delete(id);
-        return out;
+        return await run();
       } catch (err) {
         const key = executor.corruptArtifact?.(err);
         const producer = key === undefined ? undefined : producers.get(key);
@@ -124,6 +170,31 @@ export async function runAuditDag(pipeline: Pipeline, executor: StageExecutor, d
     const spec = STAGE_SPECS[n.stage];
     if ('perClass' in spec && spec.perClass) {
       await results.get('ingest'); // the classes come from the training set's ingest
+      const groupRunner = executor.runClassGroup;
+      if ('grouped' in spec && spec.grouped && groupRunner) {
+        const instances = classes.map((className, y): ClassInstance => ({
+          id: `${n.id}[${y}]`,
+          classIndex: y,
+          className,
+          params: n.params(pipeline, facts(y)),
+        }));
+        const size = flowGroupSize(pipeline, classes.length);
+        const groups: ClassInstance[][] = [];
+        for (let i = 0; i < instances.length; i += size) groups.push(instances.slice(i, i + size));
+        const outs = await Promise.all(
+          groups.map(async (members) => {
+            const own = { ...inputs };
+            const id = `${n.id}[${members[0].classIndex}-${members[members.length - 1].classIndex}]`;
+            let attempt = 0;
+            const run = () => groupRunner(id, n.stage, members, own, attempt++);
+            const got = await repairing(own, run);
+            // A member's repair runs its group again: the intact members are cache hits there.
+            got.forEach((out, i) => record(members[i].id, out, () => run().then((again) => again[i])));
+            return got;
+          }),
+        );
+        return outs.flat();
+      }
       return Promise.all(
         classes.map((className, y) => {
           const id = `${n.id}[${y}]`;

@@ -8,7 +8,7 @@
 import type { AttackConfig } from '../attacks/types.js';
 import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
 import { classifierStem, DEFENSE_SECTION, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
-import type { AuditRunInfo, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type { AuditRunInfo, OnnxEncoderConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
 import type { DatasetSource, Pipeline } from './types.js';
 
 export type QueueKind = 'cpu' | 'gpu';
@@ -34,6 +34,12 @@ export interface StageSpec {
   inputs: readonly string[];
   /** Runs once per class (Temporal: one child workflow each). */
   perClass?: true;
+  /**
+   * Its per-class instances run in groups of classes, each group computed together (the stage's
+   * `computeGroup`; Temporal: one child workflow and one activity per group), each instance
+   * still its own artifact under its own key. Group size: workflows/dag.ts flowGroupSize.
+   */
+  grouped?: true;
   /** False: always computed (its parameters carry run facts such as timings); no cache probe. */
   cached: boolean;
   /** One line for the stage table in the README and the UI. */
@@ -79,7 +85,7 @@ export const STAGE_SPECS = {
     startToClose: '7d',
     inputs: ['dataset', 'parent?'],
     cached: true,
-    summary: 'SimCLR encoder (or a pretrained or reused one)',
+    summary: 'SimCLR encoder (or a pretrained, ONNX or reused one)',
   },
   features: {
     version: 2,
@@ -98,6 +104,7 @@ export const STAGE_SPECS = {
     startToClose: '24h',
     inputs: ['features', 'dataset'],
     perClass: true,
+    grouped: true,
     cached: true,
     summary: "one normalizing flow per class, on that class's features",
   },
@@ -180,6 +187,7 @@ export interface AttackParams {
 export type EncoderParams =
   | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
   | { kind: 'pretrained'; path: string; imageSize: number }
+  | { kind: 'onnx'; config: OnnxEncoderConfig }
   | { kind: 'reuse'; from: string };
 export interface LineageParams {
   /** The pipeline's output folder: its report.json names the previous audit's artifacts. */
@@ -360,7 +368,9 @@ export const AUDIT_DAG: readonly DagNode[] = [
         ? { kind: 'simclr', config: audit.encoder, seed: audit.seed, backend: audit.backend }
         : audit.encoder.kind === 'reuse'
           ? { kind: 'reuse', from: audit.encoder.from }
-          : { kind: 'pretrained', path: audit.encoder.path, imageSize: audit.imageSize },
+          : audit.encoder.kind === 'onnx'
+            ? { kind: 'onnx', config: audit.encoder }
+            : { kind: 'pretrained', path: audit.encoder.path, imageSize: audit.imageSize },
   }),
   node({
     id: 'features',

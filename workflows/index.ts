@@ -1,2 +1,2 @@
 // Entry point of the workflow bundle (Worker workflowsPath): every workflow type the workers run.
-export { auditWorkflow, classStageWorkflow } from './audit.js';
+export { auditWorkflow, classGroupWorkflow, classStageWorkflow } from './audit.js';

@@ -23,6 +23,7 @@ import type {
   PipelineTemporalOptions,
   StageName,
   StageOutcome,
+  StageGroupRequest,
   StageProgress,
   StageRequest,
   Verdict,
@@ -185,6 +186,53 @@ export async function runStage(
     return out;
   } catch (err) {
     progress.update(id, stage, { state: 'failed', error: failureMessage(err) });
+    throw err;
+  }
+}
+
+type GroupActivity = ActivityFunctionWithOptions<(req: StageGroupRequest) => Promise<StageOutcome[]>>;
+
+/**
+ * Runs a group of a grouped per-class stage's instances: probes every member (local
+ * activities), then computes the misses together in one `stageGroup` activity on the stage's
+ * queue. `id` names the group (`flow[0-4]`); each member keeps its own row.
+ */
+export async function runStageGroup(ctx: StageContext, id: string, stage: StageName, members: StageRequest[]): Promise<StageOutcome[]> {
+  const { progress, temporal } = ctx;
+  const queue = temporal.taskQueues[temporal.stageQueues[stage]];
+  const reportTo = workflowInfo().workflowId;
+  const options = { checkpointEvery: temporal.checkpointEvery };
+  progress.currentStage = id;
+  ctx.onStart?.(stage);
+  for (const m of members) progress.update(m.label, stage, { state: 'running', queue });
+  try {
+    const found = await Promise.all(members.map((m) => probe.executeWithOptions({ summary: `${m.label}: cache lookup` }, [m])));
+    const outs: (StageOutcome | undefined)[] = found.map((f) => f.hit);
+    const misses = members.flatMap((m, i) => (outs[i] ? [] : [{ ...m, key: found[i].key, reportTo, options }]));
+    if (misses.length > 0) {
+      progress.update(id, stage, { state: 'running', queue });
+      const activities = proxyActivities<AuditActivities>(stageOptions(temporal, stage));
+      const computed = await (activities.stageGroup as unknown as GroupActivity).executeWithOptions(
+        { summary: `${id}: computing ${misses.length} of ${members.length} together on ${queue}` },
+        [{ stage, label: id, members: misses, reportTo, options }],
+      );
+      let j = 0;
+      members.forEach((_, i) => (outs[i] ??= computed[j++]));
+      progress.update(id, stage, { state: 'done', seconds: computed.reduce((a, o) => a + o.seconds, 0) });
+    }
+    const done = outs as StageOutcome[];
+    done.forEach((out, i) =>
+      progress.update(members[i].label, stage, {
+        state: out.cached ? 'cached' : 'done',
+        key: found[i].key,
+        seconds: out.seconds,
+        figure: out.info.figure,
+      }),
+    );
+    log.info(`${id}: ${done.filter((o) => o.cached).length} of ${members.length} cached`);
+    return done;
+  } catch (err) {
+    for (const m of members) progress.update(m.label, stage, { state: 'failed', error: failureMessage(err) });
     throw err;
   }
 }

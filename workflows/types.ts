@@ -34,6 +34,11 @@ export interface PipelineTemporalOptions {
   startToCloseTimeouts: Record<StageName, number>;
   maximumAttempts: number;
   checkpointEvery: number;
+  /**
+   * Classes per group of a grouped per-class stage (`flow`): one activity trains the group's
+   * flows together. Absent: workflows/dag.ts `flowGroupSize` decides (1: one per class).
+   */
+  flowGroupSize?: number;
   /** Base address of the Temporal web UI, set by the client that starts the audit (links in report.html). */
   uiUrl?: string;
 }
@@ -67,6 +72,21 @@ export interface StageRequest<P = unknown> {
   options?: { checkpointEvery?: number };
   /** The cache key the probe computed, so the activity does not fingerprint external inputs again. */
   key?: string;
+}
+
+/**
+ * The instances of a per-class stage for a group of classes, computed together in one activity
+ * (a stage with `computeGroup`: the flows of the group trained as one batched model). Each
+ * member keeps its own request, cache key and artifact.
+ */
+export interface StageGroupRequest {
+  stage: StageName;
+  /** Display id of the group: `flow[0-4]` (progress, logs, epoch updates). */
+  label: string;
+  members: StageRequest[];
+  /** The workflow that asked, for progress signals. */
+  reportTo?: string;
+  options?: StageRequest['options'];
 }
 
 /** Small facts about an artifact that the workflow needs to make decisions or show progress. */
@@ -113,6 +133,18 @@ export interface ProbeResult {
 export interface ClassStageInput {
   request: StageRequest<unknown>;
   className: string;
+  temporal: PipelineTemporalOptions;
+  datasetName: string;
+}
+
+/** Input of the child workflow that runs a group of classes' instances of a grouped per-class stage. */
+export interface ClassGroupInput {
+  /** `flow[0-4]`. */
+  label: string;
+  stage: StageName;
+  /** One request per class (label `flow[y]`), all with the same inputs. */
+  members: StageRequest<unknown>[];
+  classNames: string[];
   temporal: PipelineTemporalOptions;
   datasetName: string;
 }

@@ -1,16 +1,17 @@
 // Stage `encoder`: SimCLR on the training set (ml/simclr.ts), checkpointed every epoch, from
 // scratch or warm-started from the parent the lineage stage found; a pointer to a pretrained
-// model, whose folder fingerprint is part of the key; or a copy of an earlier audit's encoder
-// (reuse: no training).
+// model, whose folder fingerprint is part of the key; a pointer to an ONNX model, whose file's
+// sha256 is part of the key; or a copy of an earlier audit's encoder (reuse: no training).
 import { copyFile, cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { LayersModel } from '@tensorflow/tfjs-layers';
 import { pathExists } from '../../data/files.js';
 import { folderFingerprint } from '../../data/fingerprint.js';
+import { sha256File } from '../../data/hash.js';
 import { CHECKPOINT_FILE } from '../../ml/checkpoint.js';
-import type { EncoderLineage } from '../../ml/config.js';
+import type { EncoderLineage, OnnxEncoderConfig } from '../../ml/config.js';
 import { loadPretrainedEncoder } from '../../ml/encoder.js';
+import type { FeatureEncoder } from '../../ml/features.js';
 import { loadModel, saveModel } from '../../ml/model-io.js';
 import { readWarmStart, trainSimclr, type SimclrWarmStart } from '../../ml/simclr.js';
 import { StageInputError, type StageImpl, type StageRun } from '../engine.js';
@@ -22,7 +23,10 @@ const STATE = 'state';
 
 export const encoderStage: StageImpl<'encoder'> = {
   async identity(params) {
-    return { params, ...(params.kind === 'pretrained' ? { external: await folderFingerprint(params.path) } : {}) };
+    if (params.kind === 'pretrained') return { params, external: await folderFingerprint(params.path) };
+    // The file's content, not its size and mtime: a re-export of the same size must change the key.
+    if (params.kind === 'onnx') return { params, external: `onnx:${await onnxSha256(params.config.path)}` };
+    return { params };
   },
   async compute(run) {
     const p = run.params;
@@ -30,6 +34,12 @@ export const encoderStage: StageImpl<'encoder'> = {
       // The model stays where it is (its fingerprint is in the key); the artifact points at it.
       await writeFile(join(run.out, POINTER), JSON.stringify({ path: p.path }) + '\n');
       return { info: { figure: `pretrained ${p.path}` } };
+    }
+    if (p.kind === 'onnx') {
+      // As for a tfjs model, a pointer; with the hash, so that loading refuses a file changed since.
+      const sha256 = await onnxSha256(p.config.path);
+      await writeFile(join(run.out, POINTER), JSON.stringify({ onnx: p.config, sha256 } satisfies OnnxPointer) + '\n');
+      return { info: { figure: `onnx ${p.config.path} (sha256 ${sha256.slice(0, 12)})` } };
     }
     if (p.kind === 'reuse') return reuse(run as StageRun<typeof p>);
     const hooks = run.training(); // first: its heartbeats carry the checkpoint a retry reads
@@ -117,9 +127,43 @@ async function reuse(run: StageRun<{ kind: 'reuse'; from: string }>) {
   };
 }
 
-/** The encoder an `encoder` artifact holds (trained, or the pretrained model it points at). */
-export async function loadEncoder(dir: string, imageSize: number): Promise<LayersModel> {
+/** What an ONNX encoder artifact's pointer holds. */
+interface OnnxPointer {
+  onnx: OnnxEncoderConfig;
+  sha256: string;
+}
+
+async function onnxSha256(path: string): Promise<string> {
+  try {
+    return (await sha256File(path)).sha256;
+  } catch (err) {
+    throw new StageInputError(
+      `onnx encoder ${path}: cannot read the model: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+}
+
+/** Whether an `encoder` artifact points at an ONNX model (run by ONNX Runtime, not tfjs). */
+export async function isOnnxEncoder(dir: string): Promise<boolean> {
   const text = await readFile(join(dir, POINTER), 'utf8').catch(() => undefined);
-  if (text !== undefined) return loadPretrainedEncoder((JSON.parse(text) as { path: string }).path, imageSize);
-  return loadModel(join(dir, 'model'));
+  return text !== undefined && 'onnx' in (JSON.parse(text) as object);
+}
+
+/**
+ * The encoder an `encoder` artifact holds (trained, the pretrained model it points at, or the
+ * ONNX model it points at), and for ONNX what it runs on and why not CUDA when asked.
+ */
+export async function loadEncoder(dir: string, imageSize: number): Promise<{ encoder: FeatureEncoder; runsOn?: string; warning?: string }> {
+  const text = await readFile(join(dir, POINTER), 'utf8').catch(() => undefined);
+  if (text !== undefined) {
+    const pointer = JSON.parse(text) as { path: string } | OnnxPointer;
+    if ('onnx' in pointer) {
+      // Loaded only here: ONNX Runtime (native) stays out of every other run.
+      const { loadOnnxEncoder } = await import('../../ml/onnx-encoder.js');
+      const encoder = await loadOnnxEncoder(pointer.onnx, pointer.sha256);
+      return { encoder, runsOn: encoder.provider, ...(encoder.fallback ? { warning: encoder.fallback } : {}) };
+    }
+    return { encoder: await loadPretrainedEncoder(pointer.path, imageSize) };
+  }
+  return { encoder: await loadModel(join(dir, 'model')) };
 }

@@ -8,17 +8,22 @@ import { encodeSamples, mergeRows, unchangedRows } from '../../ml/features.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
 import type { StageImpl, StageRun } from '../engine.js';
 import { readMatrix, writeMatrix } from '../io.js';
-import { loadEncoder } from './encoder.js';
+import { isOnnxEncoder, loadEncoder } from './encoder.js';
 import { readLineage } from './lineage.js';
 
 export const featuresStage: StageImpl<'features'> = {
   async compute(run) {
-    const backend = await run.backend(run.params.backend, 'inference');
     const source = await run.dataset();
     const reusing = run.has('lineage') && (await readLineage(await run.input('lineage'))).mode === 'reuse';
     const previous = reusing ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }) : undefined;
     const todo = previous ? Int32Array.from(previous.from.keys()).filter((i) => previous.from[i] < 0) : undefined;
-    const encoder = await loadEncoder(await run.input('encoder'), source.height);
+    const dir = await run.input('encoder');
+    // Before a tfjs model loads (its weights live on the backend); an ONNX encoder runs on ONNX
+    // Runtime, with no tensor backend to select (TensorFlow stays unloaded).
+    const tfjsBackend = (await isOnnxEncoder(dir)) ? undefined : (await run.backend(run.params.backend, 'inference')).name;
+    const { encoder, runsOn, warning } = await loadEncoder(dir, source.height);
+    const backend = runsOn ?? tfjsBackend;
+    if (warning) run.log(warning);
     try {
       const computed = await encodeSamples(
         encoder,
@@ -47,12 +52,13 @@ export const featuresStage: StageImpl<'features'> = {
       return {
         info: {
           figure: `${features.rows} x ${features.cols} features` + (featureReuse ? `, ${featureReuse.recomputed} recomputed` : ''),
-          backend: backend.name,
+          backend,
           ...(featureReuse ? { featureReuse } : {}),
+          ...(warning ? { warnings: [warning] } : {}),
         },
       };
     } finally {
-      encoder.dispose();
+      await encoder.dispose();
     }
   },
 };

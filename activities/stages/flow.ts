@@ -1,9 +1,13 @@
 // Stage `flow` (one instance per class): the class's normalizing flow on its own features
 // (ml/flow.ts), trained through the one training loop, so it checkpoints and resumes exactly.
+// A group of instances computes together (computeGroup, ml/flow-group.ts): the group's flows
+// trained in lockstep as one batched model, each still saved as its own artifact.
 import { join } from 'node:path';
 import type { FlowConfig } from '../../ml/config.js';
 import { classMembers, saveFlow, trainClassFlow } from '../../ml/flow.js';
+import { trainFlowGroup } from '../../ml/flow-group.js';
 import { selectRows } from '../../ml/matrix.js';
+import { canonicalJson } from '../../data/hash.js';
 import { StageInputError, type StageImpl } from '../engine.js';
 import { readMatrix } from '../io.js';
 
@@ -55,5 +59,38 @@ export const flowStage: StageImpl<'flow'> = {
       info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}`, ...(warning ? { warnings: [warning] } : {}) },
       resumedFromEpoch,
     };
+  },
+
+  async computeGroup(runs, group) {
+    const p = group.params;
+    const how = (q: typeof p) => canonicalJson({ config: q.config, backend: q.backend });
+    const odd = runs.find((r) => how(r.params) !== how(p));
+    if (odd) throw new StageInputError(`${group.label}: ${odd.label} has another flow config or backend than the group`);
+    const hooks = group.training(); // first: its heartbeats carry the checkpoint a retry reads
+    await group.backend(p.backend, 'training');
+    // Read and verified once for the group: the members share their inputs.
+    const features = await readMatrix(await group.input('features'), 'features');
+    const dataset = await group.dataset();
+    const members = runs.map((run) => {
+      const y = run.params.classIndex;
+      const rows = classMembers(dataset.labels, y);
+      if (rows.length === 0) throw new StageInputError(`class ${y} has no samples: a flow cannot be fitted`);
+      const warning = smallClassWarning(dataset.classes[y] ?? String(y), y, rows.length, run.params.config);
+      if (warning) run.log(`warning: ${warning}`);
+      return { features: selectRows(features, rows), seed: run.params.seed, warning };
+    });
+    const { flows, nll, resumedFromEpoch } = await trainFlowGroup(members, p.config, hooks);
+    try {
+      for (const [i, run] of runs.entries()) await saveFlow(flows[i], join(run.out, 'flow.json'));
+    } finally {
+      flows.forEach((f) => f.dispose());
+    }
+    return members.map((m, i) => ({
+      info: {
+        figure: `${m.features.rows} samples, NLL ${nll[i].at(-1)?.toFixed(3)} (trained in a group of ${runs.length})`,
+        ...(m.warning ? { warnings: [m.warning] } : {}),
+      },
+      resumedFromEpoch,
+    }));
   },
 };

@@ -121,7 +121,8 @@ export async function resolveLineage(p: LineageParams, store: ArtifactStore): Pr
     if (!previousEncoder) return { mode: p.mode, reason: `${join(p.output, 'report.json')} names no encoder artifact (an older report)` };
     const enc = report.config.encoder;
     const want = p.architecture;
-    if (enc.kind === 'pretrained') return { mode: p.mode, reason: 'the previous audit used a pretrained encoder, not SimCLR' };
+    if (enc.kind === 'pretrained' || enc.kind === 'onnx')
+      return { mode: p.mode, reason: `the previous audit used a${enc.kind === 'onnx' ? 'n ONNX' : ''} pretrained encoder, not SimCLR` };
     if (enc.kind === 'simclr' && want && (enc.width !== want.width || enc.stem !== want.stem || enc.projectionDim !== want.projectionDim))
       return {
         mode: p.mode,

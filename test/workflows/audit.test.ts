@@ -127,7 +127,7 @@ describe('temporal pipeline (real dev server)', function () {
     expect(err.join('')).to.match(/encoder: (done|cached)/);
   });
 
-  it('shows the run in search attributes, memo and one child workflow per class', async function () {
+  it('shows the run in search attributes, memo and one child workflow per group of classes', async function () {
     const { workflowId, result, progress } = await baseRun();
     const ids = [workflowId];
     const d = await client.workflow.getHandle(ids[0]).describe();
@@ -151,10 +151,11 @@ describe('temporal pipeline (real dev server)', function () {
     for await (const wf of client.workflow.list({ query: `BackdoorDataset = "tiny-base" AND BackdoorStage = "flow"` })) {
       if (!wf.workflowId.startsWith(`${ids[0]}/`)) continue; // other tests' audits
       children.push(wf.workflowId);
-      expect(wf.type).to.equal('classStageWorkflow');
+      expect(wf.type).to.equal('classGroupWorkflow');
     }
-    // Every class's flow runs in its own child (a cached one too: the child's probe finds it).
-    expect(children.sort()).to.deep.equal([0, 1, 2].map((y) => `${ids[0]}/flow-${y}`));
+    // The flows run in groups of classes (3 classes over the default 2 worker slots: [0, 1] and
+    // [2]), one child each, a cached group too (the group's probe finds its classes' artifacts).
+    expect(children.sort()).to.deep.equal([`${ids[0]}/flow-0-1`, `${ids[0]}/flow-2-2`]);
     for (const c of children) {
       const child = await client.workflow.getHandle(c).describe();
       expect(child.raw.workflowExecutionInfo?.parentExecution?.workflowId).to.equal(ids[0]);

@@ -13,7 +13,16 @@ describe('the stage graph (workflows/graph.ts)', function () {
   it('has an implementation and an activity for every stage, and nothing else', function () {
     expect(Object.keys(STAGE_IMPLS)).to.have.members(STAGES);
     const activities = createActivities({ store: new ArtifactStore('/nonexistent'), log: () => undefined });
-    expect(Object.keys(activities)).to.have.members([...STAGES, 'probe']);
+    expect(Object.keys(activities)).to.have.members([...STAGES, 'probe', 'stageGroup']);
+  });
+
+  it('implements computeGroup for every grouped per-class stage', async function () {
+    for (const stage of STAGES.filter((s) => 'grouped' in STAGE_SPECS[s])) {
+      expect('perClass' in STAGE_SPECS[stage], stage).to.equal(true);
+      const entry = STAGE_IMPLS[stage];
+      const impl = 'load' in entry ? await entry.load() : entry;
+      expect(impl.computeGroup, stage).to.be.a('function');
+    }
   });
 
   it('declares each DAG node once, on a known stage, in an order that respects its inputs', function () {

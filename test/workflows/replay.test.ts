@@ -14,12 +14,24 @@ const dir = join(repoRoot, 'test', 'fixtures', 'histories');
 describe('workflow replay (recorded histories)', function () {
   this.timeout(120_000);
 
-  it('has the recorded histories of a full audit, a cached re-run and a per-class child', async function () {
-    expect((await readdir(dir)).sort()).to.include.members(['audit-cached.json', 'audit-full.json', 'class-stage-flow.json']);
+  it('has the recorded histories of a full audit, a cached re-run, a per-class child, and a grouped audit with its group child', async function () {
+    expect((await readdir(dir)).sort()).to.include.members([
+      'audit-cached.json',
+      'audit-full.json',
+      'class-stage-flow.json',
+      'audit-grouped.json',
+      'class-group-flow.json',
+    ]);
   });
 
   // File -> the workflow id it was recorded under (child workflow ids derive from it).
-  const recorded = { 'audit-full': 'replay-full', 'audit-cached': 'replay-cached', 'class-stage-flow': 'replay-full/flow-0' };
+  const recorded = {
+    'audit-full': 'replay-full',
+    'audit-cached': 'replay-cached',
+    'class-stage-flow': 'replay-full/flow-0',
+    'audit-grouped': 'replay-grouped',
+    'class-group-flow': 'replay-grouped/flow-0-1',
+  };
   for (const [name, workflowId] of Object.entries(recorded)) {
     it(`replays ${name} without nondeterminism`, async function () {
       installRuntime('ERROR');
