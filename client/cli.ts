@@ -1,4 +1,5 @@
-// The `backdoor-audit` command line: run / worker / status / watch / report / diff / schedule / server.
+// The `backdoor-audit` command line: run / worker / status / watch / report / diff / attack / server,
+// and schedule (client/schedule-commands.ts).
 // Without an address (flag or TEMPORAL_ADDRESS) it uses the embedded dev server and, for
 // `run`, an in-process worker.
 import { readFile } from 'node:fs/promises';
@@ -9,7 +10,7 @@ import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ArtifactStore } from '../data/artifacts.js';
 import { stateDir, storeRoot } from '../data/paths.js';
 import { createWorkers, embeddedTaskQueues, installRuntime, runWorkers } from '../worker/index.js';
-import { embeddedPort, ensureSearchAttributes, openTemporal, type ConnectionFlags, type TemporalSession } from './connection.js';
+import { embeddedPort, ensureSearchAttributes, type TemporalSession } from './connection.js';
 import {
   AuditFailedError,
   explainFailure,
@@ -23,109 +24,21 @@ import {
   type AuditHandle,
   type StartedAudit,
 } from './audit.js';
-import { InterruptedError, interruptOf, interruptRun, onInterrupt, untilInterrupted, type InterruptAction } from './interrupt.js';
+import { InterruptedError, interruptOf, interruptRun, onInterrupt, type InterruptAction } from './interrupt.js';
 import { loadPipeline, PipelineError } from './pipeline.js';
 import { formatProgress, progressView, retryLine, type ProgressView } from './progress-view.js';
-import {
-  backfillSchedule,
-  createSchedule,
-  deleteSchedule,
-  describeSchedule,
-  formatScheduleTable,
-  listSchedules,
-  OVERLAP_POLICIES,
-  pauseSchedule,
-  triggerSchedule,
-  unpauseSchedule,
-  updateSchedule,
-} from './schedule.js';
+import { addConnectionOptions, defaultIo, onStoreQueues, withSession, withTemporal, withUiUrl, type CliIo } from './cli-session.js';
+import { addScheduleCommands } from './schedule-commands.js';
+
+export type { CliIo } from './cli-session.js';
 import { diffAudits, formatDiff, readAuditOutputs } from '../report/diff.js';
 import { startDevServer } from './server.js';
 import { EncryptionCodec, payloadKeysFromEnv, startCodecServer } from './codec.js';
 import { TASK_QUEUES, type AuditProgress, type AuditResult, type Pipeline, type QueueKind } from '../workflows/types.js';
 import { writeFileAtomic } from '../data/files.js';
 
-/** Parses a --from / --to value; a usage error (exit 2) when it is no date. */
-function isoDate(value: string): Date {
-  const d = new Date(value);
-  if (Number.isNaN(d.getTime())) throw new InvalidArgumentError('not an ISO 8601 date-time (e.g. 2025-06-01T00:00:00Z)');
-  return d;
-}
-
 /** Worker log lines that repeat what the progress display shows: a stage computed, its outputs written, a training epoch. */
 const WORKER_PROGRESS_LINE = /^\S+: (computed in |wrote |epoch \d+\/\d+ )/;
-
-export interface CliIo {
-  out: (text: string) => void;
-  err: (text: string) => void;
-  /** Progress display stream (bars on a TTY, lines otherwise). */
-  progressStream?: NodeJS.WriteStream;
-  /**
-   * Aborted on the first SIGINT / SIGTERM by bin/, with the signal's name as its reason (a second
-   * one exits at once); tests abort it themselves.
-   */
-  signal?: AbortSignal;
-}
-
-const defaultIo: CliIo = {
-  out: (t) => process.stdout.write(`${t}\n`),
-  err: (t) => process.stderr.write(`${t}\n`),
-};
-
-function addConnectionOptions(cmd: Command): Command {
-  return cmd
-    .option('--address <host:port>', 'Temporal frontend (default: TEMPORAL_ADDRESS, else the embedded dev server)')
-    .option('--namespace <name>', 'namespace (default: TEMPORAL_NAMESPACE or "default")')
-    .option('--tls-cert <file>', 'client certificate for mTLS (or TEMPORAL_TLS_CERT)')
-    .option('--tls-key <file>', 'client key for mTLS (or TEMPORAL_TLS_KEY)')
-    .option('--tls-ca <file>', 'server CA certificate (or TEMPORAL_TLS_CA)')
-    .option('--no-ui', 'start the embedded server without its web UI');
-}
-
-function flagsOf(o: Record<string, unknown>): ConnectionFlags {
-  const s = (k: string) => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
-  const flags: ConnectionFlags = {};
-  if (s('address')) flags.address = s('address');
-  if (s('namespace')) flags.namespace = s('namespace');
-  if (s('tlsCert')) flags.tlsCert = s('tlsCert');
-  if (s('tlsKey')) flags.tlsKey = s('tlsKey');
-  if (s('tlsCa')) flags.tlsCa = s('tlsCa');
-  if (o.ui === false) flags.ui = false;
-  return flags;
-}
-
-/** Runs `fn` with a session; an interrupt ends it at once (InterruptedError). */
-async function withTemporal<T>(opts: Record<string, unknown>, io: CliIo, fn: (t: TemporalSession) => Promise<T>): Promise<T> {
-  return withSession(opts, io, (t) => untilInterrupted(io.signal, fn(t)));
-}
-
-/**
- * Runs `fn` with a session, for commands that handle interrupts themselves once connected (run
- * and worker stop what they started first); an interrupt while connecting ends it at once.
- */
-async function withSession<T>(opts: Record<string, unknown>, io: CliIo, fn: (t: TemporalSession) => Promise<T>): Promise<T> {
-  const opening = openTemporal(flagsOf(opts));
-  // Interrupted while connecting (or starting the embedded server): close what opens later.
-  const session = await untilInterrupted(io.signal, opening).catch((err: unknown) => {
-    if (err instanceof InterruptedError) void opening.then((s) => s.close()).catch(() => undefined);
-    throw err;
-  });
-  if (session.notice) io.err(session.notice);
-  if (session.server?.started) {
-    const ui = opts.ui === false ? '' : `, UI http://127.0.0.1:${embeddedPort() + 1000}`;
-    io.err(`started the embedded Temporal dev server on ${session.address}${ui} (state in ${stateDir()})`);
-  }
-  try {
-    return await fn(session);
-  } finally {
-    await session.close();
-  }
-}
-
-/** The pipeline as it runs on the embedded server: on the task queues of `store` (embeddedTaskQueues). */
-function onStoreQueues(pipeline: Pipeline, store: string): Pipeline {
-  return { ...pipeline, temporal: { ...pipeline.temporal, taskQueues: embeddedTaskQueues(pipeline.temporal.taskQueues, store) } };
-}
 
 function parseQueues(value: string): QueueKind[] {
   if (value === 'all') return ['cpu', 'gpu'];
@@ -153,23 +66,6 @@ const OUTPUT_FILES = ['cleansed.jsonl', 'report.html', 'report.json'] as const;
 /** Copies the report artifact's outputs into `dir`, each atomically, report.json last. */
 async function copyOutputs(storeDir: string, dir: string): Promise<void> {
   for (const name of OUTPUT_FILES) await writeFileAtomic(join(dir, name), await readFile(join(storeDir, name)));
-}
-
-/**
- * Where the Temporal web UI of this session is, for the links in report.html:
- * BACKDOOR_AUDIT_TEMPORAL_UI when set, else the embedded server's (its frontend port + 1000).
- */
-function uiUrlOf(t: TemporalSession, env: NodeJS.ProcessEnv = process.env): string | undefined {
-  if (env.BACKDOOR_AUDIT_TEMPORAL_UI) return env.BACKDOOR_AUDIT_TEMPORAL_UI;
-  if (t.config.address !== undefined) return undefined;
-  const port = Number(t.address.split(':').pop());
-  return Number.isInteger(port) ? `http://127.0.0.1:${port + 1000}` : undefined;
-}
-
-/** The pipeline with the session's UI address, which report.html links the workflow to. */
-function withUiUrl(pipeline: Pipeline, t: TemporalSession): Pipeline {
-  const uiUrl = uiUrlOf(t);
-  return uiUrl ? { ...pipeline, temporal: { ...pipeline.temporal, uiUrl } } : pipeline;
 }
 
 /**
@@ -450,113 +346,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     });
   });
 
-  const schedule = program.command('schedule').description('audits on a cron schedule (Temporal Schedules, overlap policy SKIP)');
-  addConnectionOptions(
-    schedule
-      .command('create <pipeline>')
-      .requiredOption('--cron <expr>', 'cron expression, e.g. "0 2 * * *" (02:00 UTC daily)')
-      .option('--id <scheduleId>', 'schedule id (default audit-schedule-<pipeline name>)')
-      .option('--paused', 'create it paused'),
-  ).action(async (file: string, opts: Record<string, unknown>) => {
-    const pipeline = await loadPipeline(file);
-    await withTemporal(opts, io, async (t) => {
-      await ensureSearchAttributes(t.connection, t.config.namespace).catch(() => undefined);
-      // On the embedded server the schedule's audits go to this store's queues (see README).
-      const id = await createSchedule(
-        t.client,
-        withUiUrl(t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline, t),
-        {
-          cron: String(opts.cron),
-          ...(typeof opts.id === 'string' ? { scheduleId: opts.id } : {}),
-          paused: opts.paused === true,
-        },
-      );
-      io.out(id);
-    });
-  });
-  addConnectionOptions(
-    schedule.command('list').description("every schedule: cron, paused (and why), next run, and the last run's verdict"),
-  ).action(async (opts: Record<string, unknown>) => {
-    await withTemporal(opts, io, async (t) => {
-      io.out(formatScheduleTable(await listSchedules(t.client)));
-    });
-  });
-  addConnectionOptions(
-    schedule
-      .command('pause <scheduleId>')
-      .description('stop starting audits (a running one goes on)')
-      .option('--note <text>', 'why, shown by `schedule list`'),
-  ).action(async (id: string, opts: Record<string, unknown>) => {
-    await withTemporal(opts, io, async (t) => {
-      await pauseSchedule(t.client, id, typeof opts.note === 'string' ? opts.note : undefined);
-      io.out(`paused ${id}`);
-    });
-  });
-  addConnectionOptions(schedule.command('unpause <scheduleId>').option('--note <text>', 'note to replace the pause note')).action(
-    async (id: string, opts: Record<string, unknown>) => {
-      await withTemporal(opts, io, async (t) => {
-        await unpauseSchedule(t.client, id, typeof opts.note === 'string' ? opts.note : undefined);
-        const next = (await describeSchedule(t.client, id)).nextRuns[0];
-        io.out(`unpaused ${id}; next run ${next ?? '-'}`);
-      });
-    },
-  );
-  addConnectionOptions(
-    schedule
-      .command('update <scheduleId> [pipeline]')
-      .description('change the cron and/or the pipeline file a schedule audits (policies, pause state and note are kept)')
-      .option('--cron <expr>', 'new cron expression (replaces the whole spec)'),
-  ).action(async (id: string, file: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
-    if (file === undefined && typeof opts.cron !== 'string') cmd.error('error: schedule update needs a pipeline file, --cron, or both');
-    const pipeline = file === undefined ? undefined : await loadPipeline(file);
-    await withTemporal(opts, io, async (t) => {
-      // The same queues as `schedule create` would give it (see there).
-      const audit = pipeline && t.config.address === undefined ? onStoreQueues(pipeline, storeRoot()) : pipeline;
-      await updateSchedule(t.client, id, {
-        ...(typeof opts.cron === 'string' ? { cron: opts.cron } : {}),
-        ...(audit ? { pipeline: audit } : {}),
-      });
-      const s = await describeSchedule(t.client, id);
-      io.out(
-        `updated ${id}: pipeline ${s.pipeline ?? '?'}, cron ${s.cron.join(' | ')}, next run ${s.paused ? '- (paused)' : (s.nextRuns[0] ?? '-')}`,
-      );
-    });
-  });
-  addConnectionOptions(
-    schedule
-      .command('backfill <scheduleId>')
-      .description('start now the audits the cron would have started between --from and --to (each audits the dataset as it is now)')
-      .requiredOption('--from <iso>', 'window start, e.g. 2025-06-01T00:00:00Z', isoDate)
-      .requiredOption('--to <iso>', 'window end (inclusive)', isoDate)
-      .addOption(
-        new Option('--overlap <policy>', "overlap policy for the backfilled runs (default: the schedule's, SKIP)").choices(
-          Object.keys(OVERLAP_POLICIES),
-        ),
-      ),
-  ).action(async (id: string, opts: Record<string, unknown>) => {
-    await withTemporal(opts, io, async (t) => {
-      const overlap = typeof opts.overlap === 'string' ? OVERLAP_POLICIES[opts.overlap] : undefined;
-      const r = await backfillSchedule(t.client, id, { from: opts.from as Date, to: opts.to as Date, ...(overlap ? { overlap } : {}) });
-      const times = Number.isNaN(r.times) ? '' : `${r.times} scheduled time${r.times === 1 ? '' : 's'} in the window, `;
-      io.out(
-        `backfill of ${id} accepted: ${times}overlap policy ${r.overlap}${r.overlap === 'SKIP' ? ' (a time is skipped while an audit of this schedule runs)' : ''}`,
-      );
-    });
-  });
-  addConnectionOptions(schedule.command('delete <scheduleId>')).action(async (id: string, opts: Record<string, unknown>) => {
-    await withTemporal(opts, io, async (t) => {
-      await deleteSchedule(t.client, id);
-      io.out(`deleted ${id}`);
-    });
-  });
-  addConnectionOptions(
-    schedule.command('trigger <scheduleId>').description('start the scheduled audit now (skipped while one runs)'),
-  ).action(async (id: string, opts: Record<string, unknown>) => {
-    await withTemporal(opts, io, async (t) => {
-      await triggerSchedule(t.client, id);
-      io.out(`triggered ${id}`);
-    });
-  });
+  addScheduleCommands(program, io);
 
   addConnectionOptions(
     program
