@@ -1,0 +1,51 @@
+// The README's matrix table from a `bench matrix` result: per attack and defense, the seeds
+// aggregated (targets found out of runs, means of the rates), beside the paper's numbers.
+//
+//   npm run bench -- matrix-table bench/results/matrix-<date>.json
+import { readFile } from 'node:fs/promises';
+import type { MatrixCell } from './matrix.js';
+
+/** Paper, CIFAR-10 at full scale (method.md): no defense ACC/ASR, ours ACC/ASR, relabel accuracy. */
+const PAPER: Record<string, string> = {
+  badnets: '94.9/100 -> 92.6/0.20, relabel 92.6',
+  blend: '94.2/98.3 -> 92.4/2.00, relabel 88.3',
+  wanet: '94.3/98.0 -> 92.0/0.28, relabel 90.3',
+  lc: '94.9/99.3 -> 92.8/0.06, (removed)',
+  issba: '94.5/100 -> 90.9/0.11, relabel 92.6',
+  'adap-patch': '95.2/80.9 -> 90.6/0.13, relabel 42.1',
+  'adap-blend': '95.0/64.9 -> 90.5/0.00, relabel 36.5',
+};
+
+const file = process.argv[2];
+if (!file) throw new Error('usage: npm run bench -- matrix-table <bench/results/matrix-*.json>');
+const body = JSON.parse(await readFile(file, 'utf8')) as {
+  cells: MatrixCell[];
+  pixelFloor: { condition: string; pixelRelabelAccuracy?: number }[];
+  scale: unknown;
+  minutes: number;
+};
+const mean = (xs: (number | undefined)[]): string => {
+  const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x));
+  return v.length ? ((100 * v.reduce((a, b) => a + b, 0)) / v.length).toFixed(1) : '-';
+};
+const groups = new Map<string, MatrixCell[]>();
+for (const c of body.cells) {
+  const key = `${c.condition}\u0000${c.defense}`;
+  groups.set(key, [...(groups.get(key) ?? []), c]);
+}
+console.log(`scale ${JSON.stringify(body.scale)}; ${body.minutes.toFixed(0)} min\n`);
+console.log(
+  '| attack | defense | runs | target found | false targets (mean) | TPR % | FPR % | relabel acc. % | poisoned kept % | genuine lost % | ACC % | ASR % | pixel floor relabel % | paper (no defense -> ours) |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const [key, cells] of groups) {
+  const [condition, defense] = key.split('\u0000');
+  const clean = condition === 'clean';
+  const found = clean ? `${cells.filter((c) => c.flagged.length === 0).length} clean` : `${cells.filter((c) => c.targetFound).length}`;
+  const floor = body.pixelFloor.filter((f) => f.condition === condition).map((f) => f.pixelRelabelAccuracy);
+  console.log(
+    `| ${condition} | ${defense} | ${cells.length} | ${found} | ${(cells.reduce((s, c) => s + c.falseTargets.length, 0) / cells.length).toFixed(1)} | ` +
+      `${mean(cells.map((c) => c.tpr))} | ${mean(cells.map((c) => c.fpr))} | ${mean(cells.map((c) => c.relabelAccuracy))} | ${mean(cells.map((c) => c.poisonedKept))} | ` +
+      `${mean(cells.map((c) => c.genuineLost))} | ${mean(cells.map((c) => c.acc))} | ${mean(cells.map((c) => c.asr))} | ${defense === 'flow-relabel' ? mean(floor) : ''} | ${defense === 'flow-relabel' ? (PAPER[condition] ?? '') : ''} |`,
+  );
+}
