@@ -1,8 +1,8 @@
 // Stage `report`: report.json, report.html and cleansed.jsonl as an artifact, then copied into
 // the pipeline's output folder. Always computed (its parameters carry this run's timings).
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pathExists, withFsDeadline } from '../../data/files.js';
 import type { PoisonTruth } from '../../data/types.js';
 import { buildReport, writeAuditOutputs } from '../../ml/cleansed.js';
 import type { AuditReport, Evaluation } from '../../ml/config.js';
@@ -18,9 +18,10 @@ import { readCleansed, readDetections } from './common.js';
  * nightly schedule), or undefined. Unreadable ones are logged and skipped: they never fail an audit.
  */
 async function previousAudit(output: string, log: (line: string) => void): Promise<AuditOutputs | undefined> {
-  if (!existsSync(join(output, 'report.json'))) return undefined;
   try {
-    return await readAuditOutputs(output);
+    // Under the output folder's deadline, like the writes: an unreachable file system skips the diff instead of hanging the stage.
+    if (!(await withFsDeadline('stat', output, () => pathExists(join(output, 'report.json'))))) return undefined;
+    return await withFsDeadline('read', output, () => readAuditOutputs(output));
   } catch (err) {
     log(`no diff against the previous audit: ${(err as Error).message}`);
     return undefined;
