@@ -20,6 +20,7 @@ import { classGroups, trainFlowGroup } from '../ml/flow-group.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { Rng } from '../ml/random.js';
 import { repoRoot } from '../data/paths.js';
+import { timed } from './lib/timed.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -66,14 +67,6 @@ for (let i = 0; i < features.rows; i++) {
   for (let j = 0; j < dim; j++) features.data[i * dim + j] = centres[c * dim + j] + rng.normal();
 }
 const classRows = (c: number): Matrix => matrix(perClass, dim, features.data.slice(c * perClass * dim, (c + 1) * perClass * dim));
-
-async function timed<T>(f: () => Promise<T> | T): Promise<{ value: T; s: number; cpuS: number }> {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const value = await f();
-  const c = process.cpuUsage(c0);
-  return { value, s: (performance.now() - t0) / 1000, cpuS: (c.user + c.system) / 1e6 };
-}
 
 async function perClassRun(): Promise<ClassFlow[]> {
   const flows: ClassFlow[] = [];

@@ -42,6 +42,7 @@ import { buildResNet18, featureDim } from '../ml/resnet.js';
 import { buildProjectionHead, ntXentLoss, SIMCLR_BETAS } from '../ml/simclr.js';
 import { simclrAugment } from '../ml/augment.js';
 import { repoRoot } from '../data/paths.js';
+import { timed } from './lib/timed.js';
 
 const TORCH_PYTHON = join(repoRoot, '.venv-bench', 'bin', 'python');
 
@@ -86,15 +87,6 @@ interface FlowResult {
   densityS: number;
   densityCpuS: number;
   finite: boolean;
-}
-
-/** Wall and CPU seconds of `f` (CPU: all threads of this process). */
-async function timed<T>(f: () => Promise<T> | T): Promise<{ value: T; s: number; cpuS: number }> {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  const value = await f();
-  const c = process.cpuUsage(c0);
-  return { value, s: (performance.now() - t0) / 1000, cpuS: (c.user + c.system) / 1e6 };
 }
 
 async function runSimclr(t: SimclrTask): Promise<SimclrResult> {
