@@ -5,7 +5,7 @@ import type { PoisonTruth } from '../data/types.js';
 import type { AuditReport, CleansedEntry } from '../ml/config.js';
 import { maxForeign } from '../ml/density.js';
 import type { Matrix } from '../ml/matrix.js';
-import { poisonScores } from '../ml/score.js';
+import { poisonScoreOf } from '../ml/score.js';
 
 /** Caps, so that a thousand classes and a million samples still give a page that opens. */
 export const PAGE_LIMITS = {
@@ -163,8 +163,11 @@ export function reportFigures(input: FigureInput): ReportFigures {
       };
     });
 
-  const scores = poisonScores(density, labels);
   const shownFlagged = flagged.slice(0, PAGE_LIMITS.flaggedClasses);
+  // Poison scores (ml/score.ts) of the drawn classes' rows only: the report runs in every audit,
+  // and the whole N x C pass would cost a million-sample, thousand-class audit seconds each time.
+  const scores = new Float32Array(n);
+  for (const y of shownFlagged) for (const i of members[y]) scores[i] = poisonScoreOf(density, i, y);
   const poisonScore = shownFlagged.map((y): PoisonScoreFigure => {
     const rows = members[y];
     const values = rows.map((i) => scores[i]);
