@@ -216,7 +216,8 @@ console.log(`wrote ${out} (${((performance.now() - started) / 60_000).toFixed(1)
 
 function cellOf(c: Condition, seed: number, defense: string, report: AuditReport, seconds: number): MatrixCell {
   const e = report.evaluation ?? {};
-  const acted = report.classes.filter((k) => k.split.relabelled + k.split.dropped > 0 && (defense !== 'flow-relabel' || k.flagged));
+  // The classes the defense acted on, as evaluate counts them (for the paper's method: the flagged ones).
+  const acted = report.classes.filter((k) => k.split.relabelled + k.split.dropped > 0);
   const flagged = acted.map((k) => k.name);
   const target = c.attack ? report.dataset.classes[c.attack.targetClass] : undefined;
   let poisoned = 0;
