@@ -23,6 +23,8 @@ export interface BackendInfo {
   tfjsBackend: string;
   /** Why the backends before it in the preference order were not used. */
   skipped: { name: BackendName; reason: string }[];
+  /** What the tensors run on, in words (`currentDevice`): recorded by the computing stages and report.json. */
+  device: string;
 }
 
 const PREFERENCE: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
@@ -166,12 +168,16 @@ async function activate(name: BackendName, purpose: BackendPurpose): Promise<str
       registerWasmKernels();
       const lacking = wasmSupports(purpose);
       if (lacking) return lacking;
-      return (await tf.setBackend('wasm')) ? undefined : 'wasm backend failed to initialise';
+      if (!(await tf.setBackend('wasm'))) return 'wasm backend failed to initialise';
+      device = 'CPU: WebAssembly (@tensorflow/tfjs-backend-wasm)';
+      return undefined;
     }
     case 'cpu':
       // The stock filter-gradient kernel is ~60x too slow to train a ResNet (backend/cpu-kernels.ts).
       registerCpuKernels();
-      return (await tf.setBackend('cpu')) ? undefined : 'cpu backend failed to initialise';
+      if (!(await tf.setBackend('cpu'))) return 'cpu backend failed to initialise';
+      device = 'CPU: plain JavaScript (@tensorflow/tfjs-backend-cpu)';
+      return undefined;
   }
 }
 
@@ -194,8 +200,8 @@ export async function selectBackend(
       if (skipped.length) log(`backend: using ${name}; not used: ${skipped.map((s) => `${s.name} (${s.reason})`).join('; ')}`);
       // The GPU is worth a line of its own, with or without skipped backends before it.
       if (name === 'tensorflow-gpu') log(`backend: tensorflow-gpu runs on ${device}`);
-      active = { name, tfjsBackend: tf.getBackend(), skipped };
-      activeDevice = device;
+      activeDevice = device ?? name;
+      active = { name, tfjsBackend: tf.getBackend(), skipped, device: activeDevice };
       return active;
     }
     skipped.push({ name, reason });
@@ -214,9 +220,9 @@ export function currentBackend(): BackendName {
 }
 
 /**
- * What the native backend chosen by the last `selectBackend` runs on: `GPU: <name> (compute
- * capability x.y, memory, driver); libtensorflow <version>` or `CPU: libtensorflow <version>
- * (<package>)`; undefined for the JS and WebAssembly backends.
+ * What the backend chosen by the last `selectBackend` runs on: `GPU: <name> (compute capability
+ * x.y, memory, driver); libtensorflow <version>`, `CPU: libtensorflow <version> (<package>)`,
+ * `CPU: WebAssembly (...)` or `CPU: plain JavaScript (...)`; undefined before any.
  */
 export function currentDevice(): string | undefined {
   return activeDevice;

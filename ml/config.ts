@@ -288,6 +288,12 @@ export interface AuditReport {
   sinceLastAudit?: SinceLastAudit;
   /** Where the encoder came from (warm start or reuse), and how many features were recomputed. */
   lineage?: EncoderLineage;
+  /**
+   * What each computing stage the report reads ran on, by stage id ("CPU: libtensorflow 2.15.1
+   * (tfjs-node)", "GPU: NVIDIA H200 ..."); a stage served from an artifact made before devices were
+   * recorded is absent.
+   */
+  devices?: Record<string, string>;
 }
 
 /** The encoder's ancestry and the features' reuse, as recorded in report.json. */

@@ -73,6 +73,7 @@ function banner(r: AuditReport): string {
     ['dataset', `${r.dataset.name}, ${r.dataset.samples} samples, ${r.dataset.classes.length} classes`],
     ['dataset hash', `<code>${esc(r.dataset.hash.slice(0, 16))}</code>`],
     ['backend', esc(r.backend)],
+    ...Object.entries(r.devices ?? {}).map(([stage, device]): [string, string] => [`${stage} ran on`, esc(device)]),
     ['encoder', `${esc(encoder)}${encoderKey ? ` <code>${esc(encoderKey.slice(0, 24))}</code>` : ''}`],
     ['defense', esc(r.config.defense)],
     ['workflow', runLink],

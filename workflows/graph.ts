@@ -212,6 +212,8 @@ export interface FlowParams {
 }
 export interface DensityParams {
   classes: number;
+  /** The flows' backend: a density stage may be the first of its worker process to compute (after a restart). */
+  backend: AuditConfig['backend'];
 }
 export interface DetectParams {
   config: DetectionConfig;
@@ -388,7 +390,7 @@ export const AUDIT_DAG: readonly DagNode[] = [
     id: 'density',
     stage: 'density',
     inputs: { features: 'features', flow: 'flow' },
-    params: (_p, f) => ({ classes: f.classes.length }),
+    params: ({ audit }, f) => ({ classes: f.classes.length, backend: audit.backend }),
   }),
   node({
     id: 'detect',

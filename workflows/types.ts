@@ -100,6 +100,8 @@ export interface StageInfo {
   targetClasses?: number[];
   counts?: AuditReport['counts'];
   backend?: string;
+  /** Computing stages: what the tensors ran on, in words (backend/backend.ts currentDevice). */
+  device?: string;
   metrics?: Record<string, number>;
   /** Report stage only: the verdict in brief and the files written to the output folder. */
   summary?: AuditSummary;

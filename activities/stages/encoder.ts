@@ -86,6 +86,7 @@ export const encoderStage: StageImpl<'encoder'> = {
           `loss ${losses.at(-1)?.toFixed(4)} after ${losses.length} epochs` +
           (lineage.parentEncoder ? ` (${lineage.cumulativeEpochs} in all, from ${lineage.parentEncoder.slice(0, 12)})` : ''),
         backend: backend.name,
+        device: backend.device,
         lineage,
       },
       resumedFromEpoch,

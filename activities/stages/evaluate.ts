@@ -23,12 +23,13 @@ export const evaluateStage: StageImpl<'evaluate'> = {
     // detections: a baseline defense is scored on what it did (for the paper's method they agree).
     const flagged = [...new Set(cleansed.filter((e) => e.side === 'poisoned').map((e) => e.label))].sort((a, b) => a - b);
     let evaluation: Evaluation = {};
+    let device: string | undefined;
     if (run.has('attack')) {
       const truth = JSON.parse(await readFile(join(await run.input('attack'), 'truth.json'), 'utf8')) as PoisonTruth;
       evaluation = { ...cleansingMetrics(cleansed, truth, flagged) };
     }
     if (run.has('model') && run.has('test')) {
-      await run.backend(p.backend, 'inference');
+      device = (await run.backend(p.backend, 'inference')).device;
       const test = await run.dataset('test');
       const model = await loadModel(join(await run.input('model'), 'model'));
       try {
@@ -50,6 +51,6 @@ export const evaluateStage: StageImpl<'evaluate'> = {
       .map(([k, v]) => `${k} ${typeof v === 'number' ? v.toFixed(3) : String(v)}`);
     const metrics: Record<string, number> = {};
     for (const [k, v] of Object.entries(evaluation)) if (typeof v === 'number') metrics[k] = v;
-    return { info: { figure: parts.join(', ') || 'nothing to evaluate', metrics } };
+    return { info: { figure: parts.join(', ') || 'nothing to evaluate', metrics, ...(device ? { device } : {}) } };
   },
 };

@@ -20,9 +20,10 @@ export const featuresStage: StageImpl<'features'> = {
     const dir = await run.input('encoder');
     // Before a tfjs model loads (its weights live on the backend); an ONNX encoder runs on ONNX
     // Runtime, with no tensor backend to select (TensorFlow stays unloaded).
-    const tfjsBackend = (await isOnnxEncoder(dir)) ? undefined : (await run.backend(run.params.backend, 'inference')).name;
+    const tfjs = (await isOnnxEncoder(dir)) ? undefined : await run.backend(run.params.backend, 'inference');
     const { encoder, runsOn, warning } = await loadEncoder(dir, source.height);
-    const backend = runsOn ?? tfjsBackend;
+    const backend = runsOn ?? tfjs?.name;
+    const device = runsOn ? `${runsOn.endsWith('cuda') ? 'GPU' : 'CPU'}: ${runsOn}` : tfjs?.device;
     if (warning) run.log(warning);
     try {
       const computed = await encodeSamples(
@@ -53,6 +54,7 @@ export const featuresStage: StageImpl<'features'> = {
         info: {
           figure: `${features.rows} x ${features.cols} features` + (featureReuse ? `, ${featureReuse.recomputed} recomputed` : ''),
           backend,
+          ...(device ? { device } : {}),
           ...(featureReuse ? { featureReuse } : {}),
           ...(warning ? { warnings: [warning] } : {}),
         },

@@ -42,7 +42,7 @@ export const flowStage: StageImpl<'flow'> = {
   async compute(run) {
     const p = run.params;
     const hooks = run.training(); // first: its heartbeats carry the checkpoint a retry reads
-    await run.backend(p.backend, 'training');
+    const { device } = await run.backend(p.backend, 'training');
     const features = await readMatrix(await run.input('features'), 'features');
     const dataset = await run.dataset();
     const rows = classMembers(dataset.labels, p.classIndex);
@@ -56,7 +56,7 @@ export const flowStage: StageImpl<'flow'> = {
       flow.dispose();
     }
     return {
-      info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}`, ...(warning ? { warnings: [warning] } : {}) },
+      info: { figure: `${rows.length} samples, NLL ${nll.at(-1)?.toFixed(3)}`, device, ...(warning ? { warnings: [warning] } : {}) },
       resumedFromEpoch,
     };
   },
@@ -67,7 +67,7 @@ export const flowStage: StageImpl<'flow'> = {
     const odd = runs.find((r) => how(r.params) !== how(p));
     if (odd) throw new StageInputError(`${group.label}: ${odd.label} has another flow config or backend than the group`);
     const hooks = group.training(); // first: its heartbeats carry the checkpoint a retry reads
-    await group.backend(p.backend, 'training');
+    const { device } = await group.backend(p.backend, 'training');
     // Read and verified once for the group: the members share their inputs.
     const features = await readMatrix(await group.input('features'), 'features');
     const dataset = await group.dataset();
@@ -88,6 +88,7 @@ export const flowStage: StageImpl<'flow'> = {
     return members.map((m, i) => ({
       info: {
         figure: `${m.features.rows} samples, NLL ${nll[i].at(-1)?.toFixed(3)} (trained in a group of ${runs.length})`,
+        device,
         ...(m.warning ? { warnings: [m.warning] } : {}),
       },
       resumedFromEpoch,

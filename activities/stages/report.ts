@@ -54,6 +54,12 @@ export const reportStage: StageImpl<'report'> = {
     const lineage = run.has('encoder') ? (await run.inputInfo('encoder')).lineage : undefined;
     const featureReuse = (await run.inputInfo('features')).featureReuse;
     if (lineage) report.lineage = { ...lineage, ...(featureReuse ? { features: featureReuse } : {}) };
+    const devices: Record<string, string> = {};
+    for (const id of ['encoder', 'features', 'density', 'evaluate'] as const) {
+      const device = run.has(id) ? (await run.inputInfo(id)).device : undefined;
+      if (device) devices[id] = device;
+    }
+    if (Object.keys(devices).length) report.devices = devices;
     const previous = await previousAudit(p.output, (w) => run.log(w));
     if (previous) report.sinceLastAudit = sinceLastAudit(diffAudits(previous, { report, cleansed }));
     const density = await readMatrix(await run.input('density'), 'density');

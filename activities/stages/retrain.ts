@@ -24,6 +24,9 @@ export const retrainStage: StageImpl<'retrain'> = {
     } finally {
       model.dispose();
     }
-    return { info: { figure: `loss ${losses.at(-1)?.toFixed(4)} after ${losses.length} epochs`, backend: backend.name }, resumedFromEpoch };
+    return {
+      info: { figure: `loss ${losses.at(-1)?.toFixed(4)} after ${losses.length} epochs`, backend: backend.name, device: backend.device },
+      resumedFromEpoch,
+    };
   },
 };

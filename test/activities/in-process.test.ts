@@ -77,6 +77,10 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
     ]);
     expect(report.evaluation?.acc).to.be.within(0, 1);
     expect(report.evaluation?.asr).to.be.within(0, 1);
+    // Where each computing stage ran, in words: one process, one backend, so one device for all.
+    expect(Object.keys(report.devices ?? {})).to.have.members(['encoder', 'features', 'density', 'evaluate']);
+    expect(new Set(Object.values(report.devices ?? {})).size).to.equal(1);
+    expect(report.devices?.encoder).to.match(report.backend.startsWith('tensorflow') ? /^(CPU|GPU): libtensorflow / : /^CPU: /);
     expect(first.density.rows).to.equal(300);
     expect(first.density.cols).to.equal(10);
     expect(first.detections).to.have.length(10);

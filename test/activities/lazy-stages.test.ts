@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { auditDataset } from '../../activities/in-process.js';
+import { ArtifactStore } from '../../data/artifacts.js';
 import { STAGE_IMPLS } from '../../activities/stages/index.js';
 import { loadPipeline } from '../../client/pipeline.js';
 import { repoRoot } from '../../data/paths.js';
@@ -63,7 +64,7 @@ describe('lazy stage modules', function () {
         flowEpochs: 1,
       });
       const store = join(dir, 'store');
-      await auditDataset(await loadPipeline(file), { store }); // computes every stage (here: TensorFlow loads)
+      const first = await auditDataset(await loadPipeline(file), { store }); // computes every stage (here: TensorFlow loads)
 
       const loadsFile = join(dir, 'loads.txt');
       const script = join(dir, 'cached-run.mts');
@@ -83,6 +84,15 @@ describe('lazy stage modules', function () {
       expect(loaded(/\/backend\/backend\.ts$/)).to.deep.equal([]);
       // Stages without an identity hook are probed without loading their modules.
       expect(loaded(/activities\/stages\/(features|flow|density|detect|relabel|attack)\.ts$/)).to.deep.equal([]);
+
+      // A worker restarted between the flows and the density matrix: the density stage is the first
+      // of its process to compute, so it must select the backend itself (tfjs-core alone has none).
+      await rm(new ArtifactStore(store).dir(first.outcomes['density']!.ref), { recursive: true, force: true });
+      const resumed = await run(process.execPath, ['--import', 'tsx', script], { cwd: repoRoot, maxBuffer: 16 << 20 });
+      const resumedCached = JSON.parse(resumed.stdout.trim().split('\n').at(-1)!) as Record<string, boolean>;
+      expect(resumedCached['density']).to.equal(false);
+      expect(resumedCached['features']).to.equal(true);
+      expect(resumedCached['flow[0]']).to.equal(true);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

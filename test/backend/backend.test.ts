@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers them all
 // (tfjs-node does too, through @tensorflow/tfjs, but the fallback path must not depend on it).
 import '@tensorflow/tfjs-layers';
-import { selectBackend, currentBackend } from '../../backend/backend.js';
+import { selectBackend, currentBackend, currentDevice } from '../../backend/backend.js';
 import { repoRoot } from '../../data/paths.js';
 
 // Quiets TensorFlow's start-up banner (oneDNN and CPU-feature notices) on stderr.
@@ -104,7 +104,10 @@ describe('native TensorFlow backend', function () {
   it("selectBackend('tensorflow') activates tfjs-node, or fails naming the package", async function () {
     if (loadError === undefined) {
       const info = await selectBackend('tensorflow', 'training', () => {});
-      expect(info).to.deep.equal({ name: 'tensorflow', tfjsBackend: 'tensorflow', skipped: [] });
+      const { device, ...rest } = info;
+      expect(rest).to.deep.equal({ name: 'tensorflow', tfjsBackend: 'tensorflow', skipped: [] });
+      expect(device).to.match(/^(CPU|GPU): libtensorflow \d+\.\d+\.\d+ /);
+      expect(currentDevice()).to.equal(device);
       // A known answer through the native kernels: a 3x3x2 all-ones window summed by conv2d.
       const y = tf.conv2d(tf.ones([1, 3, 3, 2]) as tf.Tensor4D, tf.ones([3, 3, 2, 1]) as tf.Tensor4D, 1, 'valid');
       expect(Array.from(await y.data())).to.deep.equal([18]);

@@ -124,7 +124,7 @@ describe('the audit DAG (workflows/dag.ts)', function () {
     expect(call('density').inputs).to.include({ 'flow-0': key('flow[0]'), 'flow-1': key('flow[1]'), features: key('features') });
     expect(call('evaluate').inputs).to.have.keys(['relabel', 'dataset', 'attack']); // no model, no test set
     expect(call('flow[1]').params).to.include({ classIndex: 1, seed: defaultAuditConfig.seed + 1 });
-    expect(call('density').params).to.deep.equal({ classes: 2 });
+    expect(call('density').params).to.deep.equal({ classes: 2, backend: 'auto' });
   });
 
   it('ingests the test set alongside the training set and hands the report every earlier timing', async function () {
