@@ -2,7 +2,8 @@
 // machine:
 //   (a) a SimCLR training step of ResNet-18 (CIFAR stem) on 32x32 images: images/s;
 //   (b) inference (backbone features) with the same network: images/s;
-//   (c) per-class flow training + the density matrix on classes x perClass features: seconds.
+//   (c) per-class flow training + the density matrix on classes x perClass features: seconds;
+//       ours both one class at a time and in lockstep groups (ml/flow-group.ts, the pipeline's way).
 // Every measurement runs in its own child process (a fresh wasm heap, no backend left over from
 // the previous one). PyTorch runs from .venv-bench (scripts/setup-bench-venv.sh).
 //
@@ -34,6 +35,7 @@ import { selectBackend, type BackendName } from '../backend/backend.js';
 import { defaultAuditConfig, defaultSimclrEncoder } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { trainClassFlow, type ClassFlow } from '../ml/flow.js';
+import { classGroups, trainFlowGroup } from '../ml/flow-group.js';
 import { gradientStep, trainableVariables } from '../ml/loop.js';
 import { matrix, selectRows } from '../ml/matrix.js';
 import { Adam } from '../ml/optim.js';
@@ -42,6 +44,7 @@ import { buildResNet18, featureDim } from '../ml/resnet.js';
 import { buildProjectionHead, ntXentLoss, SIMCLR_BETAS } from '../ml/simclr.js';
 import { simclrAugment } from '../ml/augment.js';
 import { repoRoot } from '../data/paths.js';
+import { defaultFlowGroupSize } from '../workflows/dag.js';
 import { timed } from './lib/timed.js';
 
 const TORCH_PYTHON = join(repoRoot, '.venv-bench', 'bin', 'python');
@@ -68,6 +71,11 @@ interface FlowTask {
   epochs: number;
   /** Only the first `trainClasses` flows are trained; the density matrix uses all (same cost). */
   trainClasses: number;
+  /**
+   * Classes trained in lockstep (ml/flow-group.ts), as the pipeline's flow stage does; absent:
+   * one class at a time (ml/flow.ts trainClassFlow), the per-class trainer it replaced.
+   */
+  groupSize?: number;
 }
 
 type Task = SimclrTask | FlowTask;
@@ -157,11 +165,29 @@ async function runFlows(t: FlowTask): Promise<FlowResult> {
   }
   const cfg = { ...defaultAuditConfig.flow, hidden: t.hidden, epochs: t.epochs };
   const flows: ClassFlow[] = [];
+  const classRows = (c: number) =>
+    selectRows(
+      features,
+      Int32Array.from({ length: t.perClass }, (_, i) => c * t.perClass + i),
+    );
   const train = await timed(async () => {
+    if (t.groupSize) {
+      // A group's time is not linear in its size: every class trains (trainClasses is ignored).
+      for (const group of classGroups(t.classes, t.groupSize)) {
+        flows.push(
+          ...(
+            await trainFlowGroup(
+              group.map((c) => ({ features: classRows(c), seed: c })),
+              cfg,
+            )
+          ).flows,
+        );
+      }
+      return;
+    }
     for (let c = 0; c < t.classes; c++) {
-      const rows = Int32Array.from({ length: t.perClass }, (_, i) => c * t.perClass + i);
       const classCfg = c < t.trainClasses ? cfg : { ...cfg, epochs: 0 };
-      flows.push((await trainClassFlow(selectRows(features, rows), classCfg, c)).flow);
+      flows.push((await trainClassFlow(classRows(c), classCfg, c)).flow);
     }
   });
   const density = await timed(() => densityMatrix(flows, features));
@@ -340,6 +366,8 @@ async function main(): Promise<void> {
     .map((s) => int(s, threads, 'torch-threads'));
   const backends = values.backends.split(',').map((s) => s.trim()) as BackendName[];
   const configuredEpochs = defaultAuditConfig.flow.epochs;
+  // What the pipeline's flow stage does for these classes by default (workflows/dag.ts).
+  const groupSize = defaultFlowGroupSize(flowClasses);
   const hidden = defaultAuditConfig.flow.hidden;
 
   console.log(`# Speed: ours vs PyTorch (CPU), ${new Date().toISOString()}`);
@@ -510,40 +538,49 @@ async function main(): Promise<void> {
         rows.push({ impl: 'ours: cpu', threads: '1', note: 'skipped in --quick (~0.4 s per batch of 16)' });
         continue;
       }
-      // The pure-JS backend takes ~0.4 s per batch: one class stands for all.
-      const trainClasses = backend === 'cpu' ? 1 : flowTrainClasses;
-      const r = await ours<FlowResult>({
-        kind: 'flows',
-        backend,
-        classes: flowClasses,
-        perClass: flowPerClass,
-        dim: flowDim,
-        hidden,
-        epochs: flowEpochs,
-        trainClasses,
-      });
       const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
-      const rowScale = (configuredEpochs / flowEpochs) * (flowClasses / trainClasses);
-      rows.push(
-        r.ok && r.result
-          ? {
-              impl: `ours: ${r.result.backend}`,
-              threads: t,
-              trainS: r.result.trainS,
-              trainCpuS: r.result.trainCpuS,
-              densityS: r.result.densityS,
-              scale: rowScale,
-              note: trainClasses !== flowTrainClasses ? `${trainClasses} flow trained` : undefined,
-            }
-          : { impl: `ours: ${backend}`, threads: t, note: r.error },
-      );
-      console.error(`flows: ${backend} done`);
+      // The pipeline's trainer (groups as workflows/dag.ts flowGroupSize makes them for these
+      // classes) and, on the native backend, the one-class-at-a-time trainer it replaced, side by side.
+      // The pure-JS backend takes ~0.4 s per batch: there one class of the per-class trainer stands for all.
+      const variants: (number | undefined)[] =
+        backend === 'cpu' ? [undefined] : backend.startsWith('tensorflow') ? [undefined, groupSize] : [groupSize];
+      for (const g of variants) {
+        const trainClasses = g ? flowClasses : backend === 'cpu' ? 1 : flowTrainClasses;
+        const r = await ours<FlowResult>({
+          kind: 'flows',
+          backend,
+          classes: flowClasses,
+          perClass: flowPerClass,
+          dim: flowDim,
+          hidden,
+          epochs: flowEpochs,
+          trainClasses,
+          ...(g ? { groupSize: g } : {}),
+        });
+        const how = g ? `groups of ${g}` : 'one class at a time';
+        const rowScale = (configuredEpochs / flowEpochs) * (flowClasses / trainClasses);
+        rows.push(
+          r.ok && r.result
+            ? {
+                impl: `ours: ${r.result.backend}, ${how}`,
+                threads: t,
+                trainS: r.result.trainS,
+                trainCpuS: r.result.trainCpuS,
+                densityS: r.result.densityS,
+                scale: rowScale,
+                note: trainClasses !== flowTrainClasses ? `${trainClasses} flow${trainClasses === 1 ? '' : 's'} trained` : undefined,
+              }
+            : { impl: `ours: ${backend}, ${how}`, threads: t, note: r.error },
+        );
+        console.error(`flows: ${backend}, ${how} done`);
+      }
     }
     const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
     console.log(
       `\n## (c) Per-class flows: ${flowClasses} classes x ${flowPerClass} features of ${flowDim} dims, hidden ${hidden}, batch 16; ` +
-        `${flowTrainClasses} of the ${flowClasses} flows trained for ${flowEpochs} epoch(s), time scaled x${f1(scale)} to all ${flowClasses} for ${configuredEpochs} epochs; ` +
-        `then the ${flowClasses * flowPerClass} x ${flowClasses} density matrix`,
+        `one class at a time (PyTorch, as the paper's code does, and our per-class trainer): ${flowTrainClasses} of the ${flowClasses} flows trained for ${flowEpochs} epoch(s), ` +
+        `time scaled x${f1(scale)} to all ${flowClasses} for ${configuredEpochs} epochs; ours in groups of ${groupSize} (the pipeline's default for ${flowClasses} classes): ` +
+        `all ${flowClasses} trained for ${flowEpochs} epoch(s), scaled x${f1(configuredEpochs / flowEpochs)}; then the ${flowClasses * flowPerClass} x ${flowClasses} density matrix`,
     );
     console.log(
       `| implementation | threads | train s (measured) | CPU s | train s (${flowClasses} flows x ${configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`,

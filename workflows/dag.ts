@@ -63,7 +63,11 @@ export interface ClassInstance {
  * not 1,000 activities, and a group's stacked weights stay small).
  */
 export function flowGroupSize(pipeline: Pipeline, classes: number): number {
-  return pipeline.temporal.flowGroupSize ?? Math.max(1, Math.min(MAX_DEFAULT_GROUP, Math.ceil(classes / DEFAULT_GROUP_SLOTS)));
+  return pipeline.temporal.flowGroupSize ?? defaultFlowGroupSize(classes);
+}
+/** The group size when the pipeline sets none: the classes split across the default slots. */
+export function defaultFlowGroupSize(classes: number): number {
+  return Math.max(1, Math.min(MAX_DEFAULT_GROUP, Math.ceil(classes / DEFAULT_GROUP_SLOTS)));
 }
 /** The default CPU worker's concurrent activities (worker/index.ts cpuConcurrency). */
 export const DEFAULT_GROUP_SLOTS = 2;
