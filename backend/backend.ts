@@ -9,6 +9,7 @@ import '@tensorflow/tfjs-layers';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { registerCpuKernels } from './cpu-kernels.js';
+import { registerNativeKernels } from './native-kernels.js';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
 export type BackendChoice = BackendName | 'auto';
@@ -58,7 +59,11 @@ async function loadNative(pkg: string): Promise<string | undefined> {
     return nativePkg === pkg ? undefined : `${nativePkg} is already loaded in this process (one native TensorFlow per process)`;
   }
   const why = await tryNative(pkg);
-  if (why === undefined) nativePkg = pkg;
+  if (why === undefined) {
+    nativePkg = pkg;
+    // ml/batch-norm.ts's fused training kernels: one TensorFlow op per direction instead of ~30.
+    registerNativeKernels();
+  }
   return why;
 }
 

@@ -32,19 +32,16 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend, type BackendName } from '../backend/backend.js';
-import { defaultAuditConfig, defaultSimclrEncoder } from '../ml/config.js';
+import { defaultAuditConfig } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { trainClassFlow, type ClassFlow } from '../ml/flow.js';
 import { classGroups, trainFlowGroup } from '../ml/flow-group.js';
-import { gradientStep, trainableVariables } from '../ml/loop.js';
 import { matrix, selectRows } from '../ml/matrix.js';
-import { Adam } from '../ml/optim.js';
 import { Rng } from '../ml/random.js';
-import { buildResNet18, featureDim } from '../ml/resnet.js';
-import { buildProjectionHead, ntXentLoss, SIMCLR_BETAS } from '../ml/simclr.js';
 import { simclrAugment } from '../ml/augment.js';
 import { repoRoot } from '../data/paths.js';
 import { defaultFlowGroupSize } from '../workflows/dag.js';
+import { simclrBenchStep } from './lib/simclr-step.js';
 import { timed } from './lib/timed.js';
 
 const TORCH_PYTHON = join(repoRoot, '.venv-bench', 'bin', 'python');
@@ -98,32 +95,13 @@ interface FlowResult {
 }
 
 async function runSimclr(t: SimclrTask): Promise<SimclrResult> {
-  const seed = 0;
-  const encoder = buildResNet18({ stem: 'cifar', width: t.width, inputSize: 32, seed });
-  const head = buildProjectionHead(featureDim(t.width), defaultSimclrEncoder.projectionDim, seed + 1);
-  const vars = trainableVariables([...encoder.trainableWeights, ...head.trainableWeights]);
-  const optimizer = new Adam(vars, 3e-4, SIMCLR_BETAS[0], SIMCLR_BETAS[1]);
-  const rng = new Rng(seed);
-  const pixels = (n: number) => Float32Array.from({ length: n * 32 * 32 * 3 }, () => rng.next());
-  // Both views of the batch go through the network together, as in ml/simclr.ts.
-  const views = tf.tensor4d(pixels(2 * t.batch), [2 * t.batch, 32, 32, 3]);
-  const step = () =>
-    gradientStep(
-      () => {
-        const z = head.apply(encoder.apply(views, { training: true }) as tf.Tensor, { training: true }) as tf.Tensor2D;
-        const [z1, z2] = tf.split(z, 2, 0) as [tf.Tensor2D, tf.Tensor2D];
-        return ntXentLoss(z1, z2, 0.5);
-      },
-      vars,
-      optimizer,
-    );
+  const { step, encoder, pixels } = simclrBenchStep(t.width, t.batch);
   await step(); // warm-up: kernel setup, XNNPACK operator creation, heap growth
   const train = await timed(async () => {
     let loss = 0;
     for (let i = 0; i < t.steps; i++) loss = await step();
     return loss;
   });
-  views.dispose();
 
   const images = tf.tensor4d(pixels(t.batch), [t.batch, 32, 32, 3]);
   const augment = await timed(() => {

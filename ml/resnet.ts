@@ -5,6 +5,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
 import type { Stem } from './config.js';
 import { Rng } from './random.js';
+import { BatchNorm } from './batch-norm.js';
 
 export interface ResNetOptions {
   /** 'cifar': 3x3 conv stride 1, no max-pool (32x32 inputs); 'imagenet': 7x7 stride 2 + 3x3 max-pool. */
@@ -47,8 +48,8 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
       .apply(x) as SymbolicTensor;
   // Keras defaults are momentum 0.99, epsilon 1e-3; PyTorch's (0.9 i.e. 1 - 0.1, 1e-5) are what the
   // paper's ResNet-18 was trained with.
-  const bn = (x: SymbolicTensor, name: string) =>
-    tfl.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-5, name }).apply(x) as SymbolicTensor;
+  // ml/batch-norm.ts: tfjs-layers' BatchNormalization, trained through fused kernels where the backend has them.
+  const bn = (x: SymbolicTensor, name: string) => new BatchNorm({ momentum: 0.9, epsilon: 1e-5, name }).apply(x) as SymbolicTensor;
   const relu = (x: SymbolicTensor, name: string) => tfl.layers.reLU({ name }).apply(x) as SymbolicTensor;
   // x[:, ::s, ::s, :], as a 1x1 average pool (a mean of one value is exact, and its gradient
   // routes no ties). A 1x1 'same' conv with stride s reads exactly

@@ -68,6 +68,7 @@ def main():
     p.add_argument("--infer-batches", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", type=int, default=32)
+    p.add_argument("--profile", action="store_true", help="also profile one training step: self CPU time per operator")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -93,6 +94,17 @@ def main():
         step()
     train_s = (time.perf_counter() - t0) / a.steps
     train_cpu_s = (time.process_time() - c0) / a.steps
+    profile = None
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        profile = [
+            {"name": e.key, "count": e.count, "self_ms": e.self_cpu_time_total / 1000}
+            for e in prof.key_averages()
+            if e.self_cpu_time_total > 0
+        ]
 
     encoder.eval()
     images = torch.rand(a.batch, 3, a.size, a.size)
@@ -116,6 +128,7 @@ def main():
         "infer_batch_s": infer_s,
         "infer_batch_cpu_s": infer_cpu_s,
         "infer_images_per_s": a.batch / infer_s,
+        **({"profile": profile} if profile is not None else {}),
     }))
 
 
