@@ -52,7 +52,8 @@ const CATEGORIES: { name: string; ours: RegExp; torch: RegExp }[] = [
   { name: 'matmul (projection head, NT-Xent)', ours: /MatMul/, torch: /^aten::(mm|addmm|bmm|matmul|linear)/ },
   { name: 'optimizer (Adam)', ours: /^$/, torch: /^Optimizer\.step|_foreach|^aten::(lerp|addcdiv|addcmul)/ },
 ];
-const OTHER_ACTIVATION = 'elementwise and reductions on activations (ours: batch norm as moments + batchNorm, ReLU, residual adds; their gradients)';
+const OTHER_ACTIVATION =
+  'elementwise and reductions on activations (ours: batch norm as moments + batchNorm, ReLU, residual adds; their gradients)';
 const OTHER = 'elementwise and reductions on weights and scalars (ours: Adam, loss)';
 
 interface KernelRow {
@@ -111,7 +112,10 @@ async function torch(): Promise<Record<string, unknown> | { error: string }> {
   args.push('--threads', String(threads), '--steps', '1', '--infer-batches', '1', '--profile');
   try {
     const { stdout } = await promisify(execFile)(python, args, { maxBuffer: 64 << 20 });
-    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { train_step_s: number; profile: { name: string; count: number; self_ms: number }[] };
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
+      train_step_s: number;
+      profile: { name: string; count: number; self_ms: number }[];
+    };
     const byCategory = new Map<string, number>();
     let total = 0;
     for (const op of r.profile) {
