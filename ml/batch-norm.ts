@@ -9,8 +9,9 @@
 //
 // The layer is tfjs-layers' BatchNormalization for channels-last inputs with center and scale:
 // the same weights in the same order (gamma, beta, moving_mean, moving_variance), the same
-// moving-average update with the biased batch variance, the same inference path. Models saved
-// with either class load into the same weights.
+// moving-average update with the biased batch variance, the same inference path. It is saved as
+// a BatchNormalization with that layer's config, so a saved model stays readable by any tfjs
+// (and loads as tfjs-layers' own layer, whose inference is the same single kernel).
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
@@ -82,7 +83,6 @@ export interface BatchNormArgs {
 
 /** Channels-last batch normalization, trained through fused kernels where the backend has them. */
 export class BatchNorm extends tfl.layers.Layer {
-  static className = 'BackdoorAuditBatchNorm';
   readonly momentum: number;
   readonly epsilon: number;
   private gamma?: tfl.LayerVariable;
@@ -143,8 +143,13 @@ export class BatchNorm extends tfl.layers.Layer {
     });
   }
 
+  /** Saved as tfjs-layers' own class (see the top of this file). */
+  override getClassName(): string {
+    return 'BatchNormalization';
+  }
+
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), momentum: this.momentum, epsilon: this.epsilon };
+    const standard = tfl.layers.batchNormalization({ axis: -1, momentum: this.momentum, epsilon: this.epsilon }).getConfig();
+    return { ...standard, ...super.getConfig() };
   }
 }
-tf.serialization.registerClass(BatchNorm);

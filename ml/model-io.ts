@@ -6,8 +6,6 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { publishDir } from '../data/files.js';
-// Registers the ResNet's batch-norm layer class, so that saved encoders and classifiers load.
-import './batch-norm.js';
 
 const MODEL_JSON = 'model.json';
 const WEIGHTS_BIN = 'weights.bin';

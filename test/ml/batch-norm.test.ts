@@ -106,7 +106,7 @@ describe('BatchNorm (ml/batch-norm.ts)', function () {
     for (const k of Object.keys(ours) as (keyof Pass)[]) expectClose(ours[k], theirs[k], k, 1e-5);
   });
 
-  it("holds tfjs-layers' weights in the same order, and round-trips through saveModel / loadModel", async () => {
+  it("holds tfjs-layers' weights in the same order, and saves as tfjs-layers' BatchNormalization", async () => {
     await selectBackend('cpu', 'training', () => {});
     const theirs = oneLayer('tfjs-layers', 4);
     const ours = oneLayer('ours', 5);
@@ -120,8 +120,10 @@ describe('BatchNorm (ml/batch-norm.ts)', function () {
     try {
       await saveModel(ours, join(dir, 'model'));
       const loaded = await loadModel(join(dir, 'model'));
-      expect(loaded.layers[1]).to.be.instanceOf(BatchNorm);
-      expect((loaded.layers[1] as BatchNorm).momentum).to.equal(ARGS.momentum);
+      // Saved as tfjs-layers' BatchNormalization, with its config: any tfjs reads it.
+      const standard = oneLayer('tfjs-layers', 4).layers[1];
+      expect(loaded.layers[1].getClassName()).to.equal('BatchNormalization');
+      expect(loaded.layers[1].getConfig()).to.deep.equal({ ...standard.getConfig(), name: 'bn' });
       const w = (m: tfl.LayersModel) => m.getWeights().map((t) => Array.from(t.dataSync()));
       expect(w(loaded)).to.deep.equal(w(ours));
     } finally {
