@@ -2,7 +2,7 @@
 // name through tfjs-node's binding (as tfjs-node's own kernels are), from the SimCLR profile
 // (bench/simclr-profile.ts):
 // - ml/batch-norm.ts's training kernels: TensorFlow's FusedBatchNormV3 in training mode and
-//   FusedBatchNormGradV3 (oneDNN on the CPU, cuDNN on the GPU) instead of ~30 kernels per layer.
+//   FusedBatchNormGradV3 (oneDNN on the CPU, cuDNN on the GPU) instead of ~60 kernels per layer and step.
 // - ReLU's gradient: tfjs takes dy * step(x), and tfjs-node's Step is six kernels (IsNan, Greater,
 //   Fill, Select, ...) over the activation, ~15% of a ResNet step; TensorFlow's ReluGrad is one.
 //   It differs only where x is NaN (0 instead of NaN), where the loss is NaN already.

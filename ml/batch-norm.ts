@@ -1,7 +1,7 @@
 // Batch normalization for the ResNet, with one fused kernel per direction where the backend has
 // one (issue 12's SimCLR profile). tfjs-layers' BatchNormalization trains through tf.moments and
-// tf.batchNorm: ~10 elementwise and reduction kernels over the activation forward and ~20 for
-// their gradients, which was about half of a SimCLR step on native TensorFlow. TensorFlow's own
+// tf.batchNorm: about 60 elementwise and reduction kernels over the activation per layer and step
+// (forward and gradient), which was about half of a SimCLR step on native TensorFlow. TensorFlow's own
 // FusedBatchNormV3 / FusedBatchNormGradV3 do each direction in one pass (162 ms -> 14 ms for
 // forward + gradient of a [64, 32, 32, 64] activation on 2 cores). Backends register the kernels
 // below when they have them (backend/native-kernels.ts); elsewhere the layer computes exactly
