@@ -22,7 +22,8 @@
 // measured at --wasm-batch 32 and the pure-JS cpu backend (minutes per step) at --cpu-batch 1;
 // their images/s are taken as batch-independent. Flow training measured for fewer epochs or
 // classes is scaled linearly to all classes for the configured 50 epochs. The table says where.
-// --quick (< 15 min on 2 cores): batch 64, one step, 2 of 10 flows, cpu backend skipped.
+// --quick (< 15 min on 2 cores): batch 64, 3 steps and 10 inference batches (on these shared
+// 2-core machines one step or batch varied by up to 30% between runs), 2 of 10 flows, cpu skipped.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -322,7 +323,7 @@ async function main(): Promise<void> {
   threads = int(values.threads, 2, 'threads');
   const width = int(values.width, 64, 'width');
   const batch = int(values.batch, quick ? 64 : 256, 'batch');
-  const steps = int(values.steps, quick ? 1 : 2, 'steps');
+  const steps = int(values.steps, quick ? 3 : 2, 'steps');
   // tfjs keeps every tensor of the forward pass until the gradients are taken: ~24 MB per view
   // at width 64 (measured), so the 4 GiB wasm heap holds 2 x 32 views; the pure-JS backend
   // needs minutes per view pair (its Conv2DBackpropFilter is a scalar loop).
@@ -331,7 +332,7 @@ async function main(): Promise<void> {
     wasm: Math.min(batch, int(values['wasm-batch'], 32, 'wasm-batch')),
     tensorflow: Math.min(batch, int(values['native-batch'], batch, 'native-batch')),
   };
-  const inferBatches = int(values['infer-batches'], quick ? 1 : 3, 'infer-batches');
+  const inferBatches = int(values['infer-batches'], quick ? 10 : 3, 'infer-batches');
   const flowEpochs = int(values['flow-epochs'], 1, 'flow-epochs');
   const flowClasses = int(values['flow-classes'], 10, 'flow-classes');
   const flowPerClass = int(values['flow-per-class'], 5000, 'flow-per-class');
