@@ -20,6 +20,7 @@ import { classGroups, trainFlowGroup } from '../ml/flow-group.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { Rng } from '../ml/random.js';
 import { repoRoot } from '../data/paths.js';
+import { nativeThreadEnv } from './lib/processes.js';
 import { timed } from './lib/timed.js';
 
 const { values } = parseArgs({
@@ -52,8 +53,8 @@ const epochs = int(values.epochs, 'epochs');
 const groupSize = int(values.group ?? values.classes, 'group');
 const rounds = int(values.rounds, 'rounds');
 const threads = int(values.threads, 'threads');
-for (const k of ['TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS']) process.env[k] ??= String(threads);
-process.env.TF_NUM_INTEROP_THREADS ??= '1';
+// Before the native backend loads; set ones win.
+for (const [k, v] of Object.entries(nativeThreadEnv(threads))) process.env[k] ??= v;
 
 const info = await selectBackend(values.backend as BackendName, 'training', () => {});
 const cfg = { epochs, batchSize: batch, lr: 1e-3, hidden };

@@ -10,15 +10,14 @@
 //   npm run bench -- simclr-profile [--width 64] [--batch 64] [--threads 2] [--skip-torch] [--json out.json]
 //
 // Writes bench/results/simclr-profile-<date>.json.
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../backend/backend.js';
 import { repoRoot } from '../data/paths.js';
+import { nativeThreadEnv, runTorch } from './lib/processes.js';
 import { simclrBenchStep } from './lib/simclr-step.js';
 import { timed } from './lib/timed.js';
 
@@ -40,8 +39,8 @@ const int = (s: string, what: string): number => {
 const width = int(values.width, 'width');
 const batch = int(values.batch, 'batch');
 const threads = int(values.threads, 'threads');
-for (const k of ['TF_NUM_INTRAOP_THREADS', 'OMP_NUM_THREADS']) process.env[k] ??= String(threads);
-process.env.TF_NUM_INTEROP_THREADS ??= '1';
+// Before the native backend loads; set ones win.
+for (const [k, v] of Object.entries(nativeThreadEnv(threads))) process.env[k] ??= v;
 
 /** The categories both sides are sorted into; the first whose test matches a name wins. */
 const CATEGORIES: { name: string; ours: RegExp; torch: RegExp }[] = [
@@ -106,32 +105,30 @@ async function ours(): Promise<Record<string, unknown>> {
 }
 
 async function torch(): Promise<Record<string, unknown> | { error: string }> {
-  const python = join(repoRoot, '.venv-bench', 'bin', 'python');
-  if (!existsSync(python)) return { error: 'no .venv-bench (scripts/setup-bench-venv.sh)' };
-  const args = [join(repoRoot, 'bench', 'torch', 'resnet_simclr.py'), '--width', String(width), '--batch', String(batch)];
-  args.push('--threads', String(threads), '--steps', '1', '--infer-batches', '1', '--profile');
-  try {
-    const { stdout } = await promisify(execFile)(python, args, { maxBuffer: 64 << 20 });
-    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
-      train_step_s: number;
-      profile: { name: string; count: number; self_ms: number }[];
-    };
-    const byCategory = new Map<string, number>();
-    let total = 0;
-    for (const op of r.profile) {
-      total += op.self_ms;
-      const category = CATEGORIES.find((c) => c.torch.test(op.name))?.name ?? 'everything else';
-      byCategory.set(category, (byCategory.get(category) ?? 0) + op.self_ms);
-    }
-    return {
-      stepS: r.train_step_s,
-      profiledS: total / 1000,
-      categories: Object.fromEntries([...byCategory].map(([c, ms]) => [c, ms / 1000])),
-      topOps: [...r.profile].sort((a, b) => b.self_ms - a.self_ms).slice(0, 15),
-    };
-  } catch (err) {
-    return { error: (err as Error).message.slice(0, 500) };
+  const args = ['--width', String(width), '--batch', String(batch), '--threads', String(threads)];
+  const r = await runTorch<{ train_step_s: number; profile: { name: string; count: number; self_ms: number }[] }>('resnet_simclr.py', [
+    ...args,
+    '--steps',
+    '1',
+    '--infer-batches',
+    '1',
+    '--profile',
+  ]);
+  if (!r.ok || !r.result) return { error: r.error ?? 'no result' };
+  const { train_step_s: stepS, profile } = r.result;
+  const byCategory = new Map<string, number>();
+  let total = 0;
+  for (const op of profile) {
+    total += op.self_ms;
+    const category = CATEGORIES.find((c) => c.torch.test(op.name))?.name ?? 'everything else';
+    byCategory.set(category, (byCategory.get(category) ?? 0) + op.self_ms);
   }
+  return {
+    stepS,
+    profiledS: total / 1000,
+    categories: Object.fromEntries([...byCategory].map(([c, ms]) => [c, ms / 1000])),
+    topOps: [...profile].sort((a, b) => b.self_ms - a.self_ms).slice(0, 15),
+  };
 }
 
 const f2 = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '-');

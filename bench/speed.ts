@@ -24,7 +24,7 @@
 // classes is scaled linearly to all classes for the configured 50 epochs. The table says where.
 // --quick (< 15 min on 2 cores): batch 64, 3 steps and 10 inference batches (on these shared
 // 2-core machines one step or batch varied by up to 30% between runs), 2 of 10 flows, cpu skipped.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
@@ -42,10 +42,9 @@ import { Rng } from '../ml/random.js';
 import { simclrAugment } from '../ml/augment.js';
 import { repoRoot } from '../data/paths.js';
 import { defaultFlowGroupSize } from '../workflows/dag.js';
+import { nativeThreadEnv, runChild, runTorch, TORCH_PYTHON, type Outcome } from './lib/processes.js';
 import { simclrBenchStep } from './lib/simclr-step.js';
 import { timed } from './lib/timed.js';
-
-const TORCH_PYTHON = join(repoRoot, '.venv-bench', 'bin', 'python');
 
 // ---------------------------------------------------------------------------------------------
 // Worker side: one measurement, one JSON line on stdout.
@@ -189,52 +188,12 @@ async function worker(task: Task): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Parent side: spawn the measurements, print the table.
 
-interface Outcome<T> {
-  ok: boolean;
-  result?: T;
-  error?: string;
-}
-
-function runChild<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv, parse: (stdout: string) => T): Promise<Outcome<T>> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => {
-      if (code !== 0) {
-        const lines = stderr.split('\n').filter((l) => /error|Error/.test(l));
-        resolve({ ok: false, error: (lines[0] ?? stderr.trim().split('\n').pop() ?? `exit ${code}`).trim().slice(0, 200) });
-        return;
-      }
-      try {
-        resolve({ ok: true, result: parse(stdout) });
-      } catch (err) {
-        resolve({ ok: false, error: `unreadable output: ${(err as Error).message}` });
-      }
-    });
-  });
-}
-
 function ours<T>(task: Task): Promise<Outcome<T & { backend: string }>> {
   const self = fileURLToPath(import.meta.url);
-  // Native TensorFlow reads these; single-threaded wasm and cpu ignore them.
-  const env = { TF_NUM_INTRAOP_THREADS: String(threads), TF_NUM_INTEROP_THREADS: '1', OMP_NUM_THREADS: String(threads) };
-  return runChild(process.execPath, ['--import', 'tsx', self, '--worker', JSON.stringify(task)], env, (out) => {
+  return runChild(process.execPath, ['--import', 'tsx', self, '--worker', JSON.stringify(task)], nativeThreadEnv(threads), (out) => {
     const line = out.split('\n').find((l) => l.startsWith('RESULT '));
     if (!line) throw new Error('no RESULT line');
     return JSON.parse(line.slice('RESULT '.length)) as T & { backend: string };
-  });
-}
-
-function torch<T>(script: string, args: string[]): Promise<Outcome<T>> {
-  if (!existsSync(TORCH_PYTHON)) {
-    return Promise.resolve({ ok: false, error: 'no .venv-bench (run scripts/setup-bench-venv.sh)' });
-  }
-  return runChild(TORCH_PYTHON, [join(repoRoot, 'bench', 'torch', script), ...args], {}, (out) => {
-    const line = out.trim().split('\n').pop() ?? '';
-    return JSON.parse(line) as T;
   });
 }
 
@@ -378,7 +337,7 @@ async function main(): Promise<void> {
     };
     const rows: Row[] = [];
     for (const tt of values['skip-torch'] ? [] : torchThreads) {
-      const r = await torch<{
+      const r = await runTorch<{
         train_step_s: number;
         train_step_cpu_s: number;
         infer_batch_s: number;
@@ -482,7 +441,7 @@ async function main(): Promise<void> {
     // Classes train independently on equal-sized sets, so the time is linear in both.
     const scale = (configuredEpochs / flowEpochs) * (flowClasses / flowTrainClasses);
     for (const tt of values['skip-torch'] ? [] : torchThreads) {
-      const r = await torch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
+      const r = await runTorch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
         '--classes',
         String(flowClasses),
         '--per-class',
