@@ -55,16 +55,16 @@ async function loadNative(pkg: string): Promise<string | undefined> {
     // Registered by a direct import elsewhere (a test importing tfjs-node, say): find out which.
     if (await tf.setBackend('tensorflow')) nativePkg = (tf.backend() as NativeBackend).isGPUPackage ? GPU_PKG : CPU_PKG;
   }
-  if (nativePkg !== undefined) {
-    return nativePkg === pkg ? undefined : `${nativePkg} is already loaded in this process (one native TensorFlow per process)`;
-  }
-  const why = await tryNative(pkg);
-  if (why === undefined) {
+  if (nativePkg === undefined) {
+    const why = await tryNative(pkg);
+    if (why !== undefined) return why;
     nativePkg = pkg;
-    // ml/batch-norm.ts's fused training kernels: one TensorFlow op per direction instead of ~30.
-    registerNativeKernels();
   }
-  return why;
+  if (nativePkg !== pkg) return `${nativePkg} is already loaded in this process (one native TensorFlow per process)`;
+  // However it got loaded (here, or by a direct import elsewhere): the fused kernels
+  // (backend/native-kernels.ts: batch norm, ReLU's gradient) go with it.
+  registerNativeKernels();
+  return undefined;
 }
 
 /** libtensorflow's version as the loaded addon reports it (e.g. `2.18.1`). */
