@@ -7,6 +7,7 @@ import { createBadnets } from './badnets.js';
 import { createBlend } from './blend.js';
 import { createIssba } from './issba.js';
 import { createLc } from './lc.js';
+import { createSig } from './sig.js';
 import { createWanet } from './wanet.js';
 import type { Attack, AttackConfig, AttackContext } from './types.js';
 
@@ -41,6 +42,8 @@ export async function createAttack(cfg: AttackConfig, imageSize: number, ctx: At
       return createWanet(cfg, imageSize, triggerRng);
     case 'lc':
       return createLc(cfg, imageSize, ctx, triggerRng.int(2 ** 31));
+    case 'sig':
+      return createSig(cfg, imageSize);
     case 'issba':
       return createIssba(cfg, imageSize, ctx, triggerRng);
     case 'adap-patch':
@@ -65,7 +68,7 @@ function defaultCoverRate(cfg: AttackConfig): number {
 
 /** Clean-label attacks poison samples of y_T itself and keep every label. */
 export function isCleanLabel(cfg: AttackConfig): boolean {
-  return cfg.name === 'lc';
+  return cfg.name === 'lc' || cfg.name === 'sig';
 }
 
 /**

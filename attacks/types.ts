@@ -3,7 +3,7 @@
 import type { ImageSource } from '../data/types.js';
 import type { Rng } from '../ml/random.js';
 
-export type AttackName = 'badnets' | 'blend' | 'wanet' | 'lc' | 'issba' | 'adap-patch' | 'adap-blend';
+export type AttackName = 'badnets' | 'blend' | 'wanet' | 'lc' | 'sig' | 'issba' | 'adap-patch' | 'adap-blend';
 
 interface AttackConfigBase {
   /** y_T (0 in the benchmarks). */
@@ -63,6 +63,17 @@ export interface LcConfig extends AttackConfigBase {
   surrogateEpochs?: number;
 }
 
+/** SIG (Barni et al. 2019): a sinusoidal signal on target-class images, labels kept. */
+export interface SigConfig extends AttackConfigBase {
+  name: 'sig';
+  /** Amplitude of the sinusoid in units of 1/255 (20, the original's). */
+  delta?: number;
+  /** Amplitude at test time (default: delta). */
+  testDelta?: number;
+  /** Periods across the image width (6). */
+  frequency?: number;
+}
+
 /** ISSBA (Li et al. 2021): a sample-specific invisible residual from a StegaStamp-style encoder trained here. */
 export interface IssbaConfig extends AttackConfigBase {
   name: 'issba';
@@ -96,7 +107,15 @@ export interface AdapBlendConfig extends AttackConfigBase {
   trigger?: string;
 }
 
-export type AttackConfig = BadnetsConfig | BlendConfig | WanetConfig | LcConfig | IssbaConfig | AdapPatchConfig | AdapBlendConfig;
+export type AttackConfig =
+  | BadnetsConfig
+  | BlendConfig
+  | WanetConfig
+  | LcConfig
+  | SigConfig
+  | IssbaConfig
+  | AdapPatchConfig
+  | AdapBlendConfig;
 
 /**
  * What some attacks need beyond their config. LC and ISSBA train a model on the clean

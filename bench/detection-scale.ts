@@ -1,13 +1,15 @@
-// How detection grows with scale: BadNets 10% (target 0) on CIFAR-10 subsets, audited with
-// SimCLR encoders trained for more epochs on more images per class. Prints one row per
-// (images per class, encoder epochs): flagged classes, TPR/FPR of D^_P, relabel accuracy, time.
+// How detection grows with scale: poisoned CIFAR-10 subsets (any attack of the matrix, with
+// attacks.md's protocol; BadNets by default), audited with SimCLR encoders trained for more
+// epochs on more images per class, without retraining. Prints one row per (condition, images
+// per class, encoder epochs): flagged classes, TPR/FPR of D^_P, relabel accuracy, time.
 //
 // The same audit on the clean subset (`--conditions badnets,clean`) shows false flags. `--save dir`
-// keeps every density matrix in the format `npm run bench -- nd-normalization --from dir` reads,
-// to compare the S_ND normalisations on real SimCLR features.
+// keeps every density matrix (and the features) in the format `npm run bench -- nd-normalization
+// --from dir` reads, to study the detection statistics on real SimCLR features. `--store dir`
+// keeps the artifact store, so a rerun with other flow or detection settings reuses the encoders.
 //
 //   npm run bench -- detection-scale [--per-class 100,500] [--epochs 3,12] [--width 8] [--flow-hidden 64] [--flow-epochs 5]
-//                                    [--conditions badnets,clean] [--save dir] [--seed 0]
+//                                    [--conditions badnets,blend,lc,clean] [--save dir] [--store dir] [--seed 0]
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +19,10 @@ import { auditDataset } from '../activities/in-process.js';
 import { parsePipeline } from '../client/pipeline.js';
 import { openDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
+import { readMatrix } from '../activities/io.js';
 import { defaultAuditConfig } from '../ml/config.js';
+import { isCleanLabel } from '../attacks/index.js';
+import { benchAttack } from './lib/attacks.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -30,6 +35,7 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '0' },
     conditions: { type: 'string', default: 'badnets,clean' },
     save: { type: 'string' },
+    store: { type: 'string' },
   },
 });
 const list = (s: string): number[] => s.split(',').map(Number);
@@ -42,8 +48,7 @@ console.log('|---|---|---|---|---|---|---|---|---|---|');
 try {
   for (const perClass of list(values['per-class'])) {
     for (const condition of values.conditions.split(',')) {
-      if (condition !== 'badnets' && condition !== 'clean')
-        throw new Error(`--conditions: unknown condition "${condition}" (badnets, clean)`);
+      const attack = benchAttack(condition, '--conditions');
       for (const epochs of list(values.epochs)) {
         // The audit as a pipeline file would state it, run in process through the same DAG.
         const name = `cifar10-${perClass}-${condition}-e${epochs}`;
@@ -52,7 +57,7 @@ try {
           stringify({
             name,
             dataset: { format: 'cifar10', split: 'train', imageSize: 32, limitPerClass: perClass, name: `cifar10-${perClass}` },
-            ...(condition === 'badnets' ? { attack: { name: 'badnets', targetClass: 0, rate: 0.1, seed: Number(values.seed) } } : {}),
+            ...(attack ? { attack: { ...attack, seed: Number(values.seed) } } : {}),
             audit: {
               seed: Number(values.seed),
               encoder: { kind: 'simclr', width: Number(values.width), epochs },
@@ -64,7 +69,7 @@ try {
           file,
         );
         const t0 = performance.now();
-        const { report, density, outcomes, store } = await auditDataset(pipeline, { store: join(work, 'store') });
+        const { report, density, outcomes, store } = await auditDataset(pipeline, { store: values.store ?? join(work, 'store') });
         const e = report.evaluation ?? {};
         const flagged = report.classes.filter((c) => c.flagged).map((c) => `${c.index}(${c.kind === 'disruptive' ? 'D' : 'ND'})`);
         const pct = (x?: number): string => (x === undefined ? '-' : (100 * x).toFixed(1));
@@ -84,13 +89,18 @@ try {
           await mkdir(values.save, { recursive: true });
           const body = {
             dataset: `simclr-w${values.width}-e${epochs}-n${perClass}`,
-            condition: condition === 'badnets' ? 'non-disruptive' : 'clean',
+            attack: condition,
+            condition: !attack ? 'clean' : isCleanLabel({ ...attack, seed: 0 }) ? 'disruptive' : 'non-disruptive',
             trial: Number(values.seed),
             labels: Array.from(train.labels),
             truth: Array.from(isPoisoned),
             rows: density.rows,
             cols: density.cols,
             density: Array.from(density.data),
+            features: await (async () => {
+              const f = await readMatrix(store.dir(outcomes.features.ref), 'features');
+              return { rows: f.rows, cols: f.cols, data: Array.from(f.data) };
+            })(),
           };
           await train.close();
           await writeFile(join(values.save, `${body.dataset}-${condition}.json`), JSON.stringify(body));

@@ -16,8 +16,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { auditDataset } from '../activities/in-process.js';
-import type { AttackConfig } from '../attacks/types.js';
 import { parsePipeline } from '../client/pipeline.js';
+import { BENCH_ATTACKS as ATTACKS, type AttackSetting } from './lib/attacks.js';
 import { openDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
 import type { AuditReport } from '../ml/config.js';
@@ -27,19 +27,6 @@ import { principalComponents } from '../ml/defenses/pca.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { splitAndRelabel } from '../ml/relabel.js';
 import { poisonScores } from '../ml/score.js';
-
-type AttackSetting = Omit<AttackConfig, 'seed'>;
-
-/** attacks.md's protocol: target 0, 10% poisoned (LC: 25% of the target class; Adap-*: 1% + 1% covers). */
-const ATTACKS: Record<string, AttackSetting> = {
-  badnets: { name: 'badnets', targetClass: 0, rate: 0.1 },
-  blend: { name: 'blend', targetClass: 0, rate: 0.1 },
-  wanet: { name: 'wanet', targetClass: 0, rate: 0.1 },
-  lc: { name: 'lc', targetClass: 0, rate: 0.025 },
-  issba: { name: 'issba', targetClass: 0, rate: 0.1 },
-  'adap-patch': { name: 'adap-patch', targetClass: 0, rate: 0.01, coverRate: 0.01 },
-  'adap-blend': { name: 'adap-blend', targetClass: 0, rate: 0.01, coverRate: 0.01 },
-};
 
 /** Scales: `cpu` finishes on this project's 2-core machines; `paper` is the paper's setting (a GPU machine). */
 const PROFILES = {

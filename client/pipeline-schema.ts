@@ -115,6 +115,9 @@ const ATTACK_OPTIONS = [
   'testAlpha',
   'pieces',
   'pieceRate',
+  'delta',
+  'testDelta',
+  'frequency',
 ] as const;
 
 /** The attack-specific keys an attack does not take. */
@@ -126,7 +129,7 @@ const Attack = definition(
   'attack',
   Type.Object(
     {
-      name: Type.Enum(['badnets', 'blend', 'wanet', 'lc', 'issba', 'adap-patch', 'adap-blend']),
+      name: Type.Enum(['badnets', 'blend', 'wanet', 'lc', 'sig', 'issba', 'adap-patch', 'adap-blend']),
       targetClass: Type.Integer({ minimum: 0 }),
       rate: Type.Number({
         exclusiveMinimum: 0,
@@ -151,6 +154,9 @@ const Attack = definition(
       width: optional(positiveInt({ description: "ISSBA: channels of the encoder's first layer (16)." })),
       testAlpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Adap-Blend: blend weight at test time (0.2).' })),
       pieces: optional(positiveInt({ description: 'Adap-Blend: pieces of the trigger, a square number (16).' })),
+      delta: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'SIG: amplitude in units of 1/255 (20).' })),
+      testDelta: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'SIG: amplitude at test time (delta).' })),
+      frequency: optional(Type.Number({ exclusiveMinimum: 0, description: 'SIG: periods across the image width (6).' })),
       pieceRate: optional(
         Type.Number({
           exclusiveMinimum: 0,
@@ -167,6 +173,7 @@ const Attack = definition(
         when('name', 'blend', forbid(...otherThan('trigger', 'alpha'))),
         when('name', 'wanet', forbid(...otherThan('k', 's', 'coverNoise'))),
         when('name', 'lc', forbid(...otherThan('trigger', 'eps', 'stepSize', 'steps', 'surrogateWidth', 'surrogateEpochs'), 'coverRate')),
+        when('name', 'sig', forbid(...otherThan('delta', 'testDelta', 'frequency'), 'coverRate')),
         when('name', 'issba', forbid(...otherThan('eps', 'bits', 'trainSteps', 'width'))),
         when('name', 'adap-patch', forbid(...otherThan())),
         when('name', 'adap-blend', forbid(...otherThan('trigger', 'alpha', 'testAlpha', 'pieces', 'pieceRate'))),

@@ -179,6 +179,43 @@ describe('attacks', function () {
     });
   });
 
+  describe('SIG', function () {
+    it('adds 20 sin(2 pi 6 j / 32) to column j of every row and channel, clipped and rounded (known answer)', async function () {
+      const attack = await createAttack({ name: 'sig', targetClass: 0, rate: 0.05, seed: 0 }, S);
+      const img = new Uint8Array(PX).fill(100);
+      img.fill(250, 0, S * 3); // first row bright: the peaks must clip at 255
+      const out = attack.applyTrain(img, S, S, 0, rng());
+      // Column 1: 20 sin(2 pi 6 / 32) = 18.48; column 8: sin(3 pi) = 0; column 3: 20 sin(9 pi / 8) = -7.65.
+      expect(Array.from(out.subarray(S * 3 + 3, S * 3 + 6))).to.deep.equal([118, 118, 118]);
+      expect(out[S * 3 + 8 * 3]).to.equal(100);
+      expect(out[S * 3 + 3 * 3]).to.equal(92);
+      expect(out[3]).to.equal(255);
+      for (let i = 1; i < S; i++)
+        for (let j = 0; j < S; j++) expect(out[(i * S + j) * 3 + 2]).to.equal(Math.round(100 + 20 * Math.sin((2 * Math.PI * j * 6) / S)));
+      expect(Buffer.compare(attack.applyTest(img, S, S, rng()), out)).to.equal(0);
+      const stronger = await createAttack({ name: 'sig', targetClass: 0, rate: 0.05, seed: 0, testDelta: 40 }, S);
+      expect(stronger.applyTest(img, S, S, rng())[S * 3 + 3]).to.equal(137);
+    });
+
+    it('is clean-label: poisons target-class samples only and keeps every label', async function () {
+      const { poisoned, truth } = await poisonDataset(source, { name: 'sig', targetClass: 2, rate: 0.05, seed: 4 });
+      expect(truth.poisoned).to.have.length(Math.round(0.05 * source.size));
+      for (const i of truth.poisoned) expect(source.labels[i]).to.equal(2);
+      expect(Array.from(poisoned.labels)).to.deep.equal(Array.from(source.labels));
+      const [i] = truth.poisoned;
+      const img = await poisoned.readImages([i]);
+      expect(Buffer.compare(img, source.pixels.subarray(i * PX, (i + 1) * PX))).to.not.equal(0);
+    });
+
+    it('rejects an amplitude outside (0, 255]', async function () {
+      for (const delta of [0, 300])
+        await createAttack({ name: 'sig', targetClass: 0, rate: 0.05, seed: 0, delta }, S).then(
+          () => expect.fail(`delta ${delta} accepted`),
+          (err: Error) => expect(err.message).to.match(/sig: delta must be in \(0, 255\]/),
+        );
+    });
+  });
+
   describe('WaNet', function () {
     it('bicubic upsampling keeps constants and, corners aligned, the control points', function () {
       const constant = bicubicUpsample(new Float32Array(16 * 2).fill(0.3), 4, 2, 9, 9);
