@@ -10,6 +10,7 @@
 //
 //   npm run bench -- detection-scale [--per-class 100,500] [--epochs 3,12] [--width 8] [--flow-hidden 64] [--flow-epochs 5]
 //                                    [--conditions badnets,blend,lc,clean] [--save dir] [--store dir] [--seed 0]
+//                                    [--encoder-batch 256] [--encoder-lr 3e-4]
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +37,10 @@ const { values } = parseArgs({
     conditions: { type: 'string', default: 'badnets,clean' },
     save: { type: 'string' },
     store: { type: 'string' },
+    /** SimCLR batch size (default: the encoder's). */
+    'encoder-batch': { type: 'string' },
+    /** SimCLR learning rate (default: the encoder's). */
+    'encoder-lr': { type: 'string' },
   },
 });
 const list = (s: string): number[] => s.split(',').map(Number);
@@ -60,7 +65,13 @@ try {
             ...(attack ? { attack: { ...attack, seed: Number(values.seed) } } : {}),
             audit: {
               seed: Number(values.seed),
-              encoder: { kind: 'simclr', width: Number(values.width), epochs },
+              encoder: {
+                kind: 'simclr',
+                width: Number(values.width),
+                epochs,
+                ...(values['encoder-batch'] ? { batchSize: Number(values['encoder-batch']) } : {}),
+                ...(values['encoder-lr'] ? { lr: Number(values['encoder-lr']) } : {}),
+              },
               flow: { epochs: Number(values['flow-epochs']), hidden: Number(values['flow-hidden']) },
               retrain: false,
             },
@@ -88,7 +99,7 @@ try {
           }
           await mkdir(values.save, { recursive: true });
           const body = {
-            dataset: `simclr-w${values.width}-e${epochs}-n${perClass}`,
+            dataset: `simclr-w${values.width}-e${epochs}-n${perClass}${values['encoder-batch'] ? `-b${values['encoder-batch']}` : ''}${values['encoder-lr'] ? `-lr${values['encoder-lr']}` : ''}`,
             attack: condition,
             condition: !attack ? 'clean' : isCleanLabel({ ...attack, seed: 0 }) ? 'disruptive' : 'non-disruptive',
             trial: Number(values.seed),

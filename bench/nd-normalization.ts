@@ -50,7 +50,7 @@ const perClass = Number(values['per-class']);
 const syntheticTrials = Number(values['synthetic-trials']);
 const cifarTrials = Number(values['cifar-trials']);
 const flowCfg: FlowConfig = { epochs: Number(values.epochs), batchSize: 16, lr: 1e-3, hidden: Number(values.hidden) };
-const METHODS: NdNormalization[] = ['median-ratio', 'own-gap', 'robust-z'];
+const METHODS: NdNormalization[] = ['median-ratio', 'own-gap', 'robust-z', 'rank-z'];
 /** Not a config option: a robust z-score of log(own gap), printed to show what combining the two would give. */
 const DIAGNOSTIC = 'z(log own-gap)';
 type Method = NdNormalization | typeof DIAGNOSTIC;
@@ -349,6 +349,7 @@ const THRESHOLDS: Record<Method, number[]> = {
   'median-ratio': [0.6, 0.7, 0.8],
   'own-gap': [0.3, 0.4, 0.5, 0.6],
   'robust-z': [-1.5, -2, -2.5, -3],
+  'rank-z': [-1.5, -2, -2.5, -3],
   [DIAGNOSTIC]: [-2, -2.5, -3],
 };
 for (const m of ALL) {

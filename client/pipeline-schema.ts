@@ -279,7 +279,7 @@ const Audit = definition(
       detection: optional(
         Type.Object(
           {
-            ndNormalization: optional(Type.Enum(['median-ratio', 'own-gap', 'robust-z'])),
+            ndNormalization: optional(Type.Enum(['median-ratio', 'own-gap', 'robust-z', 'rank-z'])),
             betaND: optional(Type.Number()),
             betaD: optional(fraction()),
             bins: optional(Type.Integer({ minimum: 2 })),

@@ -115,6 +115,7 @@ export function buildReport(r: {
     name: names[d.index] ?? String(d.index),
     count: d.count,
     sND: d.sND,
+    foreignRank: d.foreignRank,
     sNDNormalized: d.sNDNormalized,
     sD: d.sD,
     flagged: d.kind !== 'clean',

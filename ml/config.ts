@@ -81,7 +81,7 @@ export interface FlowConfig {
 }
 
 /** How S_ND (mean foreign NLL of a class's flow) is put on a scale shared by all classes. */
-export type NdNormalization = 'median-ratio' | 'own-gap' | 'robust-z';
+export type NdNormalization = 'median-ratio' | 'own-gap' | 'robust-z' | 'rank-z';
 
 export interface DetectionConfig {
   ndNormalization: NdNormalization;
@@ -238,7 +238,13 @@ export interface ClassReport {
   count: number;
   /** Mean NLL of this class's flow over samples of the other classes. */
   sND: number;
-  /** sND on the cross-class scale chosen by `detection.ndNormalization`. */
+  /**
+   * Mean rank of this class's flow among the flows foreign to each sample of another class (0:
+   * it explains them best, 1: worst); 'rank-z' normalises this instead of sND. Absent in
+   * reports written before it existed.
+   */
+  foreignRank?: number;
+  /** sND (or foreignRank) on the cross-class scale chosen by `detection.ndNormalization`. */
   sNDNormalized: number;
   /** Fraction of the class below the valley of its foreign-density histogram. */
   sD: number;

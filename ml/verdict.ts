@@ -15,7 +15,7 @@ export const NEAR_MISS_FRACTION = 0.8;
 
 /** The value of the normalised S_ND for a class like the others (z = 0, ratios = 1). */
 export function neutralND(method: NdNormalization): number {
-  return method === 'robust-z' ? 0 : 1;
+  return method === 'robust-z' || method === 'rank-z' ? 0 : 1;
 }
 
 export interface TestOutcome {

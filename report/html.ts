@@ -113,6 +113,7 @@ function classTable(r: AuditReport): string {
     'class',
     'samples',
     'S_ND (nats)',
+    'foreign rank',
     'S_ND norm.',
     'ND margin',
     'S_D',
@@ -130,6 +131,7 @@ function classTable(r: AuditReport): string {
     const cells = [
       num(k.count, 0),
       num(k.sND, 2),
+      num(k.foreignRank, 3),
       num(t.nonDisruptive.statistic, 2),
       num(t.nonDisruptive.margin, 2),
       num(t.disruptive.statistic, 3),

@@ -9,7 +9,7 @@ import type { StageInfo } from '../../workflows/types.js';
 import { readJson } from '../io.js';
 
 /** Detection statistics that may be NaN or infinite (kept through JSON by io.ts). */
-const DETECTION_NUMBERS = ['sND', 'ownNLL', 'sNDNormalized', 'sD', 'valley'];
+const DETECTION_NUMBERS = ['sND', 'ownNLL', 'foreignRank', 'sNDNormalized', 'sD', 'valley'];
 
 /** What the workflow needs to know of a dataset a stage wrote. */
 export function datasetInfo(manifest: DatasetManifest, figure: string): StageInfo {

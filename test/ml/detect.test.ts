@@ -156,19 +156,33 @@ describe('non-disruptive statistics and normalisations', () => {
   });
 
   it('puts the class whose flow explains foreign samples best lowest under every method', () => {
-    const { sND, ownNLL } = ndStatistics(toy().density, toy().labels);
-    const ratio = normaliseND(sND, ownNLL, 'median-ratio');
+    const stats = ndStatistics(toy().density, toy().labels);
+    const ratio = normaliseND(stats, 'median-ratio');
     expect(ratio[0]).to.be.closeTo(12 / 22, 1e-9);
-    const gap = normaliseND(sND, ownNLL, 'own-gap');
+    const gap = normaliseND(stats, 'own-gap');
     expect(gap[0]).to.be.closeTo(2 / 12, 1e-9);
-    const z = normaliseND(sND, ownNLL, 'robust-z');
+    const z = normaliseND(stats, 'robust-z');
     // Others 21, 22, 23: median 22, MAD 1 -> z = (12 - 22) / 1.4826.
     expect(z[0]).to.be.closeTo(-10 / 1.4826, 1e-9);
-    for (const v of [ratio, gap, z]) expect(v.indexOf(Math.min(...v))).to.equal(0);
+    const rank = normaliseND(stats, 'rank-z');
+    // Mean foreign ranks 0, 1/3, 2/3, 1 (below): others' median 2/3, MAD 1/3.
+    expect(rank[0]).to.be.closeTo(-2 / 1.4826, 1e-9);
+    for (const v of [ratio, gap, z, rank]) expect(v.indexOf(Math.min(...v))).to.equal(0);
+  });
+
+  it('ranks each flow among the flows foreign to each sample, ties sharing their rank (known answer)', () => {
+    // Flow 0 is the best foreign flow on every sample; flow 3 the worst on every sample it is foreign to.
+    expect(ndStatistics(toy().density, toy().labels).foreignRank).to.deep.equal([0, 1 / 3, 2 / 3, 1]);
+    // Three classes, one sample of class 2 on which flows 0 and 1 tie: both get rank 0.5.
+    const tie = ndStatistics(matrix(3, 3, Float32Array.from([0, -1, -2, -1, 0, -3, -4, -4, 0])), Int32Array.from([0, 1, 2]));
+    // Flow 0: rank 0 on sample 1 (-1 > -3), 0.5 on sample 2; flow 1: 0 on sample 0, 0.5 on sample 2; flow 2: 1 on samples 0 and 1.
+    expect(tie.foreignRank).to.deep.equal([0.25, 0.25, 1]);
+    // Two classes: one foreign flow per sample, nothing to compare.
+    expect(ndStatistics(matrix(2, 2, Float32Array.from([0, -5, -5, 0])), Int32Array.from([0, 1])).foreignRank).to.deep.equal([0.5, 0.5]);
   });
 
   it('refuses median-ratio on negative NLLs, naming the alternatives', () => {
-    expect(() => normaliseND([-5, -6, -7], [-9, -9, -9], 'median-ratio')).to.throw(/own-gap/);
+    expect(() => normaliseND({ sND: [-5, -6, -7], ownNLL: [-9, -9, -9], foreignRank: [0, 0, 0] }, 'median-ratio')).to.throw(/own-gap/);
   });
 });
 

@@ -13,6 +13,7 @@ function det(index: number, z: number, sD: number, valley = -Infinity): ClassDet
     count: 10,
     sND: 0,
     ownNLL: 0,
+    foreignRank: 0,
     sNDNormalized: z,
     sD,
     valley,
