@@ -108,14 +108,7 @@ export interface AdapBlendConfig extends AttackConfigBase {
 }
 
 export type AttackConfig =
-  | BadnetsConfig
-  | BlendConfig
-  | WanetConfig
-  | LcConfig
-  | SigConfig
-  | IssbaConfig
-  | AdapPatchConfig
-  | AdapBlendConfig;
+  BadnetsConfig | BlendConfig | WanetConfig | LcConfig | SigConfig | IssbaConfig | AdapPatchConfig | AdapBlendConfig;
 
 /**
  * What some attacks need beyond their config. LC and ISSBA train a model on the clean

@@ -85,7 +85,7 @@ describe('evaluate', function () {
       count: 20,
       sND: 0,
       ownNLL: 0,
-    foreignRank: 0,
+      foreignRank: 0,
       sNDNormalized: 0,
       sD: 0,
       valley: 0,
