@@ -9,7 +9,7 @@
 // must beat).
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,...]
-//                           [--per-class 100] [--profile cpu|paper] [--sweep] [--store dir] [--out file]
+//                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep] [--store dir] [--out file]
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -69,6 +69,7 @@ const { values } = parseArgs({
     defenses: { type: 'string', default: 'none,flow-relabel,spectral-signatures,activation-clustering' },
     profile: { type: 'string', default: 'cpu' },
     'per-class': { type: 'string' },
+    'test-per-class': { type: 'string' },
     epochs: { type: 'string' },
     clean: { type: 'boolean', default: true },
     sweep: { type: 'boolean', default: false },
@@ -80,6 +81,7 @@ if (!(values.profile in PROFILES)) throw new Error(`--profile: unknown profile "
 const scale = {
   ...PROFILES[values.profile as keyof typeof PROFILES],
   ...(values['per-class'] ? { perClass: Number(values['per-class']) } : {}),
+  ...(values['test-per-class'] ? { testPerClass: Number(values['test-per-class']) } : {}),
   ...(values.epochs ? { epochs: Number(values.epochs) } : {}),
 };
 const seeds = values.seeds.split(',').map(Number);
@@ -104,8 +106,8 @@ export interface MatrixCell {
   flagged: string[];
   targetFound?: boolean;
   falseTargets: string[];
-  /** S_ND (normalised) and S_D of every class (the flow method's statistics; the same for every defense). */
-  classes: { name: string; sNDNormalized: number; sD: number; kind: string }[];
+  /** S_ND (raw and normalised), foreign rank and S_D of every class (the flow method's statistics; the same for every defense). */
+  classes: { name: string; sND: number; foreignRank?: number; sNDNormalized: number; sD: number; kind: string }[];
   tpr?: number;
   fpr?: number;
   relabelAccuracy?: number;
@@ -228,7 +230,14 @@ function cellOf(c: Condition, seed: number, defense: string, report: AuditReport
     flagged,
     ...(c.attack ? { targetFound: e.targetDetected ?? false } : {}),
     falseTargets: flagged.filter((n) => n !== target),
-    classes: report.classes.map((k) => ({ name: k.name, sNDNormalized: k.sNDNormalized, sD: k.sD, kind: k.kind })),
+    classes: report.classes.map((k) => ({
+      name: k.name,
+      sND: k.sND,
+      ...(k.foreignRank !== undefined ? { foreignRank: k.foreignRank } : {}),
+      sNDNormalized: k.sNDNormalized,
+      sD: k.sD,
+      kind: k.kind,
+    })),
     ...(e.tpr !== undefined ? { tpr: e.tpr } : {}),
     ...(e.fpr !== undefined ? { fpr: e.fpr } : {}),
     ...(e.relabelAccuracy !== undefined ? { relabelAccuracy: e.relabelAccuracy } : {}),

@@ -211,7 +211,7 @@ export const defaultAuditConfig: AuditConfig = {
   imageSize: 32,
   encoder: defaultSimclrEncoder,
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
-  detection: { ndNormalization: 'robust-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
+  detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
   relabel: { alpha: 0.15 },
   spectralSignatures: { removeFraction: 0.15 },
