@@ -13,9 +13,9 @@
 // docs/nd-normalization.md.
 //
 //   npx tsx bench/nd-normalization.ts [--per-class 300] [--synthetic-trials 3] [--cifar-trials 1]
-//                                     [--epochs 15] [--hidden 64] [--backend wasm] [--save dir]
+//                                     [--epochs 15] [--hidden 64] [--backend wasm] [--save dir] [--from dir] [--json file]
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { applyStamp, cornerStamp } from '../attacks/badnets.js';
@@ -44,6 +44,8 @@ const { values } = parseArgs({
     save: { type: 'string' },
     /** Analyse density matrices saved by --save instead of training flows. */
     from: { type: 'string' },
+    /** Also write every row (normalised S_ND per method and class, S_D, verdict) to this JSON file. */
+    json: { type: 'string' },
   },
 });
 const perClass = Number(values['per-class']);
@@ -281,6 +283,8 @@ if (values.from) {
   for (const f of (await readdir(values.from)).filter((n) => n.endsWith('.json')).sort()) {
     const b = JSON.parse(await readFile(join(values.from, f), 'utf8')) as {
       dataset: string;
+      /** detection-scale's saves name the attack; the set is labelled with it. */
+      attack?: string;
       condition: Row['condition'];
       trial: number;
       labels: number[];
@@ -290,7 +294,7 @@ if (values.from) {
       density: number[];
     };
     const truth = Uint8Array.from(b.truth ?? new Array<number>(b.labels.length).fill(0));
-    analyse(b.dataset, b.condition, b.trial, matrix(b.rows, b.cols, Float32Array.from(b.density)), Int32Array.from(b.labels), truth, 0);
+    analyse(b.attack ? `${b.dataset} ${b.attack}` : b.dataset, b.condition, b.trial, matrix(b.rows, b.cols, Float32Array.from(b.density)), Int32Array.from(b.labels), truth, 0);
   }
 } else {
   if (only.has('synthetic'))
@@ -375,3 +379,10 @@ for (const r of rows) {
   );
 }
 console.log(`\n${lines.join('\n')}\n\ntotal ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+if (values.json) {
+  await mkdir(dirname(values.json), { recursive: true });
+  await writeFile(
+    values.json,
+    JSON.stringify({ bench: 'nd-normalization', date: new Date().toISOString(), from: values.from ?? null, detection: det, target: TARGET, rows }, null, 1) + '\n',
+  );
+}
