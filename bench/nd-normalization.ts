@@ -294,7 +294,15 @@ if (values.from) {
       density: number[];
     };
     const truth = Uint8Array.from(b.truth ?? new Array<number>(b.labels.length).fill(0));
-    analyse(b.attack ? `${b.dataset} ${b.attack}` : b.dataset, b.condition, b.trial, matrix(b.rows, b.cols, Float32Array.from(b.density)), Int32Array.from(b.labels), truth, 0);
+    analyse(
+      b.attack ? `${b.dataset} ${b.attack}` : b.dataset,
+      b.condition,
+      b.trial,
+      matrix(b.rows, b.cols, Float32Array.from(b.density)),
+      Int32Array.from(b.labels),
+      truth,
+      0,
+    );
   }
 } else {
   if (only.has('synthetic'))
@@ -383,6 +391,10 @@ if (values.json) {
   await mkdir(dirname(values.json), { recursive: true });
   await writeFile(
     values.json,
-    JSON.stringify({ bench: 'nd-normalization', date: new Date().toISOString(), from: values.from ?? null, detection: det, target: TARGET, rows }, null, 1) + '\n',
+    JSON.stringify(
+      { bench: 'nd-normalization', date: new Date().toISOString(), from: values.from ?? null, detection: det, target: TARGET, rows },
+      null,
+      1,
+    ) + '\n',
   );
 }
