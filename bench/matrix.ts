@@ -20,7 +20,7 @@ import { parsePipeline } from '../client/pipeline.js';
 import { BENCH_ATTACKS as ATTACKS, type AttackSetting } from './lib/attacks.js';
 import { openDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
-import type { AuditReport } from '../ml/config.js';
+import { defaultAuditConfig, type AuditReport } from '../ml/config.js';
 import { knownVerdict } from '../ml/detect.js';
 import { cleansingMetrics } from '../ml/evaluate.js';
 import { principalComponents } from '../ml/defenses/pca.js';
@@ -271,9 +271,9 @@ async function pixelFloor(dir: string, classes: number): Promise<{ pixelRelabelA
       data.ids,
       data.labels,
       density,
-      poisonScores(density, data.labels),
+      poisonScores(density, data.labels, defaultAuditConfig.relabel.scoreReference),
       detections,
-      { alpha: 0.15 },
+      defaultAuditConfig.relabel,
       data.classes,
     );
     const m = cleansingMetrics(cleansed, truth, [truth.targetClass]);

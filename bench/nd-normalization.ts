@@ -23,7 +23,7 @@ import { loadTrigger } from '../attacks/triggers.js';
 import { ensureCifar10 } from '../data/cifar10.js';
 import { perClassFlows } from '../ml/flow.js';
 import { selectBackend, type BackendName } from '../backend/backend.js';
-import { defaultAuditConfig, type FlowConfig, type NdNormalization } from '../ml/config.js';
+import { defaultAuditConfig, type FlowConfig, type NdNormalization, type ScoreReference } from '../ml/config.js';
 import { densityMatrix } from '../ml/density.js';
 import { poisonScores } from '../ml/score.js';
 import { detectTargets } from '../ml/detect.js';
@@ -92,8 +92,18 @@ interface Row {
   poisonedLow: number;
   poisonedHigh: number;
   poisonedShare: number;
+  /** The same split of the target under each poison-score reference. */
+  byReference: Record<ScoreReference, ScoreSplit>;
   seconds: number;
 }
+interface ScoreSplit {
+  /** Poisoned share of the target's lowest / highest alpha poison scores. */
+  low: number;
+  high: number;
+  /** Poisoned samples in the highest alpha (kept as clean by a non-disruptive split) / all poisoned of the target. */
+  highOfPoisoned: number;
+}
+const SCORE_REFERENCES: ScoreReference[] = ['max-foreign', 'median-foreign'];
 const rows: Row[] = [];
 
 async function measure(
@@ -152,16 +162,39 @@ function analyse(
       .filter((d) => d.kind !== 'clean')
       .map((d) => `${d.index}:${d.kind}${d.ndFlag && d.dFlag ? '(both)' : ''}`)
       .join(' ') || '-';
-  // Where the truly poisoned samples of the target class fall in its poison-score ranking.
-  const scores = poisonScores(density, labels);
-  const target = Array.from(labels.keys())
-    .filter((i) => labels[i] === TARGET)
-    .sort((a, b) => scores[a] - scores[b]);
-  const k = Math.round(defaultAuditConfig.relabel.alpha * target.length);
+  // Where the truly poisoned samples of the target class fall in its poison-score ranking, under
+  // each score reference (ml/score.ts): the share of poisoned samples in the lowest and highest
+  // alpha of the target, and the poisoned samples in the highest alpha / all poisoned.
+  const k = Math.round(defaultAuditConfig.relabel.alpha * labels.filter((y) => y === TARGET).length);
   const share = (idx: number[]) => idx.filter((i) => truth[i]).length / Math.max(1, idx.length);
-  const poisonedLow = share(target.slice(0, k));
-  const poisonedHigh = share(target.slice(target.length - k));
-  rows.push({ dataset, condition, trial, normalized, sD, flagged, seconds, poisonedLow, poisonedHigh, poisonedShare: share(target) });
+  const poisonedCount = Array.from(labels.keys()).filter((i) => labels[i] === TARGET && truth[i]).length;
+  const byReference = {} as Record<ScoreReference, ScoreSplit>;
+  for (const reference of SCORE_REFERENCES) {
+    const scores = poisonScores(density, labels, reference);
+    const target = Array.from(labels.keys())
+      .filter((i) => labels[i] === TARGET)
+      .sort((a, b) => scores[a] - scores[b]);
+    const high = target.slice(target.length - k);
+    byReference[reference] = {
+      low: share(target.slice(0, k)),
+      high: share(high),
+      highOfPoisoned: poisonedCount ? high.filter((i) => truth[i]).length / poisonedCount : NaN,
+    };
+  }
+  const { low: poisonedLow, high: poisonedHigh } = byReference[defaultAuditConfig.relabel.scoreReference];
+  rows.push({
+    dataset,
+    condition,
+    trial,
+    normalized,
+    sD,
+    flagged,
+    seconds,
+    poisonedLow,
+    poisonedHigh,
+    poisonedShare: share(Array.from(labels.keys()).filter((i) => labels[i] === TARGET)),
+    byReference,
+  });
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
   console.log(
     `${dataset} ${condition} #${trial} (${seconds.toFixed(0)} s) S_ND ${fmt(dets.map((d) => d.sND))} | own ${fmt(dets.map((d) => d.ownNLL))} | S_D ${fmt(sD)}`,
@@ -371,6 +404,21 @@ for (const m of ALL) {
     const caught = nd.filter((r) => r.normalized[m][TARGET] < t).length;
     lines.push(`| ${m} | ${t} | ${falseSets} / ${rows.length} | ${caught} / ${nd.length} |`);
   }
+}
+lines.push('');
+lines.push(
+  'Poison score references on the targets of the poison-label sets (means over sets): poisoned share of the lowest alpha (relabelled) and highest alpha (kept), and poisoned kept / poisoned.',
+);
+lines.push('');
+lines.push('| reference | sets | lowest-alpha poisoned share | highest-alpha poisoned share | poisoned kept |');
+lines.push('|---|---|---|---|---|');
+const labelled = rows.filter((r) => r.condition.startsWith('non-disruptive'));
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+for (const reference of SCORE_REFERENCES) {
+  const b = labelled.map((r) => r.byReference[reference]);
+  lines.push(
+    `| ${reference} | ${b.length} | ${f2(mean(b.map((x) => x.low)))} | ${f2(mean(b.map((x) => x.high)))} | ${(100 * mean(b.map((x) => x.highOfPoisoned))).toFixed(1)}% |`,
+  );
 }
 lines.push('');
 const det = defaultAuditConfig.detection;

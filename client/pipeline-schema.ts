@@ -289,7 +289,17 @@ const Audit = definition(
         ),
       ),
       relabel: optional(
-        Type.Object({ alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 0.5 })) }, { additionalProperties: false }),
+        Type.Object(
+          {
+            alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 0.5 })),
+            scoreReference: optional(
+              Type.Enum(['max-foreign', 'median-foreign'], {
+                description: "Poison score: own log density minus the other classes' maximum (the paper) or median (default).",
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
       ),
       // Baseline defenses' sections (read only when `defense` names them; ml/config.ts says what each means).
       spectralSignatures: optional(

@@ -95,9 +95,14 @@ export interface DetectionConfig {
   lambda: number;
 }
 
+/** What the poison score compares a sample's own density with (ml/score.ts). */
+export type ScoreReference = 'max-foreign' | 'median-foreign';
+
 export interface RelabelConfig {
   /** Fraction sent to D^_P and fraction kept as clean inside a flagged class (paper 0.15). */
   alpha: number;
+  /** 'max-foreign' is the paper's score; 'median-foreign' (default) the measured improvement. */
+  scoreReference: ScoreReference;
 }
 
 // Baseline defenses (ml/defenses/): comparison rows for the paper's method, run on the same
@@ -213,7 +218,7 @@ export const defaultAuditConfig: AuditConfig = {
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
-  relabel: { alpha: 0.15 },
+  relabel: { alpha: 0.15, scoreReference: 'median-foreign' },
   spectralSignatures: { removeFraction: 0.15 },
   activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1 },
   knnConsistency: { k: 10, disagreeFraction: 0.5, relabelFraction: 0.7 },

@@ -32,7 +32,7 @@ export function splitAndRelabel(
   density: Matrix,
   scores: Float32Array,
   detections: readonly ClassDetection[],
-  cfg: RelabelConfig,
+  cfg: Pick<RelabelConfig, 'alpha'>,
   classNames?: readonly string[],
 ): CleansedEntry[] {
   const n = labels.length;

@@ -1,5 +1,5 @@
-// The paper's method (method.md steps 7-8): poison score s = log p_y(z) - max_{y' != y} log
-// p_{y'}(z) (ml/score.ts), then, inside each flagged class, the alpha split and generative
+// The paper's method (method.md steps 7-8): poison score s = log p_y(z) minus a reference of
+// the other classes' densities (ml/score.ts; the paper's maximum or, by default, the median), then, inside each flagged class, the alpha split and generative
 // relabelling of ml/relabel.ts. Uses the density facts only; the features are not needed.
 import type { RelabelConfig } from '../config.js';
 import { splitAndRelabel } from '../relabel.js';
@@ -13,6 +13,6 @@ export const flowRelabel: Defense<RelabelConfig> = {
   configOf: (audit) => audit.relabel,
   split(input, config) {
     const { ids, labels, density, detections, classNames } = input;
-    return splitAndRelabel(ids, labels, density, poisonScores(density, labels), detections, config, classNames);
+    return splitAndRelabel(ids, labels, density, poisonScores(density, labels, config.scoreReference), detections, config, classNames);
   },
 };

@@ -112,7 +112,12 @@ describe('target detection on synthetic class-conditional Gaussians (real flows)
   it('flags only class 0, as disruptive, and removes (never relabels) the far cluster', async () => {
     const s = synthetic('disruptive', 3);
     const density = await densities(s);
-    const dets = detectTargets(density, s.labels, detection);
+    // The subject here is the disruptive test and the removal, so the non-disruptive statistic is
+    // pinned to robust-z. In this geometry class 1's mean lies near the others', so its flow is
+    // a good second explanation of every class: robust-z puts it at -2.17, rank-z at -2.61 (a
+    // false flag). Both statistics share that limit on well-separated Gaussian classes; on
+    // SimCLR features rank-z had none in 70 sets (docs/nd-normalization.md).
+    const dets = detectTargets(density, s.labels, { ...detection, ndNormalization: 'robust-z' });
     expect(flagged(dets), JSON.stringify(dets.map((d) => [d.sNDNormalized.toFixed(2), d.sD.toFixed(3)]))).to.deep.equal([0]);
     expect(dets[0].kind).to.equal('disruptive');
     expect(dets[0].dFlag).to.equal(true);

@@ -11,7 +11,7 @@ import { ClassFlow, classMembers, loadFlow, meanNll, perClassFlows, saveFlow, tr
 import { AbortError } from '../../ml/loop.js';
 import { matrix, selectRows, type Matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';
-import { poisonScores } from '../../ml/score.js';
+import { poisonScoreOf, poisonScores } from '../../ml/score.js';
 
 /** A flow whose couplings are far from the identity, so every part of the map is exercised. */
 function randomFlow(dim: number, hidden: number, seed: number): ClassFlow {
@@ -356,13 +356,19 @@ describe('density matrix, foreign density and poison score', function () {
     flows.forEach((f) => f.dispose());
   });
 
-  it('foreignDensity is the row maximum over the other classes; poisonScores is own minus that', () => {
+  it('foreignDensity is the row maximum over the other classes; poisonScores is own minus their maximum or median', () => {
     // 3 samples x 3 classes (log densities).
     const d = matrix(3, 3, Float32Array.from([-1, -5, -3, -10, -2, -2.5, -7, -8, -6]));
     expect(Array.from(foreignDensity(d, 0))).to.deep.equal([-3, -2, -6]);
     expect(Array.from(foreignDensity(d, 2))).to.deep.equal([-1, -2, -7]);
-    const s = poisonScores(d, Int32Array.from([0, 1, 2]));
-    expect(Array.from(s)).to.deep.equal([2, 0.5, 1]);
+    expect(Array.from(poisonScores(d, Int32Array.from([0, 1, 2]), 'max-foreign'))).to.deep.equal([2, 0.5, 1]);
+    // Two foreign columns: their median is their mean (-4, -6.25, -7.5). The default is the median.
+    expect(Array.from(poisonScores(d, Int32Array.from([0, 1, 2])))).to.deep.equal([3, 4.25, 1.5]);
+    // Three foreign columns (-1, -5, -3): the middle one; the maximum would give 1.
+    const four = matrix(1, 4, Float32Array.from([0, -1, -5, -3]));
+    expect(poisonScores(four, Int32Array.from([0]), 'median-foreign')[0]).to.equal(3);
+    expect(poisonScoreOf(four, 0, 0, 'median-foreign')).to.equal(3);
+    expect(poisonScoreOf(four, 0, 0, 'max-foreign')).to.equal(1);
     expect(() => poisonScores(d, Int32Array.from([0, 3, 1]))).to.throw(/label 3/);
     expect(() => foreignDensity(d, 3)).to.throw(/out of range/);
   });
