@@ -3,6 +3,8 @@
 //
 //   npm run bench -- matrix-table bench/results/matrix-<date>.json
 import { readFile } from 'node:fs/promises';
+import { isCleanLabel } from '../attacks/index.js';
+import { BENCH_ATTACKS } from './lib/attacks.js';
 import type { MatrixCell } from './matrix.js';
 
 /** Paper, CIFAR-10 at full scale (method.md): no defense ACC/ASR, ours ACC/ASR, relabel accuracy. */
@@ -35,16 +37,23 @@ for (const c of body.cells) {
 }
 console.log(`scale ${JSON.stringify(body.scale)}; ${body.minutes.toFixed(0)} min\n`);
 console.log(
-  '| attack | defense | runs | target found | false targets (mean) | TPR % | FPR % | relabel acc. % | poisoned kept % | genuine lost % | ACC % | ASR % | pixel floor relabel % | paper (no defense -> ours) |',
+  '| attack | defense | runs | target found | target S_ND z (mean) | false targets (mean) | TPR % | FPR % | relabel acc. % | poisoned kept % | genuine lost % | ACC % | ASR % | pixel floor relabel % | paper (no defense -> ours) |',
 );
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [key, cells] of groups) {
   const [condition, defense] = key.split('\u0000');
   const clean = condition === 'clean';
   const found = clean ? `${cells.filter((c) => c.flagged.length === 0).length} clean` : `${cells.filter((c) => c.targetFound).length}`;
-  const floor = body.pixelFloor.filter((f) => f.condition === condition).map((f) => f.pixelRelabelAccuracy);
+  // The target's normalised S_ND (whatever the audit's ndNormalization was): how near the threshold a miss was.
+  const target = BENCH_ATTACKS[condition.split('@')[0]]?.targetClass;
+  const z = target === undefined ? [] : cells.map((c) => c.classes[target]?.sNDNormalized).filter((v): v is number => v !== undefined);
+  const zCell = defense === 'flow-relabel' && z.length ? (z.reduce((a, b) => a + b, 0) / z.length).toFixed(2) : '';
+  // A clean-label attack's poisoned samples already carry their true label: no relabel floor.
+  const attack = BENCH_ATTACKS[condition.split('@')[0]];
+  const cleanLabel = attack !== undefined && isCleanLabel({ ...attack, seed: 0 });
+  const floor = cleanLabel ? [] : body.pixelFloor.filter((f) => f.condition === condition).map((f) => f.pixelRelabelAccuracy);
   console.log(
-    `| ${condition} | ${defense} | ${cells.length} | ${found} | ${(cells.reduce((s, c) => s + c.falseTargets.length, 0) / cells.length).toFixed(1)} | ` +
+    `| ${condition} | ${defense} | ${cells.length} | ${found} | ${zCell} | ${(cells.reduce((s, c) => s + c.falseTargets.length, 0) / cells.length).toFixed(1)} | ` +
       `${mean(cells.map((c) => c.tpr))} | ${mean(cells.map((c) => c.fpr))} | ${mean(cells.map((c) => c.relabelAccuracy))} | ${mean(cells.map((c) => c.poisonedKept))} | ` +
       `${mean(cells.map((c) => c.genuineLost))} | ${mean(cells.map((c) => c.acc))} | ${mean(cells.map((c) => c.asr))} | ${defense === 'flow-relabel' ? mean(floor) : ''} | ${defense === 'flow-relabel' ? (PAPER[condition] ?? '') : ''} |`,
   );
