@@ -167,6 +167,7 @@ export function reportFigures(input: FigureInput): ReportFigures {
   // Poison scores (ml/score.ts) of the drawn classes' rows only: the report runs in every audit,
   // and the whole N x C pass would cost a million-sample, thousand-class audit seconds each time.
   const scores = new Float32Array(n);
+  // Reports written before scoreReference existed used the paper's maximum.
   for (const y of shownFlagged)
     for (const i of members[y]) scores[i] = poisonScoreOf(density, i, y, report.config.relabel.scoreReference ?? 'max-foreign');
   const poisonScore = shownFlagged.map((y): PoisonScoreFigure => {
