@@ -5,10 +5,11 @@
 //
 // The layout is the JSON Schema's own (named `definitions` reached by `$ref`, if/then variants,
 // `not` for forbidden keys) because describeErrors reads ajv's keywords, schema paths ('retrain',
-// 'duration') and the `not` schemas to word its messages.
+// 'duration') and the `not` schemas to word its messages. The builders for those constructs are in
+// client/schema-builders.ts, the `attack:` section in client/attack-schema.ts.
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Type, { type Static, type TSchema, type TSchemaOptions, type TUnsafe } from 'typebox';
+import Type, { type Static, type TSchema, type TSchemaOptions } from 'typebox';
 import type { AttackConfig, AttackName } from '../attacks/types.js';
 import type { BackendChoice } from '../backend/backend.js';
 import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
@@ -23,43 +24,11 @@ import type {
 } from '../ml/config.js';
 import type { ActivationClusteringConfig, KnnConsistencyConfig, SpectralSignaturesConfig } from '../ml/config.js';
 import { STAGES, type DatasetSource as WorkflowDatasetSource, type QueueKind, type StageName } from '../workflows/types.js';
+import { Attack } from './attack-schema.js';
+import { definition, forbid, fraction, nonEmpty, oneOf, optional, positive, positiveInt, rgb, when } from './schema-builders.js';
 
 /** The generated file (committed, for editors). */
 export const schemaFile = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'pipelines', 'schema.json');
-
-// ---- helpers for the JSON Schema constructs TypeBox has no builder for ----
-
-/** A schema stored under `definitions`; `ref` is its `$ref`, typed as the schema. */
-function definition<T extends TSchema>(name: string, schema: T) {
-  return { name, schema, ref: Type.Unsafe<Static<T>>({ $ref: `#/definitions/${name}` }) };
-}
-
-/** `oneOf` (TypeBox's Union writes `anyOf`; a value matching both forms must fail here). */
-function oneOf<T extends TSchema[]>(types: [...T], options: TSchemaOptions = {}): TUnsafe<Static<T[number]>> {
-  return Type.Unsafe<Static<T[number]>>({ ...options, oneOf: types });
-}
-
-/**
- * If `key` is `value`, `then` applies. As in the hand-written schema, the `if` does not require
- * the key: when it is missing (an error of its own) every variant's `then` applies.
- */
-function when(key: string, value: string, then: Record<string, unknown>) {
-  return { if: { properties: { [key]: { const: value } } }, then };
-}
-
-/** None of `keys` may be present (describeErrors lists the present ones from this shape). */
-function forbid(...keys: string[]) {
-  return { not: { anyOf: keys.map((k) => ({ required: [k] })) } };
-}
-
-const positiveInt = (options: TSchemaOptions = {}) => Type.Integer({ minimum: 1, ...options });
-const nonEmpty = (options: TSchemaOptions = {}) => Type.String({ minLength: 1, ...options });
-const positive = () => Type.Number({ exclusiveMinimum: 0 });
-const fraction = () => Type.Number({ minimum: 0, maximum: 1 });
-/** Three numbers, one per channel (R, G, B). */
-const rgb = (item: TSchema, options: TSchemaOptions = {}) =>
-  Type.Unsafe<[number, number, number]>(Type.Array(item, { minItems: 3, maxItems: 3, ...options }));
-const optional = Type.Optional;
 
 // ---- definitions ----
 
@@ -91,92 +60,6 @@ const DatasetSource = definition(
         when('format', 'cifar-binary', { required: ['files'], ...forbid('root', 'path', 'split', 'followSymlinksOutsideRoot') }),
         when('format', 'manifest', { required: ['path'], ...forbid('files', 'split') }),
         when('format', 'cifar10', { required: ['split'], ...forbid('root', 'files', 'path', 'classes', 'followSymlinksOutsideRoot') }),
-      ],
-    },
-  ),
-);
-
-/** The attack-specific keys, each allowed for some attacks only. */
-const ATTACK_OPTIONS = [
-  'trigger',
-  'corner',
-  'alpha',
-  'k',
-  's',
-  'coverNoise',
-  'eps',
-  'stepSize',
-  'steps',
-  'surrogateWidth',
-  'surrogateEpochs',
-  'bits',
-  'trainSteps',
-  'width',
-  'testAlpha',
-  'pieces',
-  'pieceRate',
-  'delta',
-  'testDelta',
-  'frequency',
-] as const;
-
-/** The attack-specific keys an attack does not take. */
-function otherThan(...allowed: (typeof ATTACK_OPTIONS)[number][]): string[] {
-  return ATTACK_OPTIONS.filter((k) => !allowed.includes(k));
-}
-
-const Attack = definition(
-  'attack',
-  Type.Object(
-    {
-      name: Type.Enum(['badnets', 'blend', 'wanet', 'lc', 'sig', 'issba', 'adap-patch', 'adap-blend']),
-      targetClass: Type.Integer({ minimum: 0 }),
-      rate: Type.Number({
-        exclusiveMinimum: 0,
-        maximum: 1,
-        description: 'Fraction of the whole training set poisoned (LC too: its samples all come from the target class).',
-      }),
-      coverRate: optional(fraction()),
-      seed: Type.Integer(),
-      trigger: optional(nonEmpty()),
-      corner: optional(Type.Enum(['upper-left', 'lower-right'])),
-      alpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
-      k: optional(Type.Integer({ minimum: 2 })),
-      s: optional(positive()),
-      coverNoise: optional(Type.Number({ minimum: 0 })),
-      eps: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'L-inf bound in units of 1/255 (LC 16, ISSBA 8).' })),
-      stepSize: optional(Type.Number({ exclusiveMinimum: 0, description: 'LC: PGD step in units of 1/255 (1.5).' })),
-      steps: optional(Type.Integer({ minimum: 0, description: 'LC: PGD steps (30).' })),
-      surrogateWidth: optional(positiveInt({ description: 'LC: ResNet-18 width of the surrogate classifier (8).' })),
-      surrogateEpochs: optional(positiveInt({ description: 'LC: epochs of the surrogate classifier (4).' })),
-      bits: optional(positiveInt({ description: 'ISSBA: length of the secret (20).' })),
-      trainSteps: optional(positiveInt({ description: 'ISSBA: encoder/decoder training steps of 32 images (400).' })),
-      width: optional(positiveInt({ description: "ISSBA: channels of the encoder's first layer (16)." })),
-      testAlpha: optional(Type.Number({ exclusiveMinimum: 0, maximum: 1, description: 'Adap-Blend: blend weight at test time (0.2).' })),
-      pieces: optional(positiveInt({ description: 'Adap-Blend: pieces of the trigger, a square number (16).' })),
-      delta: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'SIG: amplitude in units of 1/255 (20).' })),
-      testDelta: optional(Type.Number({ exclusiveMinimum: 0, maximum: 255, description: 'SIG: amplitude at test time (delta).' })),
-      frequency: optional(Type.Number({ exclusiveMinimum: 0, description: 'SIG: periods across the image width (6).' })),
-      pieceRate: optional(
-        Type.Number({
-          exclusiveMinimum: 0,
-          exclusiveMaximum: 1,
-          description: 'Adap-Blend: fraction of the pieces per training image (0.5).',
-        }),
-      ),
-    },
-    {
-      description: 'Poison the (clean) dataset before auditing it, for evaluation with ground truth.',
-      additionalProperties: false,
-      allOf: [
-        when('name', 'badnets', forbid(...otherThan('trigger', 'corner'))),
-        when('name', 'blend', forbid(...otherThan('trigger', 'alpha'))),
-        when('name', 'wanet', forbid(...otherThan('k', 's', 'coverNoise'))),
-        when('name', 'lc', forbid(...otherThan('trigger', 'eps', 'stepSize', 'steps', 'surrogateWidth', 'surrogateEpochs'), 'coverRate')),
-        when('name', 'sig', forbid(...otherThan('delta', 'testDelta', 'frequency'), 'coverRate')),
-        when('name', 'issba', forbid(...otherThan('eps', 'bits', 'trainSteps', 'width'))),
-        when('name', 'adap-patch', forbid(...otherThan())),
-        when('name', 'adap-blend', forbid(...otherThan('trigger', 'alpha', 'testAlpha', 'pieces', 'pieceRate'))),
       ],
     },
   ),
