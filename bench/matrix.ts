@@ -8,7 +8,7 @@
 // target's samples the way the paper's method does (the relabel accuracy any learned feature
 // must beat).
 //
-//   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,...]
+//   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep] [--store dir] [--out file]
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -20,7 +20,8 @@ import { parsePipeline } from '../client/pipeline.js';
 import { BENCH_ATTACKS as ATTACKS, type AttackSetting } from './lib/attacks.js';
 import { openDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
-import { defaultAuditConfig, type AuditReport } from '../ml/config.js';
+import { defaultAuditConfig, DEFENSE_SECTION, type AuditReport } from '../ml/config.js';
+import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
 import { knownVerdict } from '../ml/detect.js';
 import { cleansingMetrics } from '../ml/evaluate.js';
 import { principalComponents } from '../ml/defenses/pca.js';
@@ -86,6 +87,22 @@ const scale = {
 };
 const seeds = values.seeds.split(',').map(Number);
 const defenses = values.defenses.split(',');
+for (const d of defenses) defenseSettings(d); // refuse a bad name before hours of computing
+
+/**
+ * A matrix defense: a registered defense, or a feature-space baseline on the penultimate
+ * features of a classifier trained on the poisoned set (`spectral-signatures:classifier`, the
+ * setting of its paper) instead of the encoder's.
+ */
+function defenseSettings(name: string): Record<string, unknown> {
+  const [defense, features] = name.split(':');
+  const section = DEFENSE_SECTION[defense as DefenseName];
+  if (section === undefined) throw new Error(`--defenses: unknown defense "${defense}" (${DEFENSE_NAMES.join(', ')})`);
+  if (features === undefined) return { defense };
+  if (features !== 'classifier' || (section !== 'spectralSignatures' && section !== 'activationClustering'))
+    throw new Error(`--defenses: "${name}": only spectral-signatures and activation-clustering take ":classifier"`);
+  return { defense, [section]: { features } };
+}
 for (const a of values.attacks.split(','))
   if (!(a in ATTACKS)) throw new Error(`--attacks: unknown attack "${a}" (${Object.keys(ATTACKS).join(', ')})`);
 
@@ -161,7 +178,7 @@ for (const c of conditions) {
   for (const seed of seeds) {
     let floorDone = false;
     for (const defense of defenses) {
-      const name = `matrix-${c.label.replace(/[^a-z0-9-]/gi, '_')}-s${seed}-${defense}`;
+      const name = `matrix-${c.label.replace(/[^a-z0-9-]/gi, '_')}-s${seed}-${defense.replace(':', '-')}`;
       const file = join(work, `${name}.yaml`);
       const pipeline = await parsePipeline(
         stringify({
@@ -171,7 +188,7 @@ for (const c of conditions) {
           ...(c.attack ? { attack: { ...c.attack, seed: seed + 1 } } : {}),
           audit: {
             seed,
-            defense,
+            ...defenseSettings(defense),
             encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize },
             flow: { epochs: scale.flowEpochs },
             retrain: {

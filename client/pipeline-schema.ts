@@ -78,6 +78,12 @@ const Retrain = Type.Object(
   { additionalProperties: false },
 );
 
+/** What a feature-space baseline reads (ml/config.ts DefenseFeatures). */
+const DefenseFeaturesSchema = Type.Enum(['encoder', 'classifier'], {
+  description:
+    "Features: the audit's encoder's (default), or the penultimate layer of a classifier trained on the dataset as labelled, with the retrain settings (the baseline papers' setting).",
+});
+
 /** The encoder keys only `kind: onnx` takes. */
 const ONNX_KEYS = ['inputSize', 'mean', 'std', 'output', 'layout', 'provider'] as const;
 
@@ -195,6 +201,7 @@ const Audit = definition(
                 description: 'Share of every class removed: 1.5 x the assumed poison rate (Tran et al. 2018); default 0.15.',
               }),
             ),
+            features: optional(DefenseFeaturesSchema),
           },
           { additionalProperties: false },
         ),
@@ -217,6 +224,7 @@ const Audit = definition(
                 description: '...and the split has at least this mean silhouette; -1: no silhouette test; default 0.1.',
               }),
             ),
+            features: optional(DefenseFeaturesSchema),
           },
           { additionalProperties: false },
         ),

@@ -7,7 +7,15 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { msToNumber, type Duration } from '@temporalio/common';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { LineCounter, parseDocument } from 'yaml';
-import { defaultAuditConfig, defaultSimclrEncoder, stemForImageSize, type AuditConfig, type EncoderConfig } from '../ml/config.js';
+import {
+  defaultAuditConfig,
+  defaultSimclrEncoder,
+  defenseFeatures,
+  DEFENSE_SECTION,
+  stemForImageSize,
+  type AuditConfig,
+  type EncoderConfig,
+} from '../ml/config.js';
 import type { AttackConfig } from '../attacks/types.js';
 import { STAGE_SPECS, type QueueKind } from '../workflows/graph.js';
 import {
@@ -141,8 +149,13 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   if (audit.encoder.kind === 'onnx' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `onnx model not found: ${audit.encoder.path}`);
   }
-  if (raw.attack && audit.retrain && !raw.testSet) {
-    // Not an error: retraining still produces a model, only ACC/ASR are missing.
+  if (defenseFeatures(audit) === 'classifier' && !audit.retrain) {
+    const section = DEFENSE_SECTION[audit.defense] as string;
+    at(
+      ['audit', section, 'features'],
+      `features: classifier trains a classifier on the dataset with the retrain settings, but retrain is false: give retrain settings or use features: encoder`,
+      true,
+    );
   }
   if (problems.length) throw new PipelineError(file, problems);
 

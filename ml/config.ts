@@ -105,8 +105,16 @@ export interface RelabelConfig {
   scoreReference: ScoreReference;
 }
 
-// Baseline defenses (ml/defenses/): comparison rows for the paper's method, run on the same
-// features. Each reads its own section below; none reads the flow method's detections.
+// Baseline defenses (ml/defenses/): comparison rows for the paper's method. Each reads its own
+// section below; none reads the flow method's detections.
+
+/**
+ * The features a feature-space baseline reads: 'encoder', the audit's own (SimCLR, the same the
+ * flows see); 'classifier', the penultimate layer of a classifier trained on the dataset as
+ * labelled (stage `classifierFeatures`, with the `retrain` settings), the setting of the
+ * Spectral Signatures and Activation Clustering papers, where the backdoor is a learned feature.
+ */
+export type DefenseFeatures = 'encoder' | 'classifier';
 
 export interface SpectralSignaturesConfig {
   /**
@@ -114,6 +122,7 @@ export interface SpectralSignaturesConfig {
    * 1.5 * eps, with eps the assumed upper bound on the poison rate; 0.15 = 1.5 * 0.1.
    */
   removeFraction: number;
+  features: DefenseFeatures;
 }
 
 export interface ActivationClusteringConfig {
@@ -126,6 +135,7 @@ export interface ActivationClusteringConfig {
   sizeThreshold: number;
   /** ...and the 2-means split's mean silhouette is at least this (ART's 0.1); -1 turns this test off. */
   silhouetteThreshold: number;
+  features: DefenseFeatures;
 }
 
 export interface KnnConsistencyConfig {
@@ -189,6 +199,13 @@ export const DEFENSE_SECTION = {
   none: null,
 } as const satisfies Record<DefenseName, keyof AuditConfig | null>;
 
+/** The features the audit's defense reads: a baseline's `features` setting, else the encoder's. */
+export function defenseFeatures(config: Pick<AuditConfig, 'defense' | 'spectralSignatures' | 'activationClustering'>): DefenseFeatures {
+  if (config.defense === 'spectral-signatures') return config.spectralSignatures.features;
+  if (config.defense === 'activation-clustering') return config.activationClustering.features;
+  return 'encoder';
+}
+
 /** ResNet stem for images of this size: the CIFAR 3x3 stem below 64 pixels, the ImageNet one from 64. */
 export function stemForImageSize(imageSize: number): Stem {
   return imageSize >= 64 ? 'imagenet' : 'cifar';
@@ -219,8 +236,8 @@ export const defaultAuditConfig: AuditConfig = {
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
   relabel: { alpha: 0.15, scoreReference: 'median-foreign' },
-  spectralSignatures: { removeFraction: 0.15 },
-  activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1 },
+  spectralSignatures: { removeFraction: 0.15, features: 'encoder' },
+  activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1, features: 'encoder' },
   knnConsistency: { k: 10, disagreeFraction: 0.5, relabelFraction: 0.7 },
   retrain: {
     width: 64,

@@ -96,3 +96,13 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
   }
   return tfl.model({ inputs: input, outputs: out, name: o.classes === undefined ? 'resnet18_features' : 'resnet18_classifier' });
 }
+
+/**
+ * The pooled features of a classifier built by buildResNet18 (its penultimate layer), as a model
+ * that shares the classifier's weights: dispose the classifier, not this view.
+ */
+export function penultimateLayer(classifier: tfl.LayersModel): tfl.LayersModel {
+  const pooled = classifier.getLayer(FEATURE_LAYER).output;
+  if (Array.isArray(pooled)) throw new Error(`resnet: layer "${FEATURE_LAYER}" of ${classifier.name} has several outputs`);
+  return tfl.model({ inputs: classifier.inputs, outputs: pooled, name: `${classifier.name}_penultimate` });
+}

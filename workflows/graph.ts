@@ -7,7 +7,7 @@
 // Deterministic and types-only imports: the workflow bundle includes this file.
 import type { AttackConfig } from '../attacks/types.js';
 import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
-import { classifierStem, DEFENSE_SECTION, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
+import { classifierStem, defenseFeatures, DEFENSE_SECTION, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
 import type { AuditRunInfo, OnnxEncoderConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
 import type { DatasetSource, Pipeline } from './types.js';
 
@@ -126,6 +126,15 @@ export const STAGE_SPECS = {
     cached: true,
     summary: 'target classes: non-disruptive and disruptive tests',
   },
+  classifierFeatures: {
+    version: 1,
+    queue: 'gpu',
+    heartbeat: '30s',
+    startToClose: '7d',
+    inputs: ['dataset'],
+    cached: true,
+    summary: "a classifier trained on the dataset's own labels, and its penultimate features of every sample (baselines' setting)",
+  },
   relabel: {
     // 2: the split comes from the defense registry and carries `side`.
     version: 2,
@@ -218,6 +227,8 @@ export interface DensityParams {
 export interface DetectParams {
   config: DetectionConfig;
 }
+/** The poisoned-data classifier: trained like `retrain`, on every sample with its given label. */
+export type ClassifierFeaturesParams = RetrainParams & { batchSize: number };
 export interface RelabelParams {
   defense: DefenseName;
   /** The defense's own config section (ml/defenses/: `configOf`). */
@@ -260,6 +271,7 @@ export interface StageParams {
   flow: FlowParams;
   density: DensityParams;
   detect: DetectParams;
+  classifierFeatures: ClassifierFeaturesParams;
   relabel: RelabelParams;
   retrain: RetrainParams;
   evaluate: EvaluateParams;
@@ -399,9 +411,25 @@ export const AUDIT_DAG: readonly DagNode[] = [
     params: ({ audit }) => ({ config: audit.detection }),
   }),
   node({
+    id: 'classifier-features',
+    stage: 'classifierFeatures',
+    // Only for a baseline that asks for them: other audits' command sequences are unchanged.
+    when: (p) => defenseFeatures(p.audit) === 'classifier',
+    inputs: { dataset: TRAIN },
+    params: ({ audit }) => ({
+      config: audit.retrain as RetrainConfig, // parsePipeline requires retrain settings for these features
+      seed: audit.seed,
+      stem: classifierStem(audit),
+      imageSize: audit.imageSize,
+      backend: audit.backend,
+      batchSize: FEATURE_BATCH,
+    }),
+  }),
+  node({
     id: 'relabel',
     stage: 'relabel',
-    inputs: { density: 'density', detect: 'detect', dataset: TRAIN, features: 'features' },
+    // The defense's features: the poisoned-data classifier's when it asks for them, else the encoder's.
+    inputs: { density: 'density', detect: 'detect', dataset: TRAIN, features: ['classifier-features', 'features'] },
     // Each defense reads its own section (`audit.relabel` for the paper's), named by the plain
     // DEFENSE_SECTION table: this module stays free of the registry's code (the workflow bundle
     // includes it).

@@ -14,6 +14,7 @@ export const STAGE_IMPLS: StageRegistry = {
   flow: { load: async () => (await import('./flow.js')).flowStage, hooks: [] },
   density: { load: async () => (await import('./density.js')).densityStage, hooks: [] },
   detect: { load: async () => (await import('./detect.js')).detectStage, hooks: [] },
+  classifierFeatures: { load: async () => (await import('./classifier-features.js')).classifierFeaturesStage, hooks: [] },
   relabel: { load: async () => (await import('./relabel.js')).relabelStage, hooks: [] },
   retrain: { load: async () => (await import('./retrain.js')).retrainStage, hooks: [] },
   evaluate: { load: async () => (await import('./evaluate.js')).evaluateStage, hooks: [] },

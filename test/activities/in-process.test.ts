@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { auditDataset, type InProcessResult } from '../../activities/in-process.js';
 import { parsePipeline } from '../../client/pipeline.js';
+import { readMatrix } from '../../activities/io.js';
 import type { AuditReport, CleansedEntry } from '../../ml/config.js';
+import { createDefense } from '../../ml/defenses/index.js';
 import { activeNodes } from '../../workflows/dag.js';
 import type { Pipeline } from '../../workflows/types.js';
 import { tinyImageFolder } from '../temporal-helpers.js';
@@ -110,6 +112,31 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
     const { sinceLastAudit: _since, ...freshReport } = fresh.report;
     expect({ ...freshReport, timings: {} }).to.deep.equal({ ...first.report, timings: {} });
     expect(fresh.report.artifacts).to.deep.equal(first.report.artifacts);
+  });
+
+  it("runs spectral signatures on a poisoned-data classifier's penultimate features when asked, the encoder's stages from the cache", async () => {
+    const onClassifier: Pipeline = {
+      ...pipeline,
+      audit: { ...pipeline.audit, defense: 'spectral-signatures', spectralSignatures: { removeFraction: 0.1, features: 'classifier' } },
+    };
+    const r = await auditDataset(onClassifier, { store: join(dir, 'store') });
+    for (const id of ['encoder', 'features', 'density', 'detect']) expect(r.outcomes[id]?.cached, id).to.equal(true);
+    expect(r.outcomes['classifier-features']?.cached).to.equal(false);
+    const penultimate = await readMatrix(r.store.dir(r.outcomes['classifier-features']!.ref), 'features');
+    expect([penultimate.rows, penultimate.cols]).to.deep.equal([300, 8 * 4]); // ResNet-18 width 4 pools 8 x 4 channels
+    const encoder = await readMatrix(r.store.dir(r.outcomes.features!.ref), 'features');
+    // The split is spectral signatures' on the classifier's features, not on the encoder's.
+    const ss = createDefense('spectral-signatures');
+    const input = {
+      ids: r.cleansed.map((e) => e.id),
+      labels: Int32Array.from(r.cleansed, (e) => e.label),
+      classNames: r.report.dataset.classes,
+    };
+    const facts = { density: r.density, detections: r.detections };
+    expect(r.cleansed).to.deep.equal(ss.split({ ...input, ...facts, features: penultimate }, onClassifier.audit.spectralSignatures));
+    expect(r.cleansed).to.not.deep.equal(ss.split({ ...input, ...facts, features: encoder }, onClassifier.audit.spectralSignatures));
+    const perClass = r.report.classes.map((k) => Math.round(0.1 * k.count)); // 10% of every class, clean ones too
+    expect(r.report.counts.dropped).to.equal(perClass.reduce((a, b) => a + b));
   });
 });
 

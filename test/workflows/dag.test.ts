@@ -180,9 +180,34 @@ describe('the audit DAG (workflows/dag.ts)', function () {
     const full = pipeline({
       attack: { name: 'badnets', targetClass: 0, rate: 0.1, seed: 1 },
       testSet: { source: { format: 'imagefolder', root: '/t' } },
-      // A warm start adds the lineage node (found at run time in the output folder).
-      audit: { ...defaultAuditConfig, encoder: { ...defaultSimclrEncoder, warmStart: 'previous' } },
+      // A warm start adds the lineage node (found at run time in the output folder); a baseline
+      // on classifier features the classifier-features node.
+      audit: {
+        ...defaultAuditConfig,
+        encoder: { ...defaultSimclrEncoder, warmStart: 'previous' },
+        defense: 'spectral-signatures',
+        spectralSignatures: { removeFraction: 0.15, features: 'classifier' },
+      },
     });
     expect(activeNodes(full).map((n) => n.id)).to.deep.equal(AUDIT_DAG.map((n) => n.id));
+  });
+
+  it("feeds a baseline the poisoned-data classifier's features only when its section asks for them", async function () {
+    const audit = { ...defaultAuditConfig, defense: 'activation-clustering' as const };
+    const onEncoder = new RecordingExecutor(['a', 'b']);
+    await runAuditDag(pipeline({ audit }), onEncoder);
+    expect(onEncoder.calls.map((c) => c.stage)).to.not.include('classifierFeatures');
+    expect(onEncoder.calls.find((c) => c.id === 'relabel')?.inputs.features).to.match(/^features#/);
+
+    const onClassifier = new RecordingExecutor(['a', 'b']);
+    const features = { ...audit, activationClustering: { ...audit.activationClustering, features: 'classifier' as const } };
+    await runAuditDag(pipeline({ audit: features }), onClassifier);
+    const trained = onClassifier.calls.find((c) => c.stage === 'classifierFeatures');
+    expect(trained?.inputs).to.deep.equal({ dataset: onClassifier.calls.find((c) => c.id === 'ingest')?.key });
+    expect(trained?.params).to.include({ seed: audit.seed, stem: 'cifar', imageSize: 32 });
+    expect((trained?.params as { config: unknown }).config).to.deep.equal(audit.retrain);
+    expect(onClassifier.calls.find((c) => c.id === 'relabel')?.inputs.features).to.equal(trained?.key);
+    // The flows still read the encoder's features.
+    expect(onClassifier.calls.find((c) => c.id === 'density')?.inputs.features).to.match(/^features#/);
   });
 });

@@ -9,7 +9,7 @@ const config = defaultAuditConfig.activationClustering;
 
 describe('activation-clustering defense (Chen et al. 2018)', () => {
   it("defaults to the paper's 10 dimensions and 0.35 relative size, and ART's 0.1 silhouette", () => {
-    expect(config).to.deep.equal({ dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1 });
+    expect(config).to.deep.equal({ dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1, features: 'encoder' });
   });
 
   it('flags the class with a planted 10% cluster and removes that cluster; unimodal classes are kept whole', () => {

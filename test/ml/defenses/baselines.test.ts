@@ -66,6 +66,21 @@ describe('baseline defenses: registry and config sections', () => {
     expect((await pipelineProblems(text('{ activationClustering: { sizeThreshold: 0.5 } }'))).join('\n')).to.match(/sizeThreshold/);
     expect((await pipelineProblems(text('{ knnConsistency: { relabelFraction: 0.5 } }'))).join('\n')).to.match(/relabelFraction/);
     expect((await pipelineProblems(text('{ knnConsistency: { neighbours: 5 } }'))).join('\n')).to.match(/neighbours/);
+    expect((await pipelineProblems(text('{ spectralSignatures: { features: pixels } }'))).join('\n')).to.match(/features/);
+  });
+
+  it('refuses classifier features without the retrain settings that train the classifier', async () => {
+    const text = (audit: string) => `name: t\ndataset: { format: cifar10, split: train, imageSize: 32 }\noutput: out\naudit: ${audit}\n`;
+    const problems = await pipelineProblems(
+      text('{ defense: activation-clustering, activationClustering: { features: classifier }, retrain: false }'),
+    );
+    expect(problems.join('\n')).to.match(/audit\.activationClustering\.features.*features: classifier .* retrain is false/);
+    // The section of a defense that is not selected is not read: no refusal.
+    const other = await parsePipeline(
+      text('{ defense: activation-clustering, spectralSignatures: { features: classifier }, retrain: false }'),
+      '/p/x.yaml',
+    );
+    expect(other.audit.retrain).to.equal(undefined);
   });
 });
 

@@ -9,7 +9,7 @@ const config = defaultAuditConfig.spectralSignatures;
 
 describe('spectral-signatures defense (Tran et al. 2018)', () => {
   it('defaults to removing 1.5 x 10% = 15% of each class', () => {
-    expect(config).to.deep.equal({ removeFraction: 0.15 });
+    expect(config).to.deep.equal({ removeFraction: 0.15, features: 'encoder' });
   });
 
   it('removes the planted 10% cluster of a class within its top 15% outlier scores', () => {
@@ -46,9 +46,13 @@ describe('spectral-signatures defense (Tran et al. 2018)', () => {
 
   it('follows removeFraction and rejects values outside (0, 1)', () => {
     const { input } = synthetic({ mislabel: false });
-    expect(ss.split(input, { removeFraction: 0.05 }).filter((e) => e.action === 'drop').length).to.equal(3 * 10);
-    expect(() => ss.split(input, { removeFraction: 0 })).to.throw('spectral-signatures config: removeFraction must be in (0, 1), got 0');
-    expect(() => ss.split(input, { removeFraction: 1 })).to.throw(/removeFraction must be in \(0, 1\), got 1/);
-    expect(() => ss.split(input, { removeFraction: Number.NaN })).to.throw(/removeFraction must be in \(0, 1\), got null/);
+    expect(ss.split(input, { removeFraction: 0.05, features: 'encoder' }).filter((e) => e.action === 'drop').length).to.equal(3 * 10);
+    expect(() => ss.split(input, { removeFraction: 0, features: 'encoder' })).to.throw(
+      'spectral-signatures config: removeFraction must be in (0, 1), got 0',
+    );
+    expect(() => ss.split(input, { removeFraction: 1, features: 'encoder' })).to.throw(/removeFraction must be in \(0, 1\), got 1/);
+    expect(() => ss.split(input, { removeFraction: Number.NaN, features: 'encoder' })).to.throw(
+      /removeFraction must be in \(0, 1\), got null/,
+    );
   });
 });
