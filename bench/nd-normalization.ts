@@ -102,6 +102,13 @@ interface ScoreSplit {
   high: number;
   /** Poisoned samples in the highest alpha (kept as clean by a non-disruptive split) / all poisoned of the target. */
   highOfPoisoned: number;
+  /**
+   * How well the score orders the target's own samples: the probability that a poisoned sample
+   * scores below a genuine one (ROC AUC, ties half). It bounds what any split of the ranking can do.
+   */
+  auc: number;
+  /** The cost of keeping more: poisoned samples in the highest 2 alpha / all poisoned of the target. */
+  high2OfPoisoned: number;
 }
 const SCORE_REFERENCES: ScoreReference[] = ['max-foreign', 'median-foreign'];
 const rows: Row[] = [];
@@ -134,6 +141,25 @@ async function measure(
     await writeFile(join(values.save, `${dataset}-${condition}-${trial}.json`), JSON.stringify(body));
   }
   analyse(dataset, condition, trial, density, labels, truth, (performance.now() - t0) / 1000);
+}
+
+/** P(score of a positive < score of a negative), ties counted half, from ascending `scores` (Mann-Whitney). */
+function rankAuc(ascending: number[], positive: boolean[]): number {
+  let below = 0; // negatives strictly below, walking up
+  let pairs = 0;
+  let positives = 0;
+  for (let i = 0; i < ascending.length;) {
+    let j = i;
+    let pos = 0;
+    let neg = 0;
+    for (; j < ascending.length && ascending[j] === ascending[i]; j++) positive[j] ? pos++ : neg++;
+    pairs += pos * (below + neg / 2); // positive above these negatives: counts against
+    positives += pos;
+    below += neg;
+    i = j;
+  }
+  const negatives = below;
+  return positives && negatives ? 1 - pairs / (positives * negatives) : NaN;
 }
 
 function analyse(
@@ -175,10 +201,16 @@ function analyse(
       .filter((i) => labels[i] === TARGET)
       .sort((a, b) => scores[a] - scores[b]);
     const high = target.slice(target.length - k);
+    const high2 = target.slice(target.length - 2 * k);
     byReference[reference] = {
       low: share(target.slice(0, k)),
       high: share(high),
       highOfPoisoned: poisonedCount ? high.filter((i) => truth[i]).length / poisonedCount : NaN,
+      auc: rankAuc(
+        target.map((i) => scores[i]),
+        target.map((i) => truth[i] === 1),
+      ),
+      high2OfPoisoned: poisonedCount ? high2.filter((i) => truth[i]).length / poisonedCount : NaN,
     };
   }
   const { low: poisonedLow, high: poisonedHigh } = byReference[defaultAuditConfig.relabel.scoreReference];
@@ -410,14 +442,17 @@ lines.push(
   'Poison score references on the targets of the poison-label sets (means over sets): poisoned share of the lowest alpha (relabelled) and highest alpha (kept), and poisoned kept / poisoned.',
 );
 lines.push('');
-lines.push('| reference | sets | lowest-alpha poisoned share | highest-alpha poisoned share | poisoned kept |');
-lines.push('|---|---|---|---|---|');
+lines.push(
+  '| reference | sets | lowest-alpha poisoned share | highest-alpha poisoned share | poisoned kept | AUC (poisoned below genuine) | poisoned kept, keeping 2 alpha |',
+);
+lines.push('|---|---|---|---|---|---|---|');
 const labelled = rows.filter((r) => r.condition.startsWith('non-disruptive'));
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 for (const reference of SCORE_REFERENCES) {
   const b = labelled.map((r) => r.byReference[reference]);
   lines.push(
-    `| ${reference} | ${b.length} | ${f2(mean(b.map((x) => x.low)))} | ${f2(mean(b.map((x) => x.high)))} | ${(100 * mean(b.map((x) => x.highOfPoisoned))).toFixed(1)}% |`,
+    `| ${reference} | ${b.length} | ${f2(mean(b.map((x) => x.low)))} | ${f2(mean(b.map((x) => x.high)))} | ${(100 * mean(b.map((x) => x.highOfPoisoned))).toFixed(1)}% | ` +
+      `${f2(mean(b.map((x) => x.auc)))} (${f2(Math.min(...b.map((x) => x.auc)))}-${f2(Math.max(...b.map((x) => x.auc)))}) | ${(100 * mean(b.map((x) => x.high2OfPoisoned))).toFixed(1)}% |`,
   );
 }
 lines.push('');
