@@ -11,7 +11,7 @@ import { registerCpuKernels } from '../../backend/cpu-kernels.js';
 import { loadPretrainedEncoder } from '../../ml/encoder.js';
 import { loadModel, saveModel } from '../../ml/model-io.js';
 import { Rng } from '../../ml/random.js';
-import { buildResNet18, featureDim } from '../../ml/resnet.js';
+import { buildResNet18, featureDim, penultimateLayer } from '../../ml/resnet.js';
 
 before(async () => {
   await selectBackend('cpu', 'training', () => {});
@@ -86,6 +86,27 @@ describe('buildResNet18', () => {
     a.getWeights().forEach((w, i) => expect(values(b.getWeights()[i])).to.deep.equal(values(w)));
     expect(values(c.getWeights()[0])).to.not.deep.equal(values(a.getWeights()[0]));
     [a, b, c].forEach((m) => m.dispose());
+  });
+
+  it("exposes a classifier's penultimate layer: the pooled features its logits are an affine map of", () => {
+    const classifier = buildResNet18({ stem: 'cifar', width: 2, inputSize: 16, classes: 3, seed: 5 });
+    const x = randomImages(4, 16, 3);
+    const view = penultimateLayer(classifier);
+    const features = view.predict(x) as tf.Tensor2D;
+    expect(features.shape).to.deep.equal([4, featureDim(2)]);
+    const [kernel, bias] = classifier.getLayer('logits').getWeights();
+    const logits = classifier.predict(x) as tf.Tensor;
+    const affine = tf.add(tf.matMul(features, kernel as tf.Tensor2D), bias);
+    values(affine).forEach((v, i) => expect(v).to.be.closeTo(values(logits)[i], 1e-4));
+    // A view on the same weights, not a copy: training the classifier moves its features.
+    classifier.getLayer('s1b1_conv1').setWeights(
+      classifier
+        .getLayer('s1b1_conv1')
+        .getWeights()
+        .map((w) => tf.mul(w, 2)),
+    );
+    expect(values(view.predict(x) as tf.Tensor)).to.not.deep.equal(values(features));
+    classifier.dispose();
   });
 
   it('rejects bad options', () => {
