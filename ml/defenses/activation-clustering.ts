@@ -5,10 +5,11 @@
 // >= silhouetteThreshold, ART's 0.1): triggered samples form their own cluster in a target class,
 // while a clean class splits into two halves of a unimodal cloud.
 //
-// Departures from the paper: the reduction is PCA (the default of the implementation in IBM's ART, by
-// the paper's group), not ICA; the features are whatever the audit gives (SimCLR by default, not the
-// poisoned classifier's last hidden layer); and of the paper's three cluster analyses, relative
-// size and silhouette are used, not exclusionary reclassification (it needs retraining per class).
+// Departures from the paper: the reduction is PCA (the default of the implementation in IBM's
+// ART, by the paper's group), not ICA; the features are the audit's encoder's by default (the
+// paper's, the poisoned classifier's last hidden layer, with `features: classifier`); and of the
+// paper's three cluster analyses, relative size and silhouette are used, not exclusionary
+// reclassification (it needs retraining per class).
 //
 // Unlike spectral signatures this detects target classes: in a flagged class the smaller cluster
 // is removed (drop, side 'poisoned') and the larger kept as clean; every other class is kept.

@@ -8,8 +8,9 @@ import type { Matrix } from '../matrix.js';
 
 /** What the audit has computed by the time a defense runs (method.md steps 1-6). */
 export interface DefenseInput {
-  /** Encoder features z_i, N x D (standardised, ml/features.ts). Feature-space baselines
-   *  (activation clustering, spectral signatures) work on these. */
+  /** Features, N x D, that feature-space baselines (activation clustering, spectral signatures)
+   *  work on: the encoder's z_i (standardised, ml/features.ts), or with their `features:
+   *  classifier` a poisoned-data classifier's penultimate layer (stage classifierFeatures). */
   features: Matrix;
   /** The dataset's labels y_i (the attacker's, for poisoned samples), length N. */
   labels: Int32Array;
