@@ -9,7 +9,7 @@
 // must beat).
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
-//                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep] [--store dir] [--out file]
+//                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -74,6 +74,8 @@ const { values } = parseArgs({
     epochs: { type: 'string' },
     clean: { type: 'boolean', default: true },
     sweep: { type: 'boolean', default: false },
+    /** With --sweep: the poison rates to run (default: Table 4's). */
+    rates: { type: 'string' },
     store: { type: 'string', default: join('.cache', 'bench-matrix') },
     out: { type: 'string' },
   },
@@ -106,13 +108,16 @@ function defenseSettings(name: string): Record<string, unknown> {
 for (const a of values.attacks.split(','))
   if (!(a in ATTACKS)) throw new Error(`--attacks: unknown attack "${a}" (${Object.keys(ATTACKS).join(', ')})`);
 
+const sweepRates = values.rates ? values.rates.split(',').map(Number) : SWEEP_RATES;
+for (const r of sweepRates) if (!(r > 0 && r < 1)) throw new Error(`--rates: ${r} is not a poison rate in (0, 1)`);
+
 /** One condition of the matrix: an attack (with its rate) or the clean set. */
 interface Condition {
   label: string;
   attack?: AttackSetting;
 }
 const conditions: Condition[] = values.sweep
-  ? SWEEP_ATTACKS.flatMap((a) => SWEEP_RATES.map((rate) => ({ label: `${a}@${rate}`, attack: { ...ATTACKS[a], rate } })))
+  ? SWEEP_ATTACKS.flatMap((a) => sweepRates.map((rate) => ({ label: `${a}@${rate}`, attack: { ...ATTACKS[a], rate } })))
   : [...values.attacks.split(',').map((a) => ({ label: a, attack: ATTACKS[a] })), ...(values.clean ? [{ label: 'clean' }] : [])];
 
 export interface MatrixCell {
