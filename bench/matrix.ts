@@ -108,6 +108,7 @@ function defenseSettings(name: string): Record<string, unknown> {
 for (const a of values.attacks.split(','))
   if (!(a in ATTACKS)) throw new Error(`--attacks: unknown attack "${a}" (${Object.keys(ATTACKS).join(', ')})`);
 
+if (values.rates && !values.sweep) throw new Error('--rates: only with --sweep (the other conditions use attacks.md rates)');
 const sweepRates = values.rates ? values.rates.split(',').map(Number) : SWEEP_RATES;
 for (const r of sweepRates) if (!(r > 0 && r < 1)) throw new Error(`--rates: ${r} is not a poison rate in (0, 1)`);
 
