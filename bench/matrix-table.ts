@@ -44,12 +44,12 @@ for (const [key, cells] of groups) {
   const [condition, defense] = key.split('\u0000');
   const clean = condition === 'clean';
   const found = clean ? `${cells.filter((c) => c.flagged.length === 0).length} clean` : `${cells.filter((c) => c.targetFound).length}`;
+  const attack = BENCH_ATTACKS[condition.split('@')[0]];
   // The target's normalised S_ND (whatever the audit's ndNormalization was): how near the threshold a miss was.
-  const target = BENCH_ATTACKS[condition.split('@')[0]]?.targetClass;
+  const target = attack?.targetClass;
   const z = target === undefined ? [] : cells.map((c) => c.classes[target]?.sNDNormalized).filter((v): v is number => v !== undefined);
   const zCell = defense === 'flow-relabel' && z.length ? (z.reduce((a, b) => a + b, 0) / z.length).toFixed(2) : '';
   // A clean-label attack's poisoned samples already carry their true label: no relabel floor.
-  const attack = BENCH_ATTACKS[condition.split('@')[0]];
   const cleanLabel = attack !== undefined && isCleanLabel({ ...attack, seed: 0 });
   const floor = cleanLabel ? [] : body.pixelFloor.filter((f) => f.condition === condition).map((f) => f.pixelRelabelAccuracy);
   console.log(

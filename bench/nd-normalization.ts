@@ -158,8 +158,7 @@ function rankAuc(ascending: number[], positive: boolean[]): number {
     below += neg;
     i = j;
   }
-  const negatives = below;
-  return positives && negatives ? 1 - pairs / (positives * negatives) : NaN;
+  return positives && below ? 1 - pairs / (positives * below) : NaN; // below: every negative by now
 }
 
 function analyse(
@@ -191,15 +190,14 @@ function analyse(
   // Where the truly poisoned samples of the target class fall in its poison-score ranking, under
   // each score reference (ml/score.ts): the share of poisoned samples in the lowest and highest
   // alpha of the target, and the poisoned samples in the highest alpha / all poisoned.
-  const k = Math.round(defaultAuditConfig.relabel.alpha * labels.filter((y) => y === TARGET).length);
+  const targetRows = Array.from(labels.keys()).filter((i) => labels[i] === TARGET);
+  const k = Math.round(defaultAuditConfig.relabel.alpha * targetRows.length);
   const share = (idx: number[]) => idx.filter((i) => truth[i]).length / Math.max(1, idx.length);
-  const poisonedCount = Array.from(labels.keys()).filter((i) => labels[i] === TARGET && truth[i]).length;
+  const poisonedCount = targetRows.filter((i) => truth[i]).length;
   const byReference = {} as Record<ScoreReference, ScoreSplit>;
   for (const reference of SCORE_REFERENCES) {
     const scores = poisonScores(density, labels, reference);
-    const target = Array.from(labels.keys())
-      .filter((i) => labels[i] === TARGET)
-      .sort((a, b) => scores[a] - scores[b]);
+    const target = [...targetRows].sort((a, b) => scores[a] - scores[b]);
     const high = target.slice(target.length - k);
     const high2 = target.slice(target.length - 2 * k);
     byReference[reference] = {
@@ -224,7 +222,7 @@ function analyse(
     seconds,
     poisonedLow,
     poisonedHigh,
-    poisonedShare: share(Array.from(labels.keys()).filter((i) => labels[i] === TARGET)),
+    poisonedShare: share(targetRows),
     byReference,
   });
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
