@@ -17,10 +17,6 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
-import { applyStamp, cornerStamp } from '../attacks/badnets.js';
-import { loadTrigger } from '../attacks/triggers.js';
-import { ensureCifar10 } from '../data/cifar10.js';
 import { perClassFlows } from '../ml/flow.js';
 import { selectBackend, type BackendName } from '../backend/backend.js';
 import { defaultAuditConfig, type FlowConfig, type NdNormalization, type ScoreReference } from '../ml/config.js';
@@ -28,7 +24,7 @@ import { densityMatrix } from '../ml/density.js';
 import { poisonScores } from '../ml/score.js';
 import { detectTargets } from '../ml/detect.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
-import { Rng } from '../ml/random.js';
+import { C, cifarPixelSets, syntheticSet, TARGET, type SetCondition } from './lib/nd-sets.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -70,9 +66,6 @@ function robustZ(xs: number[]): number[] {
     return (x - m) / (1.4826 * med(rest.map((r) => Math.abs(r - m))));
   });
 }
-const C = 10;
-const TARGET = 0;
-
 // Flows need no convolution gradients, so wasm (fast dense products) is fine for training them.
 const backend = await selectBackend(values.backend as BackendName, 'inference', () => {});
 console.log(
@@ -81,7 +74,7 @@ console.log(
 
 interface Row {
   dataset: string;
-  condition: 'clean' | 'non-disruptive' | 'non-disruptive-5%' | 'disruptive';
+  condition: SetCondition;
   trial: number;
   /** Normalised S_ND per class, per method. */
   normalized: Record<Method, number[]>;
@@ -231,115 +224,6 @@ function analyse(
   );
 }
 
-// ---- (a) synthetic class-conditional Gaussians ----
-
-function synthetic(trial: number, condition: Row['condition']): { features: Matrix; labels: Int32Array; truth: Uint8Array } {
-  const d = 32;
-  const rng = new Rng(1000 + trial);
-  // Class means N(0, 0.5^2) per dim (overlapping classes, as in self-supervised feature spaces); per-class, per-dim spreads log-uniform in [0.6, 1.6], so the
-  // classes differ in how broad they are (the source of S_ND's clean-class spread).
-  const means = Array.from({ length: C }, () => Float32Array.from({ length: d }, () => 0.5 * rng.normal()));
-  const spreads = Array.from({ length: C }, () =>
-    Float32Array.from({ length: d }, () => Math.exp(rng.uniform(Math.log(0.6), Math.log(1.6)))),
-  );
-  const sample = (c: number, out: Float32Array, o: number) => {
-    for (let j = 0; j < d; j++) out[o + j] = means[c][j] + spreads[c][j] * rng.normal();
-  };
-  const n = C * perClass;
-  const poisoned = condition === 'non-disruptive' ? Math.round(0.1 * n) : condition === 'non-disruptive-5%' ? Math.round(0.05 * n) : 0;
-  const data = new Float32Array((n + poisoned) * d);
-  const labels = new Int32Array(n + poisoned);
-  const truth = new Uint8Array(n + poisoned);
-  for (let i = 0; i < n; i++) {
-    labels[i] = i % C;
-    sample(labels[i], data, i * d);
-  }
-  if (poisoned > 0) {
-    // A "trigger" in feature space: a small shift (0.5 sd) along 4 fixed dims; the sample stays
-    // in its source class's distribution, and is labelled as the target.
-    for (let p = 0; p < poisoned; p++) {
-      const i = n + p;
-      sample(1 + (p % (C - 1)), data, i * d);
-      for (let j = 0; j < 4; j++) data[i * d + j] += 0.5;
-      labels[i] = TARGET;
-      truth[i] = 1;
-    }
-  } else if (condition === 'disruptive') {
-    // Clean-label style: 30% of the target's own samples moved to a tight cluster far from all.
-    const far = Float32Array.from({ length: d }, () => 6 + rng.normal());
-    let moved = 0;
-    for (let i = 0; i < n && moved < 0.3 * perClass; i++) {
-      if (labels[i] !== TARGET) continue;
-      for (let j = 0; j < d; j++) data[i * d + j] = far[j] + 0.3 * rng.normal();
-      truth[i] = 1;
-      moved++;
-    }
-  }
-  return { features: matrix(n + poisoned, d, data), labels, truth };
-}
-
-// ---- (b) CIFAR-10 pixels ----
-
-async function decode(file: string): Promise<Uint8Array> {
-  const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  if (info.width !== 32 || info.height !== 32 || info.channels !== 3)
-    throw new Error(`${file}: expected 32x32 RGB, got ${info.width}x${info.height}x${info.channels}`);
-  return new Uint8Array(data.buffer, data.byteOffset, data.length);
-}
-
-/** Average-pools a 32x32 RGB image to side x side, values in [0, 1]. */
-function pool(img: Uint8Array, side: number, out: Float32Array, o: number): void {
-  const f = 32 / side;
-  for (let y = 0; y < side; y++)
-    for (let x = 0; x < side; x++)
-      for (let c = 0; c < 3; c++) {
-        let s = 0;
-        for (let dy = 0; dy < f; dy++) for (let dx = 0; dx < f; dx++) s += img[((y * f + dy) * 32 + x * f + dx) * 3 + c];
-        out[o + (y * side + x) * 3 + c] = s / (f * f * 255);
-      }
-}
-
-async function cifarImages(trial: number): Promise<{ images: Uint8Array[]; labels: Int32Array }> {
-  const { train, classes } = await ensureCifar10();
-  const rng = new Rng(2000 + trial);
-  const images: Uint8Array[] = [];
-  const labels: number[] = [];
-  for (let c = 0; c < C; c++) {
-    const files = (await readdir(join(train, classes[c]))).sort();
-    const pick = rng.permutation(files.length).slice(0, perClass);
-    for (const k of pick) {
-      images.push(await decode(join(train, classes[c], files[k])));
-      labels.push(c);
-    }
-  }
-  return { images, labels: Int32Array.from(labels) };
-}
-
-async function cifar(trial: number) {
-  const { images, labels } = await cifarImages(trial);
-  const stamp = cornerStamp(await loadTrigger('badnet_patch_32.png', 32), 32, 'upper-left');
-  const rng = new Rng(3000 + trial);
-  // BadNets: 10% of the set, drawn from the non-target classes, stamped and relabelled to 0.
-  const candidates = Array.from(labels.keys()).filter((i) => labels[i] !== TARGET);
-  const order = rng.permutation(candidates.length);
-  const poisonedIdx = new Set(Array.from(order.slice(0, Math.round(0.1 * labels.length)), (k) => candidates[k]));
-  const poisonedLabels = labels.slice();
-  const poisonedImages = images.map((img, i) => (poisonedIdx.has(i) ? applyStamp(img, 32, stamp) : img));
-  for (const i of poisonedIdx) poisonedLabels[i] = TARGET;
-  for (const side of [8, 16]) {
-    const d = side * side * 3;
-    const truth = Uint8Array.from(labels, (_, i) => (poisonedIdx.has(i) ? 1 : 0));
-    for (const [condition, imgs, lab, tr] of [
-      ['clean', images, labels, new Uint8Array(labels.length)],
-      ['non-disruptive', poisonedImages, poisonedLabels, truth],
-    ] as const) {
-      const features = matrix(imgs.length, d);
-      imgs.forEach((img, i) => pool(img, side, features.data, i * d));
-      await measure(`cifar-pixels-${side}x${side}`, condition, trial, features, lab, tr, 40 + trial);
-    }
-  }
-}
-
 const only = new Set((values.only ?? '').split(','));
 const t0 = performance.now();
 if (values.from) {
@@ -371,10 +255,13 @@ if (values.from) {
   if (only.has('synthetic'))
     for (let trial = 0; trial < syntheticTrials; trial++)
       for (const condition of ['clean', 'non-disruptive', 'non-disruptive-5%', 'disruptive'] as const) {
-        const { features, labels, truth } = synthetic(trial, condition);
+        const { features, labels, truth } = syntheticSet(trial, condition, perClass);
         await measure('synthetic-gauss-32d', condition, trial, features, labels, truth, 10 + trial);
       }
-  if (only.has('cifar')) for (let trial = 0; trial < cifarTrials; trial++) await cifar(trial);
+  if (only.has('cifar'))
+    for (let trial = 0; trial < cifarTrials; trial++)
+      for await (const set of cifarPixelSets(trial, perClass))
+        await measure(set.dataset, set.condition, trial, set.features, set.labels, set.truth, 40 + trial);
 }
 
 // ---- summary ----
