@@ -1,7 +1,8 @@
 // The README's matrix table from a `bench matrix` result: per attack and defense, the seeds
-// aggregated (targets found out of runs, means of the rates), beside the paper's numbers.
+// aggregated (targets found out of runs, means of the rates), beside the paper's numbers. Several
+// files (e.g. one per seed, run separately) are read as one matrix; they must share one scale.
 //
-//   npm run bench -- matrix-table bench/results/matrix-<date>.json
+//   npm run bench -- matrix-table bench/results/matrix-<date>.json [more.json ...]
 import { readFile } from 'node:fs/promises';
 import { isCleanLabel } from '../attacks/index.js';
 import { BENCH_ATTACKS } from './lib/attacks.js';
@@ -18,13 +19,23 @@ const PAPER: Record<string, string> = {
   'adap-blend': '95.0/64.9 -> 90.5/0.00, relabel 36.5',
 };
 
-const file = process.argv[2];
-if (!file) throw new Error('usage: npm run bench -- matrix-table <bench/results/matrix-*.json>');
-const body = JSON.parse(await readFile(file, 'utf8')) as {
+const files = process.argv.slice(2);
+if (!files.length) throw new Error('usage: npm run bench -- matrix-table <bench/results/matrix-*.json> [more.json ...]');
+interface MatrixResult {
   cells: MatrixCell[];
   pixelFloor: { condition: string; pixelRelabelAccuracy?: number }[];
   scale: unknown;
   minutes: number;
+}
+const results = await Promise.all(files.map(async (f) => JSON.parse(await readFile(f, 'utf8')) as MatrixResult));
+// Averaging cells of different scales would print a row no run measured.
+const scales = new Set(results.map((r) => JSON.stringify(r.scale)));
+if (scales.size > 1) throw new Error(`matrix-table: the files have different scales (${[...scales].join(' vs ')}): ${files.join(', ')}`);
+const body: MatrixResult = {
+  cells: results.flatMap((r) => r.cells),
+  pixelFloor: results.flatMap((r) => r.pixelFloor),
+  scale: results[0].scale,
+  minutes: results.reduce((s, r) => s + r.minutes, 0),
 };
 const mean = (xs: (number | undefined)[]): string => {
   const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x));
