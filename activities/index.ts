@@ -16,7 +16,8 @@ import {
   type StageOutcome,
   type StageRequest,
 } from '../workflows/types.js';
-import { CorruptArtifactError, StageEngine, type StageRuntime } from './engine.js';
+import { StageEngine } from './engine.js';
+import { CorruptArtifactError, type StageRuntime } from './stage.js';
 import { STAGE_IMPLS } from './stages/index.js';
 
 export interface ActivityDeps {

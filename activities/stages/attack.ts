@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { poisonDataset, writePreview } from '../../attacks/index.js';
 import { writeDataset } from '../../data/ingest.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { datasetInfo } from './common.js';
 
 /** Folder of the attack's saved model inside the artifact (`createAttack(..., { modelDir })`). */

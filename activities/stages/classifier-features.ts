@@ -5,7 +5,7 @@
 // activations, as those papers use them (the encoder's features stage standardises; these do not).
 import { encodeSamples } from '../../ml/features.js';
 import { penultimateLayer } from '../../ml/resnet.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { writeMatrix } from '../io.js';
 import { trainStageClassifier } from './retrain.js';
 

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { densityMatrix } from '../../ml/density.js';
 import { loadFlow, type ClassFlow } from '../../ml/flow.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { readMatrix, writeMatrix } from '../io.js';
 
 export const densityStage: StageImpl<'density'> = {

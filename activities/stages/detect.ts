@@ -1,7 +1,7 @@
 // Stage `detect`: the target classes, by the non-disruptive and disruptive tests (ml/detect.ts).
 import { join } from 'node:path';
 import { detectTargets } from '../../ml/detect.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { readMatrix, writeJson } from '../io.js';
 
 export const detectStage: StageImpl<'detect'> = {

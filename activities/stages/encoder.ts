@@ -14,7 +14,7 @@ import { loadPretrainedEncoder } from '../../ml/encoder.js';
 import type { FeatureEncoder } from '../../ml/features.js';
 import { loadModel, saveModel } from '../../ml/model-io.js';
 import { readWarmStart, trainSimclr, type SimclrWarmStart } from '../../ml/simclr.js';
-import { StageInputError, type StageImpl, type StageRun } from '../engine.js';
+import { StageInputError, type StageImpl, type StageRun } from '../stage.js';
 import { readLineage } from './lineage.js';
 
 const POINTER = 'pretrained.json';

@@ -9,7 +9,7 @@ import type { Evaluation } from '../../ml/config.js';
 import { accuracy, attackSuccessRate, cleansingMetrics } from '../../ml/evaluate.js';
 import { loadModel } from '../../ml/model-io.js';
 import { predict } from '../../ml/train.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { writeJson } from '../io.js';
 import { ATTACK_MODEL_DIR } from './attack.js';
 import { readCleansed } from './common.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { openDataset } from '../../data/ingest.js';
 import { encodeSamples, mergeRows, unchangedRows } from '../../ml/features.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
-import type { StageImpl, StageRun } from '../engine.js';
+import type { StageImpl, StageRun } from '../stage.js';
 import { readMatrix, writeMatrix } from '../io.js';
 import { isOnnxEncoder, loadEncoder } from './encoder.js';
 import { readLineage } from './lineage.js';

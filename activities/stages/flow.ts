@@ -8,7 +8,7 @@ import { classMembers, saveFlow, trainClassFlow } from '../../ml/flow.js';
 import { trainFlowGroup } from '../../ml/flow-group.js';
 import { selectRows } from '../../ml/matrix.js';
 import { canonicalJson } from '../../data/hash.js';
-import { StageInputError, type StageImpl } from '../engine.js';
+import { StageInputError, type StageImpl } from '../stage.js';
 import { readMatrix } from '../io.js';
 
 /**

@@ -3,7 +3,7 @@
 // all cached loads none of the training code and no TensorFlow. `hooks` lists the optional hooks
 // a stage has (identity: the cache key needs it; deliver: writes outside the store); the engine
 // checks the list when the module loads, and test/activities/lazy-stages.test.ts checks them all.
-import type { StageRegistry } from '../engine.js';
+import type { StageRegistry } from '../stage.js';
 
 export const STAGE_IMPLS: StageRegistry = {
   ingest: { load: async () => (await import('./ingest.js')).ingestStage, hooks: ['identity'] },

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { datasetFingerprint } from '../../data/fingerprint.js';
 import { ingest } from '../../data/ingest.js';
 import { resolveSource } from '../../data/sources.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { datasetInfo } from './common.js';
 
 export const ingestStage: StageImpl<'ingest'> = {

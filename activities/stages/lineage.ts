@@ -15,7 +15,7 @@ import { canonicalJson, sha256Hex } from '../../data/hash.js';
 import type { AuditReport } from '../../ml/config.js';
 import type { LineageParams } from '../../workflows/graph.js';
 import type { StageInfo } from '../../workflows/types.js';
-import { StageInputError, type StageImpl } from '../engine.js';
+import { StageInputError, type StageImpl } from '../stage.js';
 
 export const LINEAGE_FILE = 'lineage.json';
 

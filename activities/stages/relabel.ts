@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { countActions } from '../../ml/cleansed.js';
 import { createDefense } from '../../ml/defenses/index.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { readMatrix } from '../io.js';
 import { readDetections } from './common.js';
 

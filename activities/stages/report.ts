@@ -9,7 +9,7 @@ import type { AuditReport, Evaluation } from '../../ml/config.js';
 import { diffAudits, readAuditOutputs, sinceLastAudit, type AuditOutputs } from '../../report/diff.js';
 import { buildReportPage } from '../../report/page.js';
 import type { AuditSummary } from '../../workflows/types.js';
-import type { StageImpl } from '../engine.js';
+import type { StageImpl } from '../stage.js';
 import { readJson, readMatrix } from '../io.js';
 import { readCleansed, readDetections } from './common.js';
 

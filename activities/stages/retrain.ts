@@ -7,7 +7,7 @@ import { trainingLabels } from '../../ml/cleansed.js';
 import { saveModel } from '../../ml/model-io.js';
 import { trainClassifier } from '../../ml/train.js';
 import type { RetrainParams } from '../../workflows/graph.js';
-import type { StageImpl, StageRun } from '../engine.js';
+import type { StageImpl, StageRun } from '../stage.js';
 import { readCleansed } from './common.js';
 
 export const retrainStage: StageImpl<'retrain'> = {

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ArtifactStore } from '../../data/artifacts.js';
 import { pathExists } from '../../data/files.js';
-import { StageEngine, type StageRuntime } from '../../activities/engine.js';
+import { StageEngine } from '../../activities/engine.js';
+import type { StageRuntime } from '../../activities/stage.js';
 import { STAGE_IMPLS } from '../../activities/stages/index.js';
 import type { StageRequest } from '../../workflows/types.js';
 

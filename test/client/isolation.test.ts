@@ -16,7 +16,7 @@ import { embeddedPort, openTemporal } from '../../client/connection.js';
 import { loadPipeline } from '../../client/pipeline.js';
 import { serverOwner } from '../../client/server.js';
 import { ArtifactStore, type ArtifactRef } from '../../data/artifacts.js';
-import { CorruptArtifactError, StageRun, type StageRuntime } from '../../activities/engine.js';
+import { CorruptArtifactError, StageRun, type StageRuntime } from '../../activities/stage.js';
 import { createWorkers, embeddedTaskQueues, installRuntime, runWorkers, type TaskQueueNames } from '../../worker/index.js';
 import { TASK_QUEUES, type AuditResult, type Pipeline, type StageRequest } from '../../workflows/types.js';
 import {

@@ -25,7 +25,8 @@ import {
 } from '../../data/ingest.js';
 import { parsePipeline } from '../../client/pipeline.js';
 import { datasetError, pipelineProblems } from '../expect-errors.js';
-import { StageEngine, type StageRuntime } from '../../activities/engine.js';
+import { StageEngine } from '../../activities/engine.js';
+import type { StageRuntime } from '../../activities/stage.js';
 import { writeMatrix } from '../../activities/io.js';
 import { MIN_FLOW_SAMPLES, smallClassWarning } from '../../activities/stages/flow.js';
 import { STAGE_IMPLS } from '../../activities/stages/index.js';
