@@ -8,7 +8,6 @@
 import { cp, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheKey, type ArtifactRef, type ArtifactStore } from '../data/artifacts.js';
-import { pathExists } from '../data/files.js';
 import { canonicalJson, sha256Hex } from '../data/hash.js';
 import { STAGE_SPECS, type StageName } from '../workflows/graph.js';
 import type { ProbeResult, StageGroupRequest, StageOutcome, StageRequest } from '../workflows/types.js';
