@@ -1,0 +1,259 @@
+// How well could a flagged target's poisoned samples be relabelled, and by which model? Reads
+// the audits a `bench matrix` run left in its store and, for every poison-label attack among
+// them, asks each rule for the source class of EVERY poisoned sample of the target (not only
+// the 15% the split relabels), choosing among the foreign classes as the paper's relabelling
+// does:
+//   flows                    argmax of the per-class flows' log densities (the paper's rule)
+//   flows, z on own class    each flow's log density standardised over its own class's samples
+//   features: shared Gaussian  one Gaussian per class on the encoder features, one covariance
+//   features: 10-NN / 30-NN  majority label of the nearest genuine foreign samples (cosine)
+//   pixels: Gaussian         one full-covariance Gaussian per class on the leading principal
+//                            components of the raw pixels (fitted on the foreign classes)
+//   flows + pixels           the sum of the two, each standardised over the foreign samples
+// Nothing is trained: density, features and the poisoned dataset come from the store.
+//
+//   npm run bench -- relabel-rules [--store .cache/bench-matrix] [--components 32] [--json out.json]
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { readMatrix } from '../activities/io.js';
+import { openDataset } from '../data/ingest.js';
+import type { PoisonTruth } from '../data/types.js';
+import { principalComponents, symmetricEigen } from '../ml/defenses/pca.js';
+import { matrix, type Matrix } from '../ml/matrix.js';
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    store: { type: 'string', default: join('.cache', 'bench-matrix') },
+    components: { type: 'string', default: '32' },
+    json: { type: 'string' },
+  },
+});
+const store = values.store;
+const components = Number(values.components);
+
+/** Scores [rows x classes], higher = more likely that class. */
+type Scores = { data: Float64Array; cols: number };
+const RULES = [
+  'flows',
+  'flows, z on own class',
+  'features: shared Gaussian',
+  'features: 10-NN',
+  'features: 30-NN',
+  'pixels: Gaussian',
+  'flows + pixels',
+] as const;
+type Rule = (typeof RULES)[number];
+
+/**
+ * log N(x; mu_y, Sigma) up to a shared constant, for every row and every class in `classes`,
+ * fitted on that class's `fit` rows; Sigma per class, or pooled over the classes when `shared`.
+ * Other classes' columns are -Infinity.
+ */
+function gaussianScores(
+  x: Float64Array,
+  d: number,
+  labels: Int32Array,
+  fit: readonly number[],
+  classes: readonly number[],
+  shared: boolean,
+  width: number,
+): Scores {
+  const n = labels.length;
+  const out = new Float64Array(n * width).fill(-Infinity);
+  const means = new Map<number, Float64Array>();
+  const covs = new Map<number, Float64Array>();
+  for (const y of classes) {
+    const rows = fit.filter((i) => labels[i] === y);
+    const m = new Float64Array(d);
+    for (const i of rows) for (let j = 0; j < d; j++) m[j] += x[i * d + j] / rows.length;
+    const c = new Float64Array(d * d);
+    for (const i of rows)
+      for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) c[a * d + b] += ((x[i * d + a] - m[a]) * (x[i * d + b] - m[b])) / rows.length;
+    means.set(y, m);
+    covs.set(y, c);
+  }
+  if (shared) {
+    const pooled = new Float64Array(d * d);
+    for (const y of classes) covs.get(y)!.forEach((v, k) => (pooled[k] += v / classes.length));
+    for (const y of classes) covs.set(y, pooled);
+  }
+  const diff = new Float64Array(d);
+  for (const y of classes) {
+    const { values: lambda, vectors } = symmetricEigen(covs.get(y)!, d);
+    // A small ridge: a class of 300 samples gives a noisy, near-singular covariance.
+    const ridge = 1e-4 * Math.max(...lambda);
+    let logDet = 0;
+    for (const l of lambda) logDet += Math.log(Math.max(l, 0) + ridge);
+    const m = means.get(y)!;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < d; j++) diff[j] = x[i * d + j] - m[j];
+      let maha = 0;
+      for (let k = 0; k < d; k++) {
+        let p = 0;
+        for (let j = 0; j < d; j++) p += vectors[k * d + j] * diff[j];
+        maha += (p * p) / (Math.max(lambda[k], 0) + ridge);
+      }
+      out[i * width + y] = -0.5 * (maha + logDet);
+    }
+  }
+  return { data: out, cols: width };
+}
+
+/** Majority label of the k most cosine-similar reference rows (ties: the nearer neighbour's). */
+function knnScores(f: Matrix, labels: Int32Array, reference: readonly number[], rows: readonly number[], k: number, width: number): Scores {
+  const d = f.cols;
+  const norm = (i: number) => Math.hypot(...f.data.subarray(i * d, i * d + d)) || 1;
+  const refNorm = new Map(reference.map((r) => [r, norm(r)]));
+  const out = new Float64Array(labels.length * width);
+  for (const i of rows) {
+    const ni = norm(i);
+    const sims = reference.map((r) => {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += f.data[i * d + j] * f.data[r * d + j];
+      return { r, s: s / (ni * refNorm.get(r)!) };
+    });
+    sims.sort((a, b) => b.s - a.s);
+    // Votes count 1 each; a tiny rank bonus breaks ties toward nearer neighbours.
+    sims.slice(0, k).forEach(({ r }, rank) => (out[i * width + labels[r]] += 1 + 1e-6 * (k - rank)));
+  }
+  return { data: out, cols: width };
+}
+
+/** Each column minus its median, over the given rows, divided by the pooled spread of those rows. */
+function standardised(s: Scores, rows: readonly number[], classes: readonly number[]): Scores {
+  const vals: number[] = [];
+  for (const i of rows) for (const y of classes) vals.push(s.data[i * s.cols + y]);
+  vals.sort((a, b) => a - b);
+  const med = vals[vals.length >> 1];
+  const mean = vals.reduce((a, b) => a + b, 0) / vals.length;
+  const sd = Math.sqrt(vals.reduce((a, b) => a + (b - mean) ** 2, 0) / vals.length) || 1;
+  return { data: s.data.map((v) => (v - med) / sd), cols: s.cols };
+}
+
+function fromMatrix(m: Matrix): Scores {
+  return { data: Float64Array.from(m.data), cols: m.cols };
+}
+
+/** Share of `rows` whose argmax over `classes` is their source label. */
+function accuracy(s: Scores, rows: readonly number[], source: readonly number[], classes: readonly number[]): number {
+  let right = 0;
+  rows.forEach((i, k) => {
+    let best = classes[0];
+    for (const y of classes) if (s.data[i * s.cols + y] > s.data[i * s.cols + best]) best = y;
+    if (best === source[k]) right++;
+  });
+  return right / rows.length;
+}
+
+interface Row {
+  dataset: string;
+  attack: string;
+  poisoned: number;
+  accuracy: Record<Rule, number>;
+}
+
+async function audits(): Promise<{ attack: string; density: string; features: string }[]> {
+  const found = new Map<string, { attack: string; density: string; features: string }>();
+  for (const key of await readdir(store)) {
+    const meta = await readFile(join(store, key, '.artifact.json'), 'utf8').catch(() => undefined);
+    if (!meta || (JSON.parse(meta) as { stage: string }).stage !== 'report') continue;
+    const report = JSON.parse(await readFile(join(store, key, 'report.json'), 'utf8')) as { artifacts: Record<string, string> };
+    const { attack, density, features } = report.artifacts;
+    if (!attack || !density || !features) continue;
+    // One row per distinct density matrix: audits re-keyed after a stage version change can
+    // hold byte-identical artifacts under other keys.
+    const files = (
+      JSON.parse(await readFile(join(store, density, '.artifact.json'), 'utf8')) as { files: { path: string; sha256: string }[] }
+    ).files;
+    const content = files.find((f) => f.path === 'density.f32')?.sha256 ?? density;
+    found.set(content, { attack, density, features });
+  }
+  return [...found.values()];
+}
+
+const rows: Row[] = [];
+const found = await audits();
+const started = Date.now();
+for (const [done, a] of found.entries()) {
+  console.error(`relabel-rules: audit ${done + 1}/${found.length} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  const truth = JSON.parse(await readFile(join(store, a.attack, 'truth.json'), 'utf8')) as PoisonTruth;
+  const t = truth.targetClass;
+  // Clean-label attacks keep the true label: nothing to relabel.
+  if (!truth.poisoned.length || truth.sourceLabels.every((s) => s === t)) continue;
+  const data = await openDataset(join(store, a.attack, 'dataset'));
+  try {
+    const density = await readMatrix(join(store, a.density), 'density');
+    const features = await readMatrix(join(store, a.features), 'features');
+    const labels = data.labels;
+    const n = labels.length;
+    const width = density.cols;
+    const foreign = Array.from({ length: width }, (_, y) => y).filter((y) => y !== t);
+    const reference = Array.from({ length: n }, (_, i) => i).filter((i) => labels[i] !== t);
+    const P = truth.poisoned;
+
+    const flows = fromMatrix(density);
+    const zOwn = fromMatrix(density);
+    for (const y of foreign) {
+      const own = reference.filter((i) => labels[i] === y).map((i) => density.data[i * width + y]);
+      const m = own.reduce((s, v) => s + v, 0) / own.length;
+      const sd = Math.sqrt(own.reduce((s, v) => s + (v - m) ** 2, 0) / own.length) || 1;
+      for (let i = 0; i < n; i++) zOwn.data[i * width + y] = (density.data[i * width + y] - m) / sd;
+    }
+    const feat = Float64Array.from(features.data);
+    const featGauss = gaussianScores(feat, features.cols, labels, reference, foreign, true, width);
+
+    const all = Array.from({ length: n }, (_, i) => i);
+    const raw = await data.readImages(all);
+    const pixels = matrix(n, raw.length / n);
+    for (let i = 0; i < raw.length; i++) pixels.data[i] = raw[i] / 255;
+    // Components of the foreign classes' genuine images, then every sample projected on them.
+    const pcs = principalComponents(pixels, reference, components);
+    const z = new Float64Array(n * components);
+    const d = pixels.cols;
+    for (let i = 0; i < n; i++)
+      for (let c = 0; c < components; c++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) s += (pixels.data[i * d + j] - pcs.mean[j]) * pcs.directions[c * d + j];
+        z[i * components + c] = s;
+      }
+    const pixGauss = gaussianScores(z, components, labels, reference, foreign, false, width);
+    const fs = standardised(flows, reference, foreign);
+    const ps = standardised(pixGauss, reference, foreign);
+    const both: Scores = { data: fs.data.map((v, k) => v + ps.data[k]), cols: width };
+
+    const scores: Record<Rule, Scores> = {
+      flows,
+      'flows, z on own class': zOwn,
+      'features: shared Gaussian': featGauss,
+      'features: 10-NN': knnScores(features, labels, reference, P, 10, width),
+      'features: 30-NN': knnScores(features, labels, reference, P, 30, width),
+      'pixels: Gaussian': pixGauss,
+      'flows + pixels': both,
+    };
+    const acc = Object.fromEntries(RULES.map((r) => [r, accuracy(scores[r], P, truth.sourceLabels, foreign)])) as Record<Rule, number>;
+    rows.push({ dataset: data.manifest.name, attack: truth.attack, poisoned: P.length, accuracy: acc });
+  } finally {
+    await data.close();
+  }
+}
+rows.sort((a, b) => a.dataset.localeCompare(b.dataset) || a.poisoned - b.poisoned);
+
+const pct = (x: number) => (100 * x).toFixed(1);
+console.log(`| dataset | poisoned | ${RULES.join(' | ')} |`);
+console.log(`|---|---|${RULES.map(() => '---|').join('')}`);
+for (const r of rows) console.log(`| ${r.dataset} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
+const total = rows.reduce((s, r) => s + r.poisoned, 0);
+const pooled = Object.fromEntries(RULES.map((k) => [k, rows.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<
+  Rule,
+  number
+>;
+console.log(`| all ${rows.length} audits (per poisoned sample) | ${total} | ${RULES.map((k) => pct(pooled[k])).join(' | ')} |`);
+if (values.json) {
+  await writeFile(
+    values.json,
+    JSON.stringify({ bench: 'relabel-rules', date: new Date().toISOString(), store, components, pooled, audits: rows }, null, 1) + '\n',
+  );
+  console.log(`wrote ${values.json}`);
+}
