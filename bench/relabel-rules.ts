@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { readMatrix } from '../activities/io.js';
 import { openDataset } from '../data/ingest.js';
 import type { PoisonTruth } from '../data/types.js';
-import { principalComponents, symmetricEigen } from '../ml/defenses/pca.js';
+import { principalComponents, projectRows, rowMean, scatterMatrix, symmetricEigen, type RowData } from '../ml/defenses/pca.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 
 const { values } = parseArgs({
@@ -52,8 +52,7 @@ type Rule = (typeof RULES)[number];
  * Other classes' columns are -Infinity.
  */
 function gaussianScores(
-  x: Float64Array,
-  d: number,
+  x: RowData,
   labels: Int32Array,
   fit: readonly number[],
   classes: readonly number[],
@@ -61,40 +60,36 @@ function gaussianScores(
   width: number,
 ): Scores {
   const n = labels.length;
+  const d = x.cols;
   const out = new Float64Array(n * width).fill(-Infinity);
   const means = new Map<number, Float64Array>();
   const covs = new Map<number, Float64Array>();
   for (const y of classes) {
     const rows = fit.filter((i) => labels[i] === y);
-    const m = new Float64Array(d);
-    for (const i of rows) for (let j = 0; j < d; j++) m[j] += x[i * d + j] / rows.length;
-    const c = new Float64Array(d * d);
-    for (const i of rows)
-      for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) c[a * d + b] += ((x[i * d + a] - m[a]) * (x[i * d + b] - m[b])) / rows.length;
+    const m = rowMean(x, rows);
     means.set(y, m);
-    covs.set(y, c);
+    covs.set(
+      y,
+      scatterMatrix(x, rows, m).map((v) => v / rows.length),
+    );
   }
   if (shared) {
     const pooled = new Float64Array(d * d);
     for (const y of classes) covs.get(y)!.forEach((v, k) => (pooled[k] += v / classes.length));
     for (const y of classes) covs.set(y, pooled);
   }
-  const diff = new Float64Array(d);
+  const all = Array.from({ length: n }, (_, i) => i);
   for (const y of classes) {
     const { values: lambda, vectors } = symmetricEigen(covs.get(y)!, d);
     // A small ridge: a class of 300 samples gives a noisy, near-singular covariance.
     const ridge = 1e-4 * Math.max(...lambda);
     let logDet = 0;
     for (const l of lambda) logDet += Math.log(Math.max(l, 0) + ridge);
-    const m = means.get(y)!;
+    // Mahalanobis distance in the covariance's eigenbasis.
+    const p = projectRows(x, all, means.get(y)!, vectors, d);
     for (let i = 0; i < n; i++) {
-      for (let j = 0; j < d; j++) diff[j] = x[i * d + j] - m[j];
       let maha = 0;
-      for (let k = 0; k < d; k++) {
-        let p = 0;
-        for (let j = 0; j < d; j++) p += vectors[k * d + j] * diff[j];
-        maha += (p * p) / (Math.max(lambda[k], 0) + ridge);
-      }
+      for (let k = 0; k < d; k++) maha += p[i * d + k] ** 2 / (Math.max(lambda[k], 0) + ridge);
       out[i * width + y] = -0.5 * (maha + logDet);
     }
   }
@@ -201,8 +196,7 @@ for (const [done, a] of found.entries()) {
       const sd = Math.sqrt(own.reduce((s, v) => s + (v - m) ** 2, 0) / own.length) || 1;
       for (let i = 0; i < n; i++) zOwn.data[i * width + y] = (density.data[i * width + y] - m) / sd;
     }
-    const feat = Float64Array.from(features.data);
-    const featGauss = gaussianScores(feat, features.cols, labels, reference, foreign, true, width);
+    const featGauss = gaussianScores(features, labels, reference, foreign, true, width);
 
     const all = Array.from({ length: n }, (_, i) => i);
     const raw = await data.readImages(all);
@@ -210,15 +204,8 @@ for (const [done, a] of found.entries()) {
     for (let i = 0; i < raw.length; i++) pixels.data[i] = raw[i] / 255;
     // Components of the foreign classes' genuine images, then every sample projected on them.
     const pcs = principalComponents(pixels, reference, components);
-    const z = new Float64Array(n * components);
-    const d = pixels.cols;
-    for (let i = 0; i < n; i++)
-      for (let c = 0; c < components; c++) {
-        let s = 0;
-        for (let j = 0; j < d; j++) s += (pixels.data[i * d + j] - pcs.mean[j]) * pcs.directions[c * d + j];
-        z[i * components + c] = s;
-      }
-    const pixGauss = gaussianScores(z, components, labels, reference, foreign, false, width);
+    const z = projectRows(pixels, all, pcs.mean, pcs.directions, components);
+    const pixGauss = gaussianScores({ cols: components, data: z }, labels, reference, foreign, false, width);
     const fs = standardised(flows, reference, foreign);
     const ps = standardised(pixGauss, reference, foreign);
     const both: Scores = { data: fs.data.map((v, k) => v + ps.data[k]), cols: width };

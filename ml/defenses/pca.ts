@@ -18,8 +18,11 @@ const MAX_ITERATIONS = 150;
 /** Seed of the start vectors: fixed, so the directions depend on the features alone. */
 const START_SEED = 0x5ca1ab1e;
 
+/** Row-major values with a column count: a Matrix, or double-precision coordinates. */
+export type RowData = Pick<Matrix, 'cols'> & { data: ArrayLike<number> };
+
 /** Mean of the given rows of `x`, in double precision. */
-export function rowMean(x: Matrix, rows: readonly number[]): Float64Array {
+export function rowMean(x: RowData, rows: readonly number[]): Float64Array {
   const { cols, data } = x;
   const mean = new Float64Array(cols);
   for (const r of rows) {
@@ -31,7 +34,7 @@ export function rowMean(x: Matrix, rows: readonly number[]): Float64Array {
 }
 
 /** Scatter matrix sum_i (x_i - mean)(x_i - mean)^T over the given rows: D x D, row-major, symmetric. */
-export function scatterMatrix(x: Matrix, rows: readonly number[], mean: Float64Array): Float64Array {
+export function scatterMatrix(x: RowData, rows: readonly number[], mean: Float64Array): Float64Array {
   const d = x.cols;
   const out = new Float64Array(d * d);
   const r = new Float64Array(d);
@@ -221,15 +224,20 @@ export function principalComponents(
   rows: readonly number[],
   k: number,
 ): { mean: Float64Array; directions: Float64Array; values: Float64Array; scores: Float64Array } {
-  const d = x.cols;
   const mean = rowMean(x, rows);
-  const { values, vectors } = topEigenvectors(scatterMatrix(x, rows, mean), d, k);
+  const { values, vectors } = topEigenvectors(scatterMatrix(x, rows, mean), x.cols, k);
+  return { mean, directions: vectors, values, scores: projectRows(x, rows, mean, vectors, k) };
+}
+
+/** Coordinates of the given rows, centred on `mean`, along k directions (k x D, rows): rows.length x k. */
+export function projectRows(x: RowData, rows: readonly number[], mean: Float64Array, directions: Float64Array, k: number): Float64Array {
+  const d = x.cols;
   const scores = new Float64Array(rows.length * k);
   const r = new Float64Array(d);
   rows.forEach((i, m) => {
     const o = i * d;
     for (let j = 0; j < d; j++) r[j] = x.data[o + j] - mean[j];
-    for (let c = 0; c < k; c++) scores[m * k + c] = dot(r, vectors.subarray(c * d, c * d + d));
+    for (let c = 0; c < k; c++) scores[m * k + c] = dot(r, directions.subarray(c * d, c * d + d));
   });
-  return { mean, directions: vectors, values, scores };
+  return scores;
 }
