@@ -8,7 +8,7 @@ import type { ArtifactRef, ArtifactStore } from '../data/artifacts.js';
 import { pathExists } from '../data/files.js';
 // Types only: TensorFlow (backend/) and the image codec (data/ingest's sharp) load when a stage
 // computes, never in a run whose stages are all cached.
-import type { ShardedDataset } from '../data/ingest.js';
+import type { ShardedDataset } from '../data/dataset.js';
 import type { BackendChoice, BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
 import type { StageName, StageParams } from '../workflows/graph.js';
@@ -137,7 +137,7 @@ export class StageRun<P = unknown> {
 
   /** An input dataset, open until the stage ends. */
   async dataset(role = 'dataset'): Promise<ShardedDataset> {
-    const { openDataset } = await import('../data/ingest.js');
+    const { openDataset } = await import('../data/dataset.js');
     const ds = await openDataset(join(await this.input(role), 'dataset'));
     this.opened.push(ds);
     return ds;

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { auditDataset } from '../activities/in-process.js';
 import { parsePipeline } from '../client/pipeline.js';
-import { openDataset } from '../data/ingest.js';
+import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { readMatrix } from '../activities/io.js';
 import { defaultAuditConfig } from '../ml/config.js';

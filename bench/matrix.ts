@@ -18,7 +18,7 @@ import { stringify } from 'yaml';
 import { auditDataset } from '../activities/in-process.js';
 import { parsePipeline } from '../client/pipeline.js';
 import { BENCH_ATTACKS as ATTACKS, type AttackSetting } from './lib/attacks.js';
-import { openDataset } from '../data/ingest.js';
+import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { defaultAuditConfig, DEFENSE_SECTION, type AuditReport } from '../ml/config.js';
 import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';

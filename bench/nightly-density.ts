@@ -10,7 +10,7 @@ import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readMatrix } from '../activities/io.js';
-import { openDataset } from '../data/ingest.js';
+import { openDataset } from '../data/dataset.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),

@@ -17,7 +17,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readMatrix } from '../activities/io.js';
-import { openDataset } from '../data/ingest.js';
+import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { principalComponents, projectRows, rowMean, scatterMatrix, symmetricEigen, type RowData } from '../ml/defenses/pca.js';
 import { matrix, type Matrix } from '../ml/matrix.js';

@@ -4,7 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCifar10 } from '../data/cifar10.js';
-import { ingest, InMemoryImages, openDataset, type ShardedDataset } from '../data/ingest.js';
+import { InMemoryImages, openDataset, type ShardedDataset } from '../data/dataset.js';
+import { ingest } from '../data/ingest.js';
 
 export interface Subset {
   source: ShardedDataset;

@@ -2,7 +2,7 @@
 // and the detections / cleansed manifest artifacts that later stages read.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DatasetManifest } from '../../data/ingest.js';
+import type { DatasetManifest } from '../../data/dataset.js';
 import type { CleansedEntry } from '../../ml/config.js';
 import type { ClassDetection } from '../../ml/detect.js';
 import type { StageInfo } from '../../workflows/types.js';

@@ -3,7 +3,7 @@
 // With a reused encoder (lineage mode 'reuse'), samples whose id and content hash are unchanged
 // since the previous audit keep their raw rows; only new or changed ones go through the encoder.
 import { join } from 'node:path';
-import { openDataset } from '../../data/ingest.js';
+import { openDataset } from '../../data/dataset.js';
 import { encodeSamples, mergeRows, unchangedRows } from '../../ml/features.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
 import type { StageImpl, StageRun } from '../stage.js';

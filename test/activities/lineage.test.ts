@@ -12,7 +12,7 @@ import { auditDataset, type InProcessResult } from '../../activities/in-process.
 import { readMatrix } from '../../activities/io.js';
 import { selectBackend } from '../../backend/backend.js';
 import { parsePipeline } from '../../client/pipeline.js';
-import { openDataset } from '../../data/ingest.js';
+import { openDataset } from '../../data/dataset.js';
 import type { AuditReport, SimclrEncoderConfig } from '../../ml/config.js';
 import { loadModel, saveModel } from '../../ml/model-io.js';
 import { readWarmStart, trainSimclr } from '../../ml/simclr.js';

@@ -11,7 +11,7 @@ import { readMatrix } from '../../activities/io.js';
 import { STAGE_IMPLS } from '../../activities/stages/index.js';
 import { parsePipeline } from '../../client/pipeline.js';
 import { ArtifactStore } from '../../data/artifacts.js';
-import { openDataset } from '../../data/ingest.js';
+import { openDataset } from '../../data/dataset.js';
 import type { OnnxEncoderConfig } from '../../ml/config.js';
 import type { Pipeline } from '../../workflows/types.js';
 import { encodeByHand, writeTinyOnnx } from '../onnx-model.js';

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { createAttack, poisonDataset, triggeredTestSet } from '../../attacks/index.js';
 import { ADAP_PATCH_TEST, ADAP_PATCH_TRAIN, blendPieces, createAdapBlend, createAdapPatch, gridPieces } from '../../attacks/adaptive.js';
 import { loadTrigger } from '../../attacks/triggers.js';
-import { InMemoryImages } from '../../data/ingest.js';
+import { InMemoryImages } from '../../data/dataset.js';
 import { Rng } from '../../ml/random.js';
 
 const S = 32;

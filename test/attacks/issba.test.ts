@@ -7,7 +7,7 @@ import { createAttack, poisonDataset } from '../../attacks/index.js';
 import { createIssba, type IssbaAttack } from '../../attacks/issba.js';
 import type { IssbaConfig } from '../../attacks/types.js';
 import { selectBackend } from '../../backend/backend.js';
-import { InMemoryImages } from '../../data/ingest.js';
+import { InMemoryImages } from '../../data/dataset.js';
 import { Rng } from '../../ml/random.js';
 import { cifarSubset, type Subset } from '../cifar-subset.js';
 

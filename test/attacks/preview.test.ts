@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { poisonDataset, writePreview } from '../../attacks/index.js';
 import { previewPixels } from '../../attacks/preview.js';
-import { InMemoryImages } from '../../data/ingest.js';
+import { InMemoryImages } from '../../data/dataset.js';
 import { Rng } from '../../ml/random.js';
 
 const S = 32;

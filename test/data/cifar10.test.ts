@@ -10,7 +10,9 @@ import { promisify } from 'node:util';
 import { bundledTriggersDir, loadTrigger, triggerPath } from '../../attacks/triggers.js';
 import { BUNDLED_PER_CLASS, CIFAR10_ARCHIVE, CIFAR10_CLASSES, bundledCifar10Dir, cifar10Origin } from '../../data/cifar10.js';
 import { datasetFingerprint } from '../../data/fingerprint.js';
-import { DatasetError, ingest, openDataset } from '../../data/ingest.js';
+import { openDataset } from '../../data/dataset.js';
+import { DatasetError } from '../../data/dataset-error.js';
+import { ingest } from '../../data/ingest.js';
 import { bundledDataDir, sharedDataDir } from '../../data/paths.js';
 import { resolveSource, sourceRoots } from '../../data/sources.js';
 

@@ -11,18 +11,11 @@ import { join } from 'node:path';
 import { ArtifactStore } from '../../data/artifacts.js';
 import { ensureCifar10 } from '../../data/cifar10.js';
 import { datasetFingerprint } from '../../data/fingerprint.js';
-import {
-  DatasetError,
-  DEFAULT_DECODE_MEMORY,
-  decodeLimits,
-  imageHeader,
-  InMemoryImages,
-  ingest,
-  openDataset,
-  writeDataset,
-  quickImageHeader,
-  type DatasetSpec,
-} from '../../data/ingest.js';
+import { InMemoryImages, openDataset } from '../../data/dataset.js';
+import { DatasetError } from '../../data/dataset-error.js';
+import { DEFAULT_DECODE_MEMORY, decodeLimits, imageHeader, quickImageHeader } from '../../data/decode.js';
+import type { DatasetSpec } from '../../data/formats.js';
+import { ingest, writeDataset } from '../../data/ingest.js';
 import { parsePipeline } from '../../client/pipeline.js';
 import { datasetError, pipelineProblems } from '../expect-errors.js';
 import { StageEngine } from '../../activities/engine.js';

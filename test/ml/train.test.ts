@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ImageSource } from '../../data/types.js';
-import type { InMemoryImages } from '../../data/ingest.js';
+import type { InMemoryImages } from '../../data/dataset.js';
 import { selectBackend } from '../../backend/backend.js';
 import type { RetrainConfig } from '../../ml/config.js';
 import { AbortError } from '../../ml/loop.js';
