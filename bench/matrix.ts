@@ -10,6 +10,10 @@
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
+//                           [--feature-stages 2,3,4] [--skip-floor]
+// --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
+// is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
+// --skip-floor: no pixel floor (it depends on the poisoned set only; a rerun on the same sets has it).
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -78,6 +82,8 @@ const { values } = parseArgs({
     rates: { type: 'string' },
     store: { type: 'string', default: join('.cache', 'bench-matrix') },
     out: { type: 'string' },
+    'feature-stages': { type: 'string' },
+    'skip-floor': { type: 'boolean', default: false },
   },
 });
 if (!(values.profile in PROFILES)) throw new Error(`--profile: unknown profile "${values.profile}" (${Object.keys(PROFILES).join(', ')})`);
@@ -86,6 +92,7 @@ const scale = {
   ...(values['per-class'] ? { perClass: Number(values['per-class']) } : {}),
   ...(values['test-per-class'] ? { testPerClass: Number(values['test-per-class']) } : {}),
   ...(values.epochs ? { epochs: Number(values.epochs) } : {}),
+  ...(values['feature-stages'] ? { featureStages: values['feature-stages'].split(',').map(Number) } : {}),
 };
 const seeds = values.seeds.split(',').map(Number);
 const defenses = values.defenses.split(',');
@@ -197,6 +204,7 @@ for (const c of conditions) {
             ...defenseSettings(defense),
             encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize },
             flow: { epochs: scale.flowEpochs },
+            ...('featureStages' in scale ? { features: { stages: scale.featureStages } } : {}),
             retrain: {
               width: scale.retrainWidth,
               epochs: scale.retrainEpochs,
@@ -216,7 +224,7 @@ for (const c of conditions) {
         `| ${c.label} | ${seed} | ${defense} | ${cell.flagged.join(' ') || 'none'} | ${c.attack ? (cell.targetFound ? 'found' : 'missed') : cell.flagged.length ? 'FALSE FLAG' : 'clean ok'} | ` +
           `${pct(cell.tpr)} | ${pct(cell.fpr)} | ${pct(cell.relabelAccuracy)} | ${pct(cell.poisonedKept)} | ${pct(cell.genuineLost)} | ${pct(cell.acc)} | ${pct(cell.asr)} | ${cell.seconds.toFixed(0)} |`,
       );
-      if (c.attack && !floorDone && outcomes.attack) {
+      if (c.attack && !floorDone && outcomes.attack && !values['skip-floor']) {
         floorDone = true;
         floors.push({ condition: c.label, seed, ...(await pixelFloor(artifacts.dir(outcomes.attack.ref), density.cols)) });
       }

@@ -16,6 +16,7 @@ import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
 import type {
   DetectionConfig,
   EncoderConfig,
+  FeaturesConfig,
   FlowConfig,
   OnnxEncoderConfig,
   RelabelConfig,
@@ -152,6 +153,21 @@ const Audit = definition(
               }),
             ],
           },
+        ),
+      ),
+      features: optional(
+        Type.Object(
+          {
+            stages: optional(
+              Type.Array(Type.Union([Type.Literal(1), Type.Literal(2), Type.Literal(3), Type.Literal(4)]), {
+                minItems: 1,
+                uniqueItems: true,
+                description:
+                  'ResNet stages (1-4) whose global average pools, concatenated, are the features; [4] (default) is the backbone output. simclr and reuse encoders only.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
         ),
       ),
       flow: optional(
@@ -391,6 +407,7 @@ type RawAttack = NonNullable<RawPipeline['attack']>;
 type OnnxKeys = Exclude<keyof OnnxEncoderConfig, 'kind' | 'path'>;
 export type SchemaMatchesConfig = [
   Expect<Same<Section<'flow'>, FlowConfig>>,
+  Expect<Same<Section<'features'>, FeaturesConfig>>,
   Expect<Same<Section<'detection'>, DetectionConfig>>,
   Expect<Same<Section<'relabel'>, RelabelConfig>>,
   Expect<Same<Section<'spectralSignatures'>, SpectralSignaturesConfig>>,

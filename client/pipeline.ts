@@ -12,6 +12,7 @@ import {
   defaultSimclrEncoder,
   defenseFeatures,
   DEFENSE_SECTION,
+  isBackboneOnly,
   stemForImageSize,
   type AuditConfig,
   type EncoderConfig,
@@ -148,6 +149,14 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
   }
   if (audit.encoder.kind === 'onnx' && !(await pathExists(audit.encoder.path))) {
     at(['audit', 'encoder', 'path'], `onnx model not found: ${audit.encoder.path}`);
+  }
+  const { stages } = audit.features;
+  if ((audit.encoder.kind === 'pretrained' || audit.encoder.kind === 'onnx') && !isBackboneOnly(stages)) {
+    at(
+      ['audit', 'features', 'stages'],
+      `features.stages [${stages.join(', ')}] pools stages of the ResNet this project builds; a ${audit.encoder.kind} encoder's features are its output: remove features.stages`,
+      true,
+    );
   }
   if (defenseFeatures(audit) === 'classifier' && !audit.retrain) {
     const section = DEFENSE_SECTION[audit.defense] as string;
@@ -299,6 +308,8 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     backend: raw.backend ?? d.backend,
     imageSize,
     encoder,
+    // In stage order whatever the file's order: the same features, the same cache key.
+    features: { stages: [...(raw.features?.stages ?? d.features.stages)].sort((a, b) => a - b) },
     flow: { ...d.flow, ...(raw.flow ?? {}) },
     detection: { ...d.detection, ...(raw.detection ?? {}) },
     relabel: { ...d.relabel, ...(raw.relabel ?? {}) },

@@ -67,6 +67,24 @@ export interface ReuseEncoderConfig {
 
 export type EncoderConfig = SimclrEncoderConfig | PretrainedEncoderConfig | OnnxEncoderConfig | ReuseEncoderConfig;
 
+/** A stage of the ResNet encoder, by number (stage s ends in block `s<s>b2`, ml/resnet.ts). */
+export type ResNetStage = 1 | 2 | 3 | 4;
+
+export interface FeaturesConfig {
+  /**
+   * The stages whose global average pools, concatenated in stage order, are the features (ml/resnet.ts
+   * pooledStages). [4] is the backbone output, the paper's features. Earlier stages keep the
+   * textures and colours that SimCLR's last stage learns to ignore (bench feature-layers).
+   * Only for encoders this project builds (simclr, and reuse of one).
+   */
+  stages: ResNetStage[];
+}
+
+/** Whether `stages` is the backbone output alone, the paper's features (the default). */
+export function isBackboneOnly(stages: readonly ResNetStage[]): boolean {
+  return stages.length === 1 && stages[0] === 4;
+}
+
 export interface FlowConfig {
   /** Paper: 50 epochs, batch 16, Adam lr 1e-3, betas (0.9, 0.99). */
   epochs: number;
@@ -167,6 +185,7 @@ export interface AuditConfig {
   /** Images are resized to imageSize x imageSize at ingest (32 for CIFAR, 224 for ImageNet). */
   imageSize: number;
   encoder: EncoderConfig;
+  features: FeaturesConfig;
   flow: FlowConfig;
   detection: DetectionConfig;
   /**
@@ -232,6 +251,7 @@ export const defaultAuditConfig: AuditConfig = {
   backend: 'auto',
   imageSize: 32,
   encoder: defaultSimclrEncoder,
+  features: { stages: [4] },
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',

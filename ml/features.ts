@@ -39,7 +39,7 @@ export interface BatchEncoder {
 /** What features are computed with: a tfjs model (SimCLR, pretrained) or a BatchEncoder. */
 export type FeatureEncoder = tfl.LayersModel | BatchEncoder;
 
-function isBatchEncoder(e: FeatureEncoder): e is BatchEncoder {
+export function isBatchEncoder(e: FeatureEncoder): e is BatchEncoder {
   return 'encodeBatch' in e;
 }
 

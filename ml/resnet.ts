@@ -3,7 +3,7 @@
 // format and runs on any registered backend.
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { SymbolicTensor } from '@tensorflow/tfjs-layers';
-import type { Stem } from './config.js';
+import { isBackboneOnly, type ResNetStage, type Stem } from './config.js';
 import { Rng } from './random.js';
 import { BatchNorm } from './batch-norm.js';
 
@@ -27,6 +27,14 @@ export function featureDim(width: number): number {
 
 /** Name of the layer whose output is the pooled feature vector. */
 const FEATURE_LAYER = 'features';
+
+/** The ResNet's four stages, by number: stage s ends in block `s<s>b2` (see buildResNet18). */
+export const RESNET_STAGES: readonly ResNetStage[] = [1, 2, 3, 4];
+
+/** Size of the features pooled from `stages`: stage s has width * 2^(s-1) channels. */
+export function pooledDim(width: number, stages: readonly ResNetStage[]): number {
+  return stages.reduce((sum, s) => sum + width * 2 ** (s - 1), 0);
+}
 
 /**
  * ResNet-18: stem, four stages of two basic blocks, global average pooling.
@@ -105,4 +113,30 @@ export function penultimateLayer(classifier: tfl.LayersModel): tfl.LayersModel {
   const pooled = classifier.getLayer(FEATURE_LAYER).output;
   if (Array.isArray(pooled)) throw new Error(`resnet: layer "${FEATURE_LAYER}" of ${classifier.name} has several outputs`);
   return tfl.model({ inputs: classifier.inputs, outputs: pooled, name: `${classifier.name}_penultimate` });
+}
+
+/**
+ * Features pooled from several stages of a ResNet built by buildResNet18: the global average pool
+ * of each listed stage's output, concatenated in stage order, as a model that shares `model`'s
+ * weights (dispose the model, not this view). [4] is the model's own pooled features, returned
+ * as is. The backbone output is what SimCLR trains to be invariant to crops and colour changes;
+ * earlier stages keep the textures and colours a trigger is made of (bench feature-layers).
+ */
+export function pooledStages(model: tfl.LayersModel, stages: readonly ResNetStage[]): tfl.LayersModel {
+  if (stages.length === 0 || stages.some((s, i) => !RESNET_STAGES.includes(s) || (i > 0 && s <= stages[i - 1])))
+    throw new Error(`resnet: stages must be distinct, ascending numbers in 1..4, got [${stages.join(', ')}]`);
+  if (isBackboneOnly(stages)) return model;
+  const pools = stages.map((s) => {
+    const name = `s${s}b2_out`;
+    let output: SymbolicTensor | SymbolicTensor[];
+    try {
+      output = model.getLayer(name).output;
+    } catch {
+      throw new Error(`resnet: ${model.name} has no layer ${name} (stage ${s}): pooled stages need a ResNet-18 built by this project`);
+    }
+    if (Array.isArray(output)) throw new Error(`resnet: layer ${name} of ${model.name} has several outputs`);
+    return tfl.layers.globalAveragePooling2d({ name: `pooled_stage${s}` }).apply(output) as SymbolicTensor;
+  });
+  const out = pools.length === 1 ? pools[0] : (tfl.layers.concatenate({ name: 'pooled_stages' }).apply(pools) as SymbolicTensor);
+  return tfl.model({ inputs: model.inputs, outputs: out, name: `${model.name}_stages${stages.join('')}` });
 }

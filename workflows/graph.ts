@@ -7,7 +7,16 @@
 // Deterministic and types-only imports: the workflow bundle includes this file.
 import type { AttackConfig } from '../attacks/types.js';
 import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
-import { classifierStem, defenseFeatures, DEFENSE_SECTION, type AuditConfig, type DetectionConfig, type FlowConfig } from '../ml/config.js';
+import {
+  classifierStem,
+  defenseFeatures,
+  DEFENSE_SECTION,
+  isBackboneOnly,
+  type AuditConfig,
+  type DetectionConfig,
+  type FlowConfig,
+  type ResNetStage,
+} from '../ml/config.js';
 import type { AuditRunInfo, OnnxEncoderConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
 import type { DatasetSource, Pipeline } from './types.js';
 
@@ -212,6 +221,8 @@ export interface LineageParams {
 export interface FeaturesParams {
   backend: AuditConfig['backend'];
   batchSize: number;
+  /** The encoder stages pooled into the features; absent: the backbone output alone ([4]), as before the setting existed. */
+  stages?: ResNetStage[];
 }
 export interface FlowParams {
   classIndex: number;
@@ -390,7 +401,16 @@ export const AUDIT_DAG: readonly DagNode[] = [
     id: 'features',
     stage: 'features',
     inputs: { encoder: 'encoder', dataset: TRAIN, lineage: 'lineage' },
-    params: ({ audit }) => ({ backend: audit.backend, batchSize: FEATURE_BATCH }),
+    params: ({ audit }) => {
+      // Absent from the pipelines of audits started before the setting existed (replay): the backbone.
+      const stages = (audit as Partial<AuditConfig>).features?.stages;
+      return {
+        backend: audit.backend,
+        batchSize: FEATURE_BATCH,
+        // Only when set, so that the paper's features keep the key (and cached artifacts) they had.
+        ...(stages && !isBackboneOnly(stages) ? { stages } : {}),
+      };
+    },
   }),
   node({
     id: 'flow',

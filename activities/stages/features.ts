@@ -4,9 +4,11 @@
 // since the previous audit keep their raw rows; only new or changed ones go through the encoder.
 import { join } from 'node:path';
 import { openDataset } from '../../data/dataset.js';
-import { encodeSamples, mergeRows, unchangedRows } from '../../ml/features.js';
+import type { ResNetStage } from '../../ml/config.js';
+import { encodeSamples, isBatchEncoder, mergeRows, unchangedRows, type FeatureEncoder } from '../../ml/features.js';
+import { pooledStages } from '../../ml/resnet.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
-import type { StageImpl, StageRun } from '../stage.js';
+import { StageInputError, type StageImpl, type StageRun } from '../stage.js';
 import { readMatrix, writeMatrix } from '../io.js';
 import { isOnnxEncoder, loadEncoder } from './encoder.js';
 import { readLineage } from './lineage.js';
@@ -15,17 +17,20 @@ export const featuresStage: StageImpl<'features'> = {
   async compute(run) {
     const source = await run.dataset();
     const reusing = run.has('lineage') && (await readLineage(await run.input('lineage'))).mode === 'reuse';
-    const previous = reusing ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }) : undefined;
-    const todo = previous ? Int32Array.from(previous.from.keys()).filter((i) => previous.from[i] < 0) : undefined;
     const dir = await run.input('encoder');
     // Before a tfjs model loads (its weights live on the backend); an ONNX encoder runs on ONNX
     // Runtime, with no tensor backend to select (TensorFlow stays unloaded).
     const tfjs = (await isOnnxEncoder(dir)) ? undefined : await run.backend(run.params.backend, 'inference');
-    const { encoder, runsOn, warning } = await loadEncoder(dir, source.height);
+    const { encoder: loaded, runsOn, warning } = await loadEncoder(dir, source.height);
+    const encoder = run.params.stages ? withStages(loaded, run.params.stages) : loaded;
     const backend = runsOn ?? tfjs?.name;
     const device = runsOn ? `${runsOn.endsWith('cuda') ? 'GPU' : 'CPU'}: ${runsOn}` : tfjs?.device;
     if (warning) run.log(warning);
     try {
+      const previous = reusing
+        ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }, featureWidth(encoder))
+        : undefined;
+      const todo = previous ? Int32Array.from(previous.from.keys()).filter((i) => previous.from[i] < 0) : undefined;
       const computed = await encodeSamples(
         encoder,
         source,
@@ -60,7 +65,7 @@ export const featuresStage: StageImpl<'features'> = {
         },
       };
     } finally {
-      await encoder.dispose();
+      await loaded.dispose(); // a view of pooled stages shares its weights
     }
   },
 };
@@ -72,6 +77,7 @@ export const featuresStage: StageImpl<'features'> = {
 async function previousFeatures(
   run: StageRun,
   current: { ids: readonly string[]; hashes: readonly string[] },
+  width: number | undefined,
 ): Promise<{ raw: Matrix; from: Int32Array; key: string } | undefined> {
   const lineage = await readLineage(await run.input('lineage'));
   const skip = (why: string) => {
@@ -89,6 +95,9 @@ async function previousFeatures(
   } catch {
     return skip(`features ${lineage.features.key.slice(0, 12)} kept no raw rows (written before reuse existed)`);
   }
+  // Same weights, other pooled stages (audit.features.stages changed): other columns.
+  if (width !== undefined && raw.cols !== width)
+    return skip(`previous features have ${raw.cols} columns, these ${width} (audit.features.stages changed)`);
   const before = await openDataset(join(dataset.dir, 'dataset'));
   try {
     if (before.size !== raw.rows) return skip(`previous features have ${raw.rows} rows for ${before.size} samples`);
@@ -96,4 +105,22 @@ async function previousFeatures(
   } finally {
     await before.close();
   }
+}
+
+/** The encoder's pooled stages (ml/resnet.ts); only a tfjs ResNet built by this project has them. */
+function withStages(encoder: FeatureEncoder, stages: ResNetStage[]): FeatureEncoder {
+  if (isBatchEncoder(encoder))
+    throw new StageInputError(
+      `audit.features.stages [${stages.join(', ')}]: the encoder ${encoder.name} is an ONNX model; its features are its output`,
+    );
+  try {
+    return pooledStages(encoder, stages);
+  } catch (err) {
+    throw new StageInputError(`audit.features.stages [${stages.join(', ')}]: ${(err as Error).message}`);
+  }
+}
+
+/** Columns the encoder's features have, when the model says (an ONNX model's say only once it runs). */
+function featureWidth(encoder: FeatureEncoder): number | undefined {
+  return isBatchEncoder(encoder) ? undefined : (encoder.outputs[0].shape[1] ?? undefined);
 }

@@ -95,6 +95,24 @@ describe('pipeline files', function () {
     expect(list.some((l) => /x\.yaml:5:\d+: audit\.encoder: missing required key "path"/.test(l))).to.equal(true);
   });
 
+  it('takes the pooled encoder stages in any order as one setting, and refuses them where the encoder is not ours', async function () {
+    const base = ['name: x', 'dataset: {format: cifar10, split: train, imageSize: 32}', 'output: o', 'audit:'];
+    const parsed = await parsePipeline([...base, '  features: {stages: [4, 2, 3]}', ''].join('\n'), join(dir, 'x.yaml'));
+    expect(parsed.audit.features.stages).to.deep.equal([2, 3, 4]);
+    const plain = await parsePipeline(base.slice(0, 3).join('\n') + '\n', join(dir, 'x.yaml'));
+    expect(plain.audit.features.stages).to.deep.equal([4]);
+    const onnx = await problems(
+      [...base, `  encoder: {kind: pretrained, path: ${join(dir, 'images')}}`, '  features: {stages: [3, 4]}', ''].join('\n'),
+    );
+    expect(
+      onnx.some((l) =>
+        /audit\.features\.stages: features\.stages \[3, 4\] pools stages of the ResNet this project builds; a pretrained encoder/.test(l),
+      ),
+    ).to.equal(true);
+    const bad = await problems([...base, '  features: {stages: [0, 4, 4]}', ''].join('\n'));
+    expect(bad.some((l) => /audit\.features\.stages/.test(l))).to.equal(true);
+  });
+
   it('rejects unknown stages and malformed durations in the temporal section', async function () {
     const list = await problems(
       [

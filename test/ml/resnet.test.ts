@@ -11,7 +11,7 @@ import { registerCpuKernels } from '../../backend/cpu-kernels.js';
 import { loadPretrainedEncoder } from '../../ml/encoder.js';
 import { loadModel, saveModel } from '../../ml/model-io.js';
 import { Rng } from '../../ml/random.js';
-import { buildResNet18, featureDim, penultimateLayer } from '../../ml/resnet.js';
+import { buildResNet18, featureDim, penultimateLayer, pooledDim, pooledStages } from '../../ml/resnet.js';
 
 before(async () => {
   await selectBackend('cpu', 'training', () => {});
@@ -107,6 +107,36 @@ describe('buildResNet18', () => {
     );
     expect(values(view.predict(x) as tf.Tensor)).to.not.deep.equal(values(features));
     classifier.dispose();
+  });
+
+  it('pools chosen stages: each stage the mean of its output over the image, stage 4 the backbone output', () => {
+    const encoder = buildResNet18({ stem: 'cifar', width: 2, inputSize: 16, seed: 3 });
+    const x = randomImages(3, 16, 5);
+    expect(pooledStages(encoder, [4])).to.equal(encoder);
+    const view = pooledStages(encoder, [2, 4]);
+    const pooled = view.predict(x) as tf.Tensor2D;
+    expect(pooled.shape)
+      .to.deep.equal([3, pooledDim(2, [2, 4])])
+      .and.to.deep.equal([3, 4 + 16]);
+    const stage2 = tfl.model({ inputs: encoder.inputs, outputs: encoder.getLayer('s2b2_out').output as tfl.SymbolicTensor });
+    const expected = tf.concat([tf.mean(stage2.predict(x) as tf.Tensor4D, [1, 2]), encoder.predict(x) as tf.Tensor2D], 1);
+    values(pooled).forEach((v, i) => expect(v).to.be.closeTo(values(expected)[i], 1e-5));
+    encoder.dispose();
+  });
+
+  it('refuses stages out of order or out of range, and a model that is not this ResNet', () => {
+    const encoder = buildResNet18({ stem: 'cifar', width: 2, inputSize: 16, seed: 3 });
+    expect(() => pooledStages(encoder, [])).to.throw(/stages must be/);
+    expect(() => pooledStages(encoder, [4, 2] as never)).to.throw(/stages must be/);
+    expect(() => pooledStages(encoder, [5] as never)).to.throw(/stages must be/);
+    const input = tfl.input({ shape: [16, 16, 3] });
+    const other = tfl.model({
+      inputs: input,
+      outputs: tfl.layers.globalAveragePooling2d({}).apply(input) as tfl.SymbolicTensor,
+      name: 'other',
+    });
+    expect(() => pooledStages(other, [3, 4])).to.throw(/other has no layer s3b2_out/);
+    encoder.dispose();
   });
 
   it('rejects bad options', () => {

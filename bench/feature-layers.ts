@@ -1,0 +1,210 @@
+// Would features pooled from earlier stages of the SimCLR encoder, beside the backbone output,
+// find more targets and relabel better? SimCLR trains the last stage to be invariant to crops and
+// colour, which is what lets a patch or a faint blend pass unseen; earlier stages keep texture and
+// colour statistics (the pixel floor relabels better than the backbone output: bench
+// relabel-rules). Reads the audits a `bench matrix` run left in its store and, for every poisoned
+// or clean set, redoes features -> per-class flows -> density -> detection -> relabelling with
+// the stored encoder, for each feature variant:
+//   s4        global average pool of the last stage (the audit's features: the baseline)
+//   s3+s4     pools of stages 3 and 4, concatenated
+//   s2+s3+s4  pools of stages 2, 3 and 4
+//   s1+s2+s3+s4  pools of all four stages
+// Flows, detection and the split are the audit's own functions and settings (the matrix's flow
+// epochs); the target is known for the relabel figures, as in bench relabel-rules.
+//
+//   npm run bench -- feature-layers [--store .cache/bench-matrix] [--flow-epochs 10] [--json out.json]
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import * as tf from '@tensorflow/tfjs-core';
+import { readMatrix } from '../activities/io.js';
+import { selectBackend } from '../backend/backend.js';
+import { openDataset } from '../data/dataset.js';
+import type { PoisonTruth } from '../data/types.js';
+import { defaultAuditConfig, type ResNetStage } from '../ml/config.js';
+import { densityMatrix } from '../ml/density.js';
+import { detectTargets, knownVerdict } from '../ml/detect.js';
+import { extractFeatures } from '../ml/features.js';
+import { classMembers } from '../ml/flow.js';
+import { trainFlowGroup } from '../ml/flow-group.js';
+import { selectRows } from '../ml/matrix.js';
+import { loadModel } from '../ml/model-io.js';
+import { splitAndRelabel } from '../ml/relabel.js';
+import { pooledStages } from '../ml/resnet.js';
+import { poisonScores } from '../ml/score.js';
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    store: { type: 'string', default: join('.cache', 'bench-matrix') },
+    'flow-epochs': { type: 'string', default: '10' },
+    json: { type: 'string' },
+  },
+});
+const store = values.store;
+const flowConfig = { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']) };
+const detection = defaultAuditConfig.detection;
+
+/** Feature variants: the stages whose global average pools are concatenated (ml/resnet.ts pooledStages). */
+const VARIANTS: Record<string, ResNetStage[]> = {
+  s4: [4],
+  's3+s4': [3, 4],
+  's2+s3+s4': [2, 3, 4],
+  's1+s2+s3+s4': [1, 2, 3, 4],
+};
+
+interface Audit {
+  attack?: string;
+  dataset: string;
+  encoder: string;
+  seed: number;
+  density: string;
+}
+
+/** Report artifacts of every audit in the store, one per encoder (the defenses of a set share it). */
+async function audits(): Promise<Audit[]> {
+  const found = new Map<string, Audit>();
+  for (const key of await readdir(store)) {
+    const meta = await readFile(join(store, key, '.artifact.json'), 'utf8').catch(() => undefined);
+    if (!meta || (JSON.parse(meta) as { stage: string }).stage !== 'report') continue;
+    const report = JSON.parse(await readFile(join(store, key, 'report.json'), 'utf8')) as {
+      artifacts: Record<string, string>;
+      config?: { seed?: number };
+    };
+    const { attack, ingest, encoder, density } = report.artifacts;
+    if (!encoder || !density || !(attack || ingest)) continue;
+    found.set(encoder, {
+      ...(attack ? { attack } : {}),
+      dataset: attack ? join(attack, 'dataset') : ingest!,
+      encoder,
+      seed: report.config?.seed ?? 0,
+      density,
+    });
+  }
+  return [...found.values()];
+}
+
+interface Row {
+  dataset: string;
+  attack: string;
+  target?: number;
+  variant: string;
+  dims: number;
+  /** rank-z of the target (poisoned sets) and the lowest of the other classes. */
+  targetZ?: number;
+  lowestOtherZ: number;
+  flagged: number[];
+  targetFound?: boolean;
+  /** Argmax-foreign-flow accuracy over every poisoned sample (poison-label sets). */
+  relabelAccuracy?: number;
+  /** Poisoned samples kept with the target label by the split, the target told. */
+  poisonedKept?: number;
+}
+
+await selectBackend('auto', 'training', () => {});
+const rows: Row[] = [];
+const list = await audits();
+const started = Date.now();
+for (const [done, a] of list.entries()) {
+  const truth = a.attack ? (JSON.parse(await readFile(join(store, a.attack, 'truth.json'), 'utf8')) as PoisonTruth) : undefined;
+  const data = await openDataset(join(store, a.dataset));
+  const encoder = await loadModel(join(store, a.encoder, 'model'));
+  try {
+    const labels = data.labels;
+    const classes = data.classes.length;
+    for (const [variant, stages] of Object.entries(VARIANTS)) {
+      console.error(
+        `feature-layers: ${done + 1}/${list.length} ${truth?.attack ?? 'clean'} ${variant} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+      );
+      const view = pooledStages(encoder, stages);
+      const features = await extractFeatures(view, data);
+      const members = Array.from({ length: classes }, (_, y) => ({
+        features: selectRows(features, classMembers(labels, y)),
+        seed: a.seed + y,
+      }));
+      const { flows } = await trainFlowGroup(members, flowConfig);
+      const density = densityMatrix(flows, features);
+      flows.forEach((f) => f.dispose());
+      if (variant === 's4') {
+        // The baseline must be the audit's own density, or the comparison is of something else.
+        const stored = await readMatrix(join(store, a.density), 'density');
+        let worst = 0;
+        stored.data.forEach((v, k) => (worst = Math.max(worst, Math.abs(v - density.data[k]))));
+        console.error(`  s4 density vs the audit's: max |difference| ${worst.toExponential(2)} nats`);
+      }
+      const detections = detectTargets(density, labels, detection);
+      const t = truth?.targetClass;
+      const z = detections.map((d) => d.sNDNormalized);
+      const row: Row = {
+        dataset: data.manifest.name,
+        attack: truth?.attack ?? 'clean',
+        ...(t !== undefined ? { target: t } : {}),
+        variant,
+        dims: features.cols,
+        lowestOtherZ: Math.min(...z.filter((_, y) => y !== t)),
+        flagged: detections.filter((d) => d.kind !== 'clean').map((d) => d.index),
+      };
+      if (truth && t !== undefined) {
+        row.targetZ = z[t];
+        row.targetFound = detections[t].kind !== 'clean';
+        const P = truth.poisoned;
+        if (P.length && truth.sourceLabels.some((s) => s !== t)) {
+          let right = 0;
+          P.forEach((i, k) => {
+            let best = -1;
+            for (let y = 0; y < classes; y++)
+              if (y !== t && (best < 0 || density.data[i * classes + y] > density.data[i * classes + best])) best = y;
+            if (best === truth.sourceLabels[k]) right++;
+          });
+          row.relabelAccuracy = right / P.length;
+          const scores = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);
+          const entries = splitAndRelabel(
+            data.ids,
+            labels,
+            density,
+            scores,
+            [knownVerdict(t, 'non-disruptive')],
+            defaultAuditConfig.relabel,
+          );
+          row.poisonedKept = P.filter((i) => entries[i].action === 'keep').length / P.length;
+        }
+      }
+      rows.push(row);
+      console.error(`  ${JSON.stringify(row)}`);
+    }
+  } finally {
+    encoder.dispose();
+    await data.close();
+  }
+}
+
+const f2 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
+const pct = (x: number | undefined) => (x === undefined ? '-' : (100 * x).toFixed(1));
+console.log('| dataset | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. % | poisoned kept % |');
+console.log('|---|---|---|---|---|---|---|---|---|');
+for (const r of rows)
+  console.log(
+    `| ${r.dataset} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.poisonedKept)} |`,
+  );
+console.log(
+  '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set) | poisoned kept % |',
+);
+console.log('|---|---|---|---|---|---|');
+for (const variant of Object.keys(VARIANTS)) {
+  const rs = rows.filter((r) => r.variant === variant);
+  const targets = rs.filter((r) => r.targetZ !== undefined && r.relabelAccuracy !== undefined);
+  const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
+  const falseSets = rs.filter((r) => r.flagged.some((y) => y !== r.target)).length;
+  console.log(
+    `| ${variant} | ${targets.filter((r) => r.targetFound).length} of ${targets.length} | ${falseSets} of ${rs.length} | ` +
+      `${f2(mean(targets.map((r) => r.targetZ!)))} | ${pct(mean(targets.map((r) => r.relabelAccuracy!)))} | ${pct(mean(targets.map((r) => r.poisonedKept!)))} |`,
+  );
+}
+if (values.json) {
+  await writeFile(
+    values.json,
+    JSON.stringify({ bench: 'feature-layers', date: new Date().toISOString(), store, flowConfig, rows }, null, 1) + '\n',
+  );
+  console.log(`wrote ${values.json}`);
+}
+tf.disposeVariables();
