@@ -22,11 +22,11 @@ export const featuresStage: StageImpl<'features'> = {
     // Runtime, with no tensor backend to select (TensorFlow stays unloaded).
     const tfjs = (await isOnnxEncoder(dir)) ? undefined : await run.backend(run.params.backend, 'inference');
     const { encoder: loaded, runsOn, warning } = await loadEncoder(dir, source.height);
-    const encoder = run.params.stages ? withStages(loaded, run.params.stages) : loaded;
     const backend = runsOn ?? tfjs?.name;
     const device = runsOn ? `${runsOn.endsWith('cuda') ? 'GPU' : 'CPU'}: ${runsOn}` : tfjs?.device;
     if (warning) run.log(warning);
     try {
+      const encoder = run.params.stages ? withStages(loaded, run.params.stages) : loaded;
       const previous = reusing
         ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }, featureWidth(encoder))
         : undefined;

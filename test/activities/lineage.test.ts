@@ -258,4 +258,14 @@ describe('encoder lineage across audits (in process)', function () {
     const c = await run(await pipeline({ kind: 'reuse', from: 'previous' }));
     expect(c.outcomes.encoder.cached && c.outcomes.features.cached).to.equal(true);
   });
+
+  it('a reuse that pools other encoder stages recomputes every row, saying why', async () => {
+    const reuse = await pipeline({ kind: 'reuse', from: 'previous' });
+    const r = await run({ ...reuse, audit: { ...reuse.audit, features: { stages: [3, 4] } } });
+    // Width 4: stage 3 has 16 channels, stage 4 has 32 (the previous features).
+    expect(logs).to.include(
+      'features: every sample goes through the encoder: previous features have 32 columns, these 48 (audit.features.stages changed)',
+    );
+    expect(r.outcomes.features.info.featureReuse).to.deep.equal({ recomputed: 38, reused: 0, from: null });
+  });
 });
