@@ -12,7 +12,7 @@
 // Flows, detection and the split are the audit's own functions and settings (the matrix's flow
 // epochs); the target is known for the relabel figures, as in bench relabel-rules.
 //
-//   npm run bench -- feature-layers [--store .cache/bench-matrix] [--flow-epochs 10] [--json out.json]
+//   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10] [--json out.json]
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,12 +38,15 @@ const { values } = parseArgs({
   options: {
     store: { type: 'string', default: join('.cache', 'bench-matrix') },
     'flow-epochs': { type: 'string', default: '10' },
+    /** Only the audits of these seeds (the store may hold several matrices). */
+    seeds: { type: 'string' },
     json: { type: 'string' },
   },
 });
 const store = values.store;
 const flowConfig = { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']) };
 const detection = defaultAuditConfig.detection;
+const seeds = values.seeds?.split(',').map(Number);
 
 /** Feature variants: the stages whose global average pools are concatenated (ml/resnet.ts pooledStages). */
 const VARIANTS: Record<string, ResNetStage[]> = {
@@ -73,9 +76,10 @@ async function audits(): Promise<Audit[]> {
     };
     const { attack, ingest, encoder, density } = report.artifacts;
     if (!encoder || !density || !(attack || ingest)) continue;
+    if (seeds && !seeds.includes(report.config?.seed ?? 0)) continue;
     found.set(encoder, {
       ...(attack ? { attack } : {}),
-      dataset: attack ? join(attack, 'dataset') : ingest!,
+      dataset: join(attack ?? ingest!, 'dataset'),
       encoder,
       seed: report.config?.seed ?? 0,
       density,
