@@ -163,7 +163,7 @@ const Audit = definition(
                 minItems: 1,
                 uniqueItems: true,
                 description:
-                  'ResNet stages (1-4) whose global average pools, concatenated, are the features; [4] (default) is the backbone output. simclr and reuse encoders only.',
+                  "ResNet stages (1-4) whose global average pools, concatenated, are the features: default [2, 3, 4]; [4] is the backbone output (the paper's, and a pretrained or onnx encoder's only choice).",
               }),
             ),
           },

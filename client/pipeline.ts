@@ -303,13 +303,15 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     const stem = stemForImageSize(imageSize);
     encoder = { ...defaultSimclrEncoder, stem, ...(raw.encoder ?? {}), kind: 'simclr' } as EncoderConfig;
   }
+  // A pretrained or ONNX encoder has no ResNet stages of ours: its features are its output.
+  const defaultStages = encoder.kind === 'pretrained' || encoder.kind === 'onnx' ? [4 as const] : d.features.stages;
   const config: AuditConfig = {
     seed: raw.seed ?? d.seed,
     backend: raw.backend ?? d.backend,
     imageSize,
     encoder,
     // In stage order whatever the file's order: the same features, the same cache key.
-    features: { stages: [...(raw.features?.stages ?? d.features.stages)].sort((a, b) => a - b) },
+    features: { stages: [...(raw.features?.stages ?? defaultStages)].sort((a, b) => a - b) },
     flow: { ...d.flow, ...(raw.flow ?? {}) },
     detection: { ...d.detection, ...(raw.detection ?? {}) },
     relabel: { ...d.relabel, ...(raw.relabel ?? {}) },

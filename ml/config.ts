@@ -73,9 +73,11 @@ export type ResNetStage = 1 | 2 | 3 | 4;
 export interface FeaturesConfig {
   /**
    * The stages whose global average pools, concatenated in stage order, are the features (ml/resnet.ts
-   * pooledStages). [4] is the backbone output, the paper's features. Earlier stages keep the
-   * textures and colours that SimCLR's last stage learns to ignore (bench feature-layers).
-   * Only for encoders this project builds (simclr, and reuse of one).
+   * pooledStages). [4] is the backbone output, the paper's features. Decision: [2, 3, 4] by
+   * default for the encoders this project builds. SimCLR's last stage learns to ignore what its
+   * augmentations change (crops, colour), and a trigger is made of exactly such textures and
+   * colours; stage 2 keeps them. Measured on the 300-per-class matrix (bench feature-layers,
+   * README "Pooled encoder stages"). A pretrained or ONNX encoder's features are its output ([4]).
    */
   stages: ResNetStage[];
 }
@@ -251,7 +253,7 @@ export const defaultAuditConfig: AuditConfig = {
   backend: 'auto',
   imageSize: 32,
   encoder: defaultSimclrEncoder,
-  features: { stages: [4] },
+  features: { stages: [2, 3, 4] },
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',

@@ -115,6 +115,12 @@ export function penultimateLayer(classifier: tfl.LayersModel): tfl.LayersModel {
   return tfl.model({ inputs: classifier.inputs, outputs: pooled, name: `${classifier.name}_penultimate` });
 }
 
+/** Whether `model` has the block outputs of `stages` that pooledStages reads (a ResNet-18 built by buildResNet18 does). */
+export function hasResNetStages(model: tfl.LayersModel, stages: readonly ResNetStage[]): boolean {
+  const names = new Set(model.layers.map((l) => l.name));
+  return stages.every((s) => names.has(`s${s}b2_out`));
+}
+
 /**
  * Features pooled from several stages of a ResNet built by buildResNet18: the global average pool
  * of each listed stage's output, concatenated in stage order, as a model that shares `model`'s

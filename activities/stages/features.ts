@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { openDataset } from '../../data/dataset.js';
 import type { ResNetStage } from '../../ml/config.js';
 import { encodeSamples, isBatchEncoder, mergeRows, unchangedRows, type FeatureEncoder } from '../../ml/features.js';
-import { pooledStages } from '../../ml/resnet.js';
+import { hasResNetStages, pooledStages } from '../../ml/resnet.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
-import { StageInputError, type StageImpl, type StageRun } from '../stage.js';
+import type { StageImpl, StageRun } from '../stage.js';
 import { readMatrix, writeMatrix } from '../io.js';
 import { isOnnxEncoder, loadEncoder } from './encoder.js';
 import { readLineage } from './lineage.js';
@@ -21,12 +21,16 @@ export const featuresStage: StageImpl<'features'> = {
     // Before a tfjs model loads (its weights live on the backend); an ONNX encoder runs on ONNX
     // Runtime, with no tensor backend to select (TensorFlow stays unloaded).
     const tfjs = (await isOnnxEncoder(dir)) ? undefined : await run.backend(run.params.backend, 'inference');
-    const { encoder: loaded, runsOn, warning } = await loadEncoder(dir, source.height);
+    const { encoder: loaded, runsOn, warning: loadWarning } = await loadEncoder(dir, source.height);
     const backend = runsOn ?? tfjs?.name;
     const device = runsOn ? `${runsOn.endsWith('cuda') ? 'GPU' : 'CPU'}: ${runsOn}` : tfjs?.device;
-    if (warning) run.log(warning);
+    if (loadWarning) run.log(loadWarning);
     try {
-      const encoder = run.params.stages ? withStages(loaded, run.params.stages) : loaded;
+      const { encoder, warning: stagesWarning } = run.params.stages
+        ? withStages(loaded, run.params.stages)
+        : { encoder: loaded, warning: undefined };
+      if (stagesWarning) run.log(stagesWarning);
+      const warnings = [loadWarning, stagesWarning].filter((w) => w !== undefined);
       const previous = reusing
         ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }, featureWidth(encoder))
         : undefined;
@@ -61,7 +65,7 @@ export const featuresStage: StageImpl<'features'> = {
           backend,
           ...(device ? { device } : {}),
           ...(featureReuse ? { featureReuse } : {}),
-          ...(warning ? { warnings: [warning] } : {}),
+          ...(warnings.length ? { warnings } : {}),
         },
       };
     } finally {
@@ -107,17 +111,19 @@ async function previousFeatures(
   }
 }
 
-/** The encoder's pooled stages (ml/resnet.ts); only a tfjs ResNet built by this project has them. */
-function withStages(encoder: FeatureEncoder, stages: ResNetStage[]): FeatureEncoder {
-  if (isBatchEncoder(encoder))
-    throw new StageInputError(
-      `audit.features.stages [${stages.join(', ')}]: the encoder ${encoder.name} is an ONNX model; its features are its output`,
-    );
-  try {
-    return pooledStages(encoder, stages);
-  } catch (err) {
-    throw new StageInputError(`audit.features.stages [${stages.join(', ')}]: ${(err as Error).message}`);
-  }
+/**
+ * The encoder's pooled stages (ml/resnet.ts). Only a ResNet built by this project has them: the
+ * pipeline refuses stages for a pretrained or ONNX encoder, but a reuse learns what it reuses only
+ * here, so another encoder's features stay its output, with a warning.
+ */
+function withStages(encoder: FeatureEncoder, stages: ResNetStage[]): { encoder: FeatureEncoder; warning?: string } {
+  const asOutput = (why: string) => ({
+    encoder,
+    warning: `audit.features.stages [${stages.join(', ')}] not applied: ${why}; its output is the features`,
+  });
+  if (isBatchEncoder(encoder)) return asOutput(`the encoder ${encoder.name} is an ONNX model`);
+  if (!hasResNetStages(encoder, stages)) return asOutput(`the encoder ${encoder.name} is not a ResNet-18 built by this project`);
+  return { encoder: pooledStages(encoder, stages) };
 }
 
 /** Columns the encoder's features have, when the model says (an ONNX model's say only once it runs). */

@@ -114,19 +114,20 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
     expect(fresh.report.artifacts).to.deep.equal(first.report.artifacts);
   });
 
-  it('pools earlier encoder stages when asked: the same encoder from the cache, stage 4 columns unchanged', async () => {
-    const pooled: Pipeline = { ...pipeline, audit: { ...pipeline.audit, features: { stages: [2, 3, 4] } } };
-    const r = await auditDataset(pooled, { store: join(dir, 'store') });
+  it('pools encoder stages 2, 3 and 4 by default; the backbone alone shares the encoder, its columns the same', async () => {
+    expect(first.report.config.features.stages).to.deep.equal([2, 3, 4]);
+    const backbone: Pipeline = { ...pipeline, audit: { ...pipeline.audit, features: { stages: [4] } } };
+    const r = await auditDataset(backbone, { store: join(dir, 'store') });
     expect(r.outcomes.encoder?.cached).to.equal(true);
     expect(r.outcomes.features?.cached).to.equal(false);
     expect(r.outcomes['flow[0]']?.cached).to.equal(false);
-    const wide = await readMatrix(r.store.dir(r.outcomes.features!.ref), 'raw');
-    const plain = await readMatrix(r.store.dir(first.outcomes.features!.ref), 'raw');
+    const wide = await readMatrix(r.store.dir(first.outcomes.features!.ref), 'raw');
+    const plain = await readMatrix(r.store.dir(r.outcomes.features!.ref), 'raw');
     // Width 4: stages 2, 3 and 4 have 8, 16 and 32 channels; the last 32 columns are the backbone output.
     expect([wide.rows, wide.cols, plain.cols]).to.deep.equal([300, 56, 32]);
     for (let i = 0; i < 300; i += 37)
       for (let j = 0; j < 32; j++) expect(wide.data[i * 56 + 24 + j]).to.be.closeTo(plain.data[i * 32 + j], 1e-5);
-    expect(r.report.config.features.stages).to.deep.equal([2, 3, 4]);
+    expect(r.report.config.features.stages).to.deep.equal([4]);
     expect(r.cleansed).to.have.length(300);
   });
 

@@ -262,9 +262,9 @@ describe('encoder lineage across audits (in process)', function () {
   it('a reuse that pools other encoder stages recomputes every row, saying why', async () => {
     const reuse = await pipeline({ kind: 'reuse', from: 'previous' });
     const r = await run({ ...reuse, audit: { ...reuse.audit, features: { stages: [3, 4] } } });
-    // Width 4: stage 3 has 16 channels, stage 4 has 32 (the previous features).
+    // Width 4: stages 2, 3 and 4 have 8, 16 and 32 channels (the previous features, the default, pool all three).
     expect(logs).to.include(
-      'features: every sample goes through the encoder: previous features have 32 columns, these 48 (audit.features.stages changed)',
+      'features: every sample goes through the encoder: previous features have 56 columns, these 48 (audit.features.stages changed)',
     );
     expect(r.outcomes.features.info.featureReuse).to.deep.equal({ recomputed: 38, reused: 0, from: null });
   });

@@ -104,6 +104,10 @@ describe('ONNX encoder in the pipeline (encoder kind onnx)', function () {
     expect(r.outcomes.encoder.info.figure).to.match(/^reused encoder [0-9a-f]{12} \(no training\)$/);
     expect(r.outcomes.features.info.featureReuse).to.include({ recomputed: 0, reused: first.cleansed.length });
     expect(r.outcomes.features.info.backend).to.equal('onnxruntime cpu');
+    // The default pooled stages are for this project's ResNet: a reused ONNX encoder's features are its output.
+    expect(r.outcomes.features.info.warnings).to.deep.equal([
+      `audit.features.stages [2, 3, 4] not applied: the encoder onnx encoder ${model} is an ONNX model; its output is the features`,
+    ]);
   });
 
   it("keys the encoder by the model file's sha256: same bytes hit the cache, a changed model does not", async () => {

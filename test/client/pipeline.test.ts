@@ -100,7 +100,13 @@ describe('pipeline files', function () {
     const parsed = await parsePipeline([...base, '  features: {stages: [4, 2, 3]}', ''].join('\n'), join(dir, 'x.yaml'));
     expect(parsed.audit.features.stages).to.deep.equal([2, 3, 4]);
     const plain = await parsePipeline(base.slice(0, 3).join('\n') + '\n', join(dir, 'x.yaml'));
-    expect(plain.audit.features.stages).to.deep.equal([4]);
+    expect(plain.audit.features.stages).to.deep.equal([2, 3, 4]);
+    // A pretrained encoder's features are its output: that is its default, not a refusal.
+    const pretrained = await parsePipeline(
+      [...base, `  encoder: {kind: pretrained, path: ${join(dir, 'images')}}`, ''].join('\n'),
+      join(dir, 'x.yaml'),
+    );
+    expect(pretrained.audit.features.stages).to.deep.equal([4]);
     const onnx = await problems(
       [...base, `  encoder: {kind: pretrained, path: ${join(dir, 'images')}}`, '  features: {stages: [3, 4]}', ''].join('\n'),
     );
