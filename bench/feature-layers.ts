@@ -22,7 +22,7 @@ import { selectBackend } from '../backend/backend.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { defaultAuditConfig, type ResNetStage } from '../ml/config.js';
-import { densityMatrix } from '../ml/density.js';
+import { densityMatrix, maxForeign } from '../ml/density.js';
 import { detectTargets, knownVerdict } from '../ml/detect.js';
 import { extractFeatures } from '../ml/features.js';
 import { classMembers } from '../ml/flow.js';
@@ -155,10 +155,7 @@ for (const [done, a] of list.entries()) {
         if (P.length && truth.sourceLabels.some((s) => s !== t)) {
           let right = 0;
           P.forEach((i, k) => {
-            let best = -1;
-            for (let y = 0; y < classes; y++)
-              if (y !== t && (best < 0 || density.data[i * classes + y] > density.data[i * classes + best])) best = y;
-            if (best === truth.sourceLabels[k]) right++;
+            if (maxForeign(density.data, i * classes, classes, t).index === truth.sourceLabels[k]) right++;
           });
           row.relabelAccuracy = right / P.length;
           const scores = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);

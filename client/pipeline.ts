@@ -13,6 +13,7 @@ import {
   defenseFeatures,
   DEFENSE_SECTION,
   isBackboneOnly,
+  poolsStages,
   stemForImageSize,
   type AuditConfig,
   type EncoderConfig,
@@ -151,7 +152,7 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
     at(['audit', 'encoder', 'path'], `onnx model not found: ${audit.encoder.path}`);
   }
   const { stages } = audit.features;
-  if ((audit.encoder.kind === 'pretrained' || audit.encoder.kind === 'onnx') && !isBackboneOnly(stages)) {
+  if (!poolsStages(audit.encoder) && !isBackboneOnly(stages)) {
     at(
       ['audit', 'features', 'stages'],
       `features.stages [${stages.join(', ')}] pools stages of the ResNet this project builds; a ${audit.encoder.kind} encoder's features are its output: remove features.stages`,
@@ -304,7 +305,7 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     encoder = { ...defaultSimclrEncoder, stem, ...(raw.encoder ?? {}), kind: 'simclr' } as EncoderConfig;
   }
   // A pretrained or ONNX encoder has no ResNet stages of ours: its features are its output.
-  const defaultStages = encoder.kind === 'pretrained' || encoder.kind === 'onnx' ? [4 as const] : d.features.stages;
+  const defaultStages = poolsStages(encoder) ? d.features.stages : [4 as const];
   const config: AuditConfig = {
     seed: raw.seed ?? d.seed,
     backend: raw.backend ?? d.backend,

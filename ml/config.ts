@@ -82,6 +82,11 @@ export interface FeaturesConfig {
   stages: ResNetStage[];
 }
 
+/** Whether the encoder is a ResNet of ours whose stages can be pooled: not a pretrained or ONNX model (a reuse is known only when it runs). */
+export function poolsStages(encoder: EncoderConfig): boolean {
+  return encoder.kind !== 'pretrained' && encoder.kind !== 'onnx';
+}
+
 /** Whether `stages` is the backbone output alone, the paper's features (the default). */
 export function isBackboneOnly(stages: readonly ResNetStage[]): boolean {
   return stages.length === 1 && stages[0] === 4;

@@ -93,7 +93,7 @@ export function buildResNet18(o: ResNetOptions): tfl.LayersModel {
   for (let stage = 0; stage < 4; stage++) {
     const filters = o.width * 2 ** stage;
     x = basicBlock(x, filters, stage === 0 ? 1 : 2, `s${stage + 1}b1`);
-    x = basicBlock(x, filters, 1, `s${stage + 1}b2`);
+    x = basicBlock(x, filters, 1, `s${stage + 1}b2`); // its output layer: stageOutput(stage + 1)
   }
   let out = tfl.layers.globalAveragePooling2d({ name: FEATURE_LAYER }).apply(x) as SymbolicTensor;
   if (o.classes !== undefined) {
@@ -115,10 +115,18 @@ export function penultimateLayer(classifier: tfl.LayersModel): tfl.LayersModel {
   return tfl.model({ inputs: classifier.inputs, outputs: pooled, name: `${classifier.name}_penultimate` });
 }
 
-/** Whether `model` has the block outputs of `stages` that pooledStages reads (a ResNet-18 built by buildResNet18 does). */
-export function hasResNetStages(model: tfl.LayersModel, stages: readonly ResNetStage[]): boolean {
+/** The layer whose output ends stage `s` (the last block's ReLU, named by buildResNet18). */
+const stageOutput = (s: ResNetStage): string => `s${s}b2_out`;
+
+/** The first of `stages` whose output layer `model` lacks; undefined when it has them all. */
+function missingStage(model: tfl.LayersModel, stages: readonly ResNetStage[]): ResNetStage | undefined {
   const names = new Set(model.layers.map((l) => l.name));
-  return stages.every((s) => names.has(`s${s}b2_out`));
+  return stages.find((s) => !names.has(stageOutput(s)));
+}
+
+/** Whether `model` has the stage outputs pooledStages reads (a ResNet-18 built by buildResNet18 does). */
+export function hasResNetStages(model: tfl.LayersModel, stages: readonly ResNetStage[]): boolean {
+  return missingStage(model, stages) === undefined;
 }
 
 /**
@@ -132,15 +140,14 @@ export function pooledStages(model: tfl.LayersModel, stages: readonly ResNetStag
   if (stages.length === 0 || stages.some((s, i) => !RESNET_STAGES.includes(s) || (i > 0 && s <= stages[i - 1])))
     throw new Error(`resnet: stages must be distinct, ascending numbers in 1..4, got [${stages.join(', ')}]`);
   if (isBackboneOnly(stages)) return model;
+  const missing = missingStage(model, stages);
+  if (missing !== undefined)
+    throw new Error(
+      `resnet: ${model.name} has no layer ${stageOutput(missing)} (stage ${missing}): pooled stages need a ResNet-18 built by this project`,
+    );
   const pools = stages.map((s) => {
-    const name = `s${s}b2_out`;
-    let output: SymbolicTensor | SymbolicTensor[];
-    try {
-      output = model.getLayer(name).output;
-    } catch {
-      throw new Error(`resnet: ${model.name} has no layer ${name} (stage ${s}): pooled stages need a ResNet-18 built by this project`);
-    }
-    if (Array.isArray(output)) throw new Error(`resnet: layer ${name} of ${model.name} has several outputs`);
+    const output = model.getLayer(stageOutput(s)).output;
+    if (Array.isArray(output)) throw new Error(`resnet: layer ${stageOutput(s)} of ${model.name} has several outputs`);
     return tfl.layers.globalAveragePooling2d({ name: `pooled_stage${s}` }).apply(output) as SymbolicTensor;
   });
   const out = pools.length === 1 ? pools[0] : (tfl.layers.concatenate({ name: 'pooled_stages' }).apply(pools) as SymbolicTensor);
