@@ -11,7 +11,8 @@ import { pathExists } from '../data/files.js';
 import type { ShardedDataset } from '../data/dataset.js';
 import type { BackendChoice, BackendInfo } from '../backend/backend.js';
 import type { TrainHooks, TrainProgress } from '../ml/loop.js';
-import type { StageName, StageParams } from '../workflows/graph.js';
+import type { StageName } from '../workflows/graph.js';
+import type { StageParams } from '../workflows/stage-params.js';
 import type { EpochUpdate, StageInfo, StageRequest } from '../workflows/types.js';
 
 /** Every artifact's small facts (StageInfo), beside its files. */

@@ -2,22 +2,20 @@
 // of one audit (which stage runs, on which inputs, with which parameters). Both executors walk
 // this table: the Temporal workflow (workflows/audit.ts) and the in-process one
 // (activities/in-process.ts). Adding a stage is one entry in STAGE_SPECS, one node in
-// AUDIT_DAG, its parameter type in StageParams, and its function in activities/stages/.
+// AUDIT_DAG, its parameter type in StageParams (workflows/stage-params.ts), and its function in activities/stages/.
 //
 // Deterministic and types-only imports: the workflow bundle includes this file.
 import type { AttackConfig } from '../attacks/types.js';
-import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
 import {
   classifierStem,
   defenseFeatures,
   DEFENSE_SECTION,
   isBackboneOnly,
   type AuditConfig,
-  type DetectionConfig,
-  type FlowConfig,
-  type ResNetStage,
+  type AuditRunInfo,
+  type RetrainConfig,
 } from '../ml/config.js';
-import type { AuditRunInfo, OnnxEncoderConfig, RetrainConfig, SimclrEncoderConfig } from '../ml/config.js';
+import type { IngestParams, StageParams } from './stage-params.js';
 import type { DatasetSource, Pipeline } from './types.js';
 
 export type QueueKind = 'cpu' | 'gpu';
@@ -187,107 +185,6 @@ export const STAGE_SPECS = {
 export type StageName = keyof typeof STAGE_SPECS;
 /** Stage names in DAG order, as they appear in cache keys, progress, search attributes and pipeline files. */
 export const STAGES = Object.keys(STAGE_SPECS) as StageName[];
-
-// ---- parameters of each stage (what enters its cache key) ----
-// Inputs that live outside the store (dataset files, a pretrained model folder) enter the key
-// through a fingerprint, not through these parameters.
-export interface IngestParams {
-  source: DatasetSource;
-  imageSize: number;
-  limitPerClass?: number;
-  name?: string;
-  /** Precomputed fingerprint of the source (not part of the key's parameters: it is the key's external part). */
-  fingerprint?: string;
-}
-export interface AttackParams {
-  attack: AttackConfig;
-}
-export type EncoderParams =
-  | { kind: 'simclr'; config: SimclrEncoderConfig; seed: number; backend: AuditConfig['backend'] }
-  | { kind: 'pretrained'; path: string; imageSize: number }
-  | { kind: 'onnx'; config: OnnxEncoderConfig }
-  | { kind: 'reuse'; from: string };
-export interface LineageParams {
-  /** The pipeline's output folder: its report.json names the previous audit's artifacts. */
-  output: string;
-  /** 'warm-start': the parent encoder to continue; 'reuse': the encoder to copy and the features to keep. */
-  mode: 'warm-start' | 'reuse';
-  /** 'previous', or (reuse) an encoder artifact key. */
-  from: string;
-  /** Warm start: the parent must have this architecture to be loaded. */
-  architecture?: { width: number; stem: SimclrEncoderConfig['stem']; projectionDim: number };
-  imageSize: number;
-}
-export interface FeaturesParams {
-  backend: AuditConfig['backend'];
-  batchSize: number;
-  /** The encoder stages pooled into the features; absent: the backbone output alone ([4]), as before the setting existed. */
-  stages?: ResNetStage[];
-}
-export interface FlowParams {
-  classIndex: number;
-  config: FlowConfig;
-  seed: number;
-  backend: AuditConfig['backend'];
-}
-export interface DensityParams {
-  classes: number;
-  /** The flows' backend: a density stage may be the first of its worker process to compute (after a restart). */
-  backend: AuditConfig['backend'];
-}
-export interface DetectParams {
-  config: DetectionConfig;
-}
-/** The poisoned-data classifier: trained like `retrain`, on every sample with its given label. */
-export type ClassifierFeaturesParams = RetrainParams & { batchSize: number };
-export interface RelabelParams {
-  defense: DefenseName;
-  /** The defense's own config section (ml/defenses/: `configOf`). */
-  config: DefenseConfig;
-}
-export interface RetrainParams {
-  config: RetrainConfig;
-  seed: number;
-  stem: 'cifar' | 'imagenet';
-  imageSize: number;
-  backend: AuditConfig['backend'];
-}
-export interface EvaluateParams {
-  attack?: AttackConfig;
-  seed: number;
-  backend: AuditConfig['backend'];
-}
-export interface ReportParams {
-  output: string;
-  config: AuditConfig;
-  /** Seconds per computed stage id (`encoder`, `flow[3]`, ...). */
-  timings: Record<string, number>;
-  /** The warnings of the stages before it, each prefixed with its stage id. */
-  warnings: string[];
-  /** Stage ids served from the cache in this run. */
-  cachedStages: string[];
-  /** Artifact key per stage id of this run (the result's lineage). */
-  artifacts: Record<string, string>;
-  /** The Temporal run, when there is one (workflow id and where its UI is). */
-  run?: AuditRunInfo;
-}
-
-/** The parameter type of each stage. */
-export interface StageParams {
-  ingest: IngestParams;
-  attack: AttackParams;
-  lineage: LineageParams;
-  encoder: EncoderParams;
-  features: FeaturesParams;
-  flow: FlowParams;
-  density: DensityParams;
-  detect: DetectParams;
-  classifierFeatures: ClassifierFeaturesParams;
-  relabel: RelabelParams;
-  retrain: RetrainParams;
-  evaluate: EvaluateParams;
-  report: ReportParams;
-}
 
 // ---- the DAG of one audit ----
 

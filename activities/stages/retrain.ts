@@ -6,7 +6,7 @@ import type { ImageSource } from '../../data/types.js';
 import { trainingLabels } from '../../ml/cleansed.js';
 import { saveModel } from '../../ml/model-io.js';
 import { trainClassifier } from '../../ml/train.js';
-import type { RetrainParams } from '../../workflows/graph.js';
+import type { RetrainParams } from '../../workflows/stage-params.js';
 import type { StageImpl, StageRun } from '../stage.js';
 import { readCleansed } from './common.js';
 
