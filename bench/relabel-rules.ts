@@ -145,6 +145,8 @@ function accuracy(s: Scores, rows: readonly number[], source: readonly number[],
 interface Row {
   dataset: string;
   attack: string;
+  /** Columns of the encoder features: 64 for stage 4 of a width-8 ResNet, 112 for stages 2-4. */
+  featureDim: number;
   poisoned: number;
   accuracy: Record<Rule, number>;
 }
@@ -220,23 +222,26 @@ for (const [done, a] of found.entries()) {
       'flows + pixels': both,
     };
     const acc = Object.fromEntries(RULES.map((r) => [r, accuracy(scores[r], P, truth.sourceLabels, foreign)])) as Record<Rule, number>;
-    rows.push({ dataset: data.manifest.name, attack: truth.attack, poisoned: P.length, accuracy: acc });
+    rows.push({ dataset: data.manifest.name, attack: truth.attack, featureDim: features.cols, poisoned: P.length, accuracy: acc });
   } finally {
     await data.close();
   }
 }
-rows.sort((a, b) => a.dataset.localeCompare(b.dataset) || a.poisoned - b.poisoned);
+rows.sort((a, b) => a.featureDim - b.featureDim || a.dataset.localeCompare(b.dataset) || a.poisoned - b.poisoned);
 
 const pct = (x: number) => (100 * x).toFixed(1);
-console.log(`| dataset | poisoned | ${RULES.join(' | ')} |`);
-console.log(`|---|---|${RULES.map(() => '---|').join('')}`);
-for (const r of rows) console.log(`| ${r.dataset} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
-const total = rows.reduce((s, r) => s + r.poisoned, 0);
-const pooled = Object.fromEntries(RULES.map((k) => [k, rows.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<
-  Rule,
-  number
->;
-console.log(`| all ${rows.length} audits (per poisoned sample) | ${total} | ${RULES.map((k) => pct(pooled[k])).join(' | ')} |`);
+console.log(`| dataset | feature dim | poisoned | ${RULES.join(' | ')} |`);
+console.log(`|---|---|---|${RULES.map(() => '---|').join('')}`);
+for (const r of rows) console.log(`| ${r.dataset} | ${r.featureDim} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
+// Pooled per feature width: audits of different encoder stages are different methods.
+const pooled: Record<string, Record<Rule, number> & { audits: number; poisoned: number }> = {};
+for (const dim of [...new Set(rows.map((r) => r.featureDim))]) {
+  const group = rows.filter((r) => r.featureDim === dim);
+  const total = group.reduce((s, r) => s + r.poisoned, 0);
+  const acc = Object.fromEntries(RULES.map((k) => [k, group.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<Rule, number>;
+  pooled[String(dim)] = { ...acc, audits: group.length, poisoned: total };
+  console.log(`| all ${group.length} audits (per poisoned sample) | ${dim} | ${total} | ${RULES.map((k) => pct(acc[k])).join(' | ')} |`);
+}
 if (values.json) {
   await writeFile(
     values.json,
