@@ -21,21 +21,41 @@ import { readMatrix } from '../io.js';
 export const MIN_FLOW_SAMPLES = 20;
 
 /**
- * The warning for a class of `count` samples, or undefined when the flow can fit it sensibly:
- * at least max(batch size, MIN_FLOW_SAMPLES). Fewer than one batch means one optimizer step
- * per epoch, so the flow stays close to its initial Gaussian after `epochs` steps.
+ * The warning for a class of `count` samples whose features have `featureDim` columns, or
+ * undefined when the flow can fit it sensibly: at least max(batch size, MIN_FLOW_SAMPLES)
+ * samples, and at least as many samples as dimensions.
+ * - Fewer than one batch means one optimizer step per epoch, so the flow stays close to its
+ *   initial Gaussian after `epochs` steps.
+ * - Fewer samples than dimensions: the class's features span a subspace of lower rank than the
+ *   flow's space, so the flow learns that subspace rather than a density; its own samples look
+ *   far likelier than unseen ones of the same class, which is what S_ND and the poison score
+ *   compare (the demo at 50 images per class: 112 pooled dimensions from about 45 samples).
  */
-export function smallClassWarning(className: string, classIndex: number, count: number, config: FlowConfig): string | undefined {
+export function smallClassWarning(
+  className: string,
+  classIndex: number,
+  count: number,
+  config: FlowConfig,
+  featureDim: number,
+): string | undefined {
   const needed = Math.max(config.batchSize, MIN_FLOW_SAMPLES);
-  if (count >= needed) return undefined;
-  const why =
-    count < config.batchSize
-      ? `fewer than one batch (audit.flow.batchSize ${config.batchSize}): one optimizer step per epoch`
-      : `fewer than ${MIN_FLOW_SAMPLES}: its own mean and spread are estimated too roughly`;
-  return (
-    `class ${JSON.stringify(className)} (${classIndex}) has ${count} samples, ${why}; ` +
-    `its flow, its S_ND and its samples' poison scores are unreliable (add samples, or merge or drop the class)`
-  );
+  if (count < needed) {
+    const why =
+      count < config.batchSize
+        ? `fewer than one batch (audit.flow.batchSize ${config.batchSize}): one optimizer step per epoch`
+        : `fewer than ${MIN_FLOW_SAMPLES}: its own mean and spread are estimated too roughly`;
+    return (
+      `class ${JSON.stringify(className)} (${classIndex}) has ${count} samples, ${why}; ` +
+      `its flow, its S_ND and its samples' poison scores are unreliable (add samples, or merge or drop the class)`
+    );
+  }
+  if (count < featureDim)
+    return (
+      `class ${JSON.stringify(className)} (${classIndex}) has ${count} samples, fewer than its ${featureDim} feature dimensions: ` +
+      `its flow can fit their span rather than a density, so its S_ND and poison scores are unreliable ` +
+      `(add samples, or fewer dimensions: audit.features.stages, audit.encoder.width)`
+    );
+  return undefined;
 }
 
 export const flowStage: StageImpl<'flow'> = {
@@ -47,7 +67,7 @@ export const flowStage: StageImpl<'flow'> = {
     const dataset = await run.dataset();
     const rows = classMembers(dataset.labels, p.classIndex);
     if (rows.length === 0) throw new StageInputError(`class ${p.classIndex} has no samples: a flow cannot be fitted`);
-    const warning = smallClassWarning(dataset.classes[p.classIndex] ?? String(p.classIndex), p.classIndex, rows.length, p.config);
+    const warning = smallClassWarning(dataset.classes[p.classIndex] ?? String(p.classIndex), p.classIndex, rows.length, p.config, features.cols);
     if (warning) run.log(`warning: ${warning}`);
     const { flow, nll, resumedFromEpoch } = await trainClassFlow(selectRows(features, rows), p.config, p.seed, hooks);
     try {
@@ -75,7 +95,7 @@ export const flowStage: StageImpl<'flow'> = {
       const y = run.params.classIndex;
       const rows = classMembers(dataset.labels, y);
       if (rows.length === 0) throw new StageInputError(`class ${y} has no samples: a flow cannot be fitted`);
-      const warning = smallClassWarning(dataset.classes[y] ?? String(y), y, rows.length, run.params.config);
+      const warning = smallClassWarning(dataset.classes[y] ?? String(y), y, rows.length, run.params.config, features.cols);
       if (warning) run.log(`warning: ${warning}`);
       return { features: selectRows(features, rows), seed: run.params.seed, warning };
     });

@@ -414,10 +414,24 @@ describe('input never touched', function () {
     it('warns below max(flow batch size, MIN_FLOW_SAMPLES), saying why', () => {
       const cfg = { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 };
       expect(MIN_FLOW_SAMPLES).to.equal(20);
-      expect(smallClassWarning('cat', 3, 20, cfg)).to.equal(undefined);
-      expect(smallClassWarning('cat', 3, 17, cfg)).to.match(/^class "cat" \(3\) has 17 samples, fewer than 20: /);
-      expect(smallClassWarning('cat', 3, 12, cfg)).to.match(/fewer than one batch \(audit\.flow\.batchSize 16\)/);
-      expect(smallClassWarning('cat', 3, 200, { ...cfg, batchSize: 256 })).to.match(/has 200 samples, fewer than one batch/);
+      expect(smallClassWarning('cat', 3, 20, cfg, 8)).to.equal(undefined);
+      expect(smallClassWarning('cat', 3, 17, cfg, 8)).to.match(/^class "cat" \(3\) has 17 samples, fewer than 20: /);
+      expect(smallClassWarning('cat', 3, 12, cfg, 8)).to.match(/fewer than one batch \(audit\.flow\.batchSize 16\)/);
+      expect(smallClassWarning('cat', 3, 200, { ...cfg, batchSize: 256 }, 8)).to.match(/has 200 samples, fewer than one batch/);
+    });
+
+    it('warns when a class has fewer samples than its features have dimensions, naming the settings that narrow them', () => {
+      const cfg = { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 };
+      // The demo's case: about 45 samples of 112 pooled dimensions.
+      expect(smallClassWarning('frog', 6, 45, cfg, 112)).to.equal(
+        'class "frog" (6) has 45 samples, fewer than its 112 feature dimensions: its flow can fit their span ' +
+          'rather than a density, so its S_ND and poison scores are unreliable ' +
+          '(add samples, or fewer dimensions: audit.features.stages, audit.encoder.width)',
+      );
+      expect(smallClassWarning('frog', 6, 112, cfg, 112), 'as many samples as dimensions').to.equal(undefined);
+      expect(smallClassWarning('frog', 6, 45, cfg, 40)).to.equal(undefined);
+      // The batch warning says the more basic problem first.
+      expect(smallClassWarning('frog', 6, 10, cfg, 112)).to.match(/fewer than one batch/);
     });
 
     it('the flow stage logs the warning and records it in its info (what the report can carry)', async () => {
