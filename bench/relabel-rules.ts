@@ -232,13 +232,17 @@ rows.sort((a, b) => a.featureDim - b.featureDim || a.dataset.localeCompare(b.dat
 const pct = (x: number) => (100 * x).toFixed(1);
 console.log(`| dataset | feature dim | poisoned | ${RULES.join(' | ')} |`);
 console.log(`|---|---|---|${RULES.map(() => '---|').join('')}`);
-for (const r of rows) console.log(`| ${r.dataset} | ${r.featureDim} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
+for (const r of rows)
+  console.log(`| ${r.dataset} | ${r.featureDim} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
 // Pooled per feature width: audits of different encoder stages are different methods.
 const pooled: Record<string, Record<Rule, number> & { audits: number; poisoned: number }> = {};
 for (const dim of [...new Set(rows.map((r) => r.featureDim))]) {
   const group = rows.filter((r) => r.featureDim === dim);
   const total = group.reduce((s, r) => s + r.poisoned, 0);
-  const acc = Object.fromEntries(RULES.map((k) => [k, group.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<Rule, number>;
+  const acc = Object.fromEntries(RULES.map((k) => [k, group.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<
+    Rule,
+    number
+  >;
   pooled[String(dim)] = { ...acc, audits: group.length, poisoned: total };
   console.log(`| all ${group.length} audits (per poisoned sample) | ${dim} | ${total} | ${RULES.map((k) => pct(acc[k])).join(' | ')} |`);
 }

@@ -67,7 +67,13 @@ export const flowStage: StageImpl<'flow'> = {
     const dataset = await run.dataset();
     const rows = classMembers(dataset.labels, p.classIndex);
     if (rows.length === 0) throw new StageInputError(`class ${p.classIndex} has no samples: a flow cannot be fitted`);
-    const warning = smallClassWarning(dataset.classes[p.classIndex] ?? String(p.classIndex), p.classIndex, rows.length, p.config, features.cols);
+    const warning = smallClassWarning(
+      dataset.classes[p.classIndex] ?? String(p.classIndex),
+      p.classIndex,
+      rows.length,
+      p.config,
+      features.cols,
+    );
     if (warning) run.log(`warning: ${warning}`);
     const { flow, nll, resumedFromEpoch } = await trainClassFlow(selectRows(features, rows), p.config, p.seed, hooks);
     try {
