@@ -242,6 +242,264 @@ function torchRowFor<R extends { impl: string; threads: string }>(rows: R[], row
 
 let threads = 2;
 
+/** What main() parsed from the command line: the shape of every measurement. */
+interface Settings {
+  quick: boolean;
+  width: number;
+  batch: number;
+  steps: number;
+  /** The batch each backend is measured at (see main). */
+  batchFor: Record<string, number>;
+  inferBatches: number;
+  flowEpochs: number;
+  flowClasses: number;
+  flowPerClass: number;
+  flowTrainClasses: number;
+  flowDim: number;
+  torchThreads: number[];
+  backends: BackendName[];
+  skipTorch: boolean;
+  /** The audit's flow epochs: measured flow time is scaled to them. */
+  configuredEpochs: number;
+  /** The pipeline's flow group size for flowClasses classes (workflows/dag.ts). */
+  groupSize: number;
+  hidden: number;
+}
+
+/** (a) and (b): a SimCLR training step and feature inference, ours and PyTorch; prints the table. */
+async function measureResnet(s: Settings): Promise<{ rows: unknown[]; measurements: Measurement[] }> {
+  const measurements: Measurement[] = [];
+  type Row = {
+    impl: string;
+    threads: string;
+    measuredBatch: number;
+    stepS?: number;
+    stepCpuS?: number;
+    trainIps?: number;
+    inferIps?: number;
+    augmentS?: number;
+    note?: string;
+  };
+  const rows: Row[] = [];
+  for (const tt of s.skipTorch ? [] : s.torchThreads) {
+    const r = await runTorch<{
+      train_step_s: number;
+      train_step_cpu_s: number;
+      infer_batch_s: number;
+      train_images_per_s: number;
+      infer_images_per_s: number;
+    }>('resnet_simclr.py', [
+      '--width',
+      String(s.width),
+      '--batch',
+      String(s.batch),
+      '--steps',
+      String(s.steps),
+      '--infer-batches',
+      String(s.inferBatches),
+      '--threads',
+      String(tt),
+    ]);
+    rows.push(
+      r.ok && r.result
+        ? {
+            impl: 'PyTorch',
+            threads: String(tt),
+            measuredBatch: s.batch,
+            stepS: r.result.train_step_s,
+            stepCpuS: r.result.train_step_cpu_s,
+            trainIps: r.result.train_images_per_s,
+            inferIps: r.result.infer_images_per_s,
+          }
+        : { impl: 'PyTorch', threads: String(tt), measuredBatch: s.batch, note: r.error },
+    );
+    console.error(`resnet: PyTorch ${tt} threads done`);
+  }
+  for (const backend of s.backends) {
+    if (backend === 'cpu' && s.quick) {
+      rows.push({ impl: 'ours: cpu', threads: '1', measuredBatch: 0, note: 'skipped in --quick (minutes per step at width 64)' });
+      continue;
+    }
+    const b = s.batchFor[backend] ?? s.batch;
+    const r = await ours<SimclrResult>({ kind: 'simclr', backend, width: s.width, batch: b, steps: s.steps, inferBatches: s.inferBatches });
+    const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
+    rows.push(
+      r.ok && r.result
+        ? {
+            impl: `ours: ${r.result.backend}`,
+            threads: t,
+            measuredBatch: b,
+            stepS: r.result.stepS,
+            stepCpuS: r.result.stepCpuS,
+            trainIps: b / r.result.stepS,
+            inferIps: b / r.result.inferS,
+            augmentS: r.result.augmentS,
+          }
+        : { impl: `ours: ${backend}`, threads: t, measuredBatch: b, note: r.error },
+    );
+    console.error(`resnet: ${backend} done`);
+  }
+  const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainIps !== undefined);
+  console.log(
+    `\n## (a) SimCLR training step and (b) feature inference: ResNet-18 width ${s.width}, CIFAR stem, 32x32, batch ${s.batch} (${2 * s.batch} views per step)`,
+  );
+  console.log(
+    '| implementation | threads | batch measured | s / step | CPU s / step | train images/s | PyTorch / ours (train) | inference images/s | PyTorch / ours (inference) | augmentation s / batch |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    if (r.trainIps === undefined) {
+      console.log(`| ${r.impl} | ${r.threads} | - | - | - | unavailable: ${r.note ?? '?'} | - | - | - | - |`);
+      continue;
+    }
+    const ratio = (mine?: number, theirs?: number) => (mine && theirs ? `${f1(theirs / mine)}x` : '-');
+    const scaled = r.measuredBatch !== s.batch ? ' (images/s taken as batch-independent)' : '';
+    console.log(
+      `| ${r.impl} | ${r.threads} | ${r.measuredBatch}${scaled} | ${f1(r.stepS!)} | ${f1(r.stepCpuS!)} | ${f1(r.trainIps)} | ${ratio(r.trainIps, ref?.trainIps)} | ` +
+        `${f1(r.inferIps!)} | ${ratio(r.inferIps, ref?.inferIps)} | ${r.augmentS === undefined ? '-' : f1(r.augmentS)} |`,
+    );
+  }
+  for (const r of rows) {
+    if (r.trainIps === undefined) continue;
+    const torchRow = torchRowFor(rows, r, (t) => t.trainIps !== undefined);
+    for (const [measurement, value, theirs] of [
+      ['simclr-train', r.trainIps, torchRow?.trainIps],
+      ['inference', r.inferIps!, torchRow?.inferIps],
+    ] as const) {
+      measurements.push({
+        measurement,
+        impl: r.impl,
+        threads: r.threads,
+        unit: 'images/s',
+        value,
+        torchThreads: torchRow?.threads ?? null,
+        ratioVsTorch: theirs ? value / theirs : null,
+      });
+    }
+  }
+  return { rows, measurements };
+}
+
+/** (c): per-class flows and the density matrix, ours (one at a time and grouped) and PyTorch; prints the table. */
+async function measureFlows(s: Settings): Promise<{ rows: unknown[]; measurements: Measurement[] }> {
+  const measurements: Measurement[] = [];
+  type Row = { impl: string; threads: string; trainS?: number; trainCpuS?: number; densityS?: number; scale?: number; note?: string };
+  const rows: Row[] = [];
+  // Classes train independently on equal-sized sets, so the time is linear in both.
+  const scale = (s.configuredEpochs / s.flowEpochs) * (s.flowClasses / s.flowTrainClasses);
+  for (const tt of s.skipTorch ? [] : s.torchThreads) {
+    const r = await runTorch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
+      '--classes',
+      String(s.flowClasses),
+      '--per-class',
+      String(s.flowPerClass),
+      '--dim',
+      String(s.flowDim),
+      '--hidden',
+      String(s.hidden),
+      '--epochs',
+      String(s.flowEpochs),
+      '--threads',
+      String(tt),
+      '--train-classes',
+      String(s.flowTrainClasses),
+    ]);
+    rows.push(
+      r.ok && r.result
+        ? {
+            impl: 'PyTorch',
+            threads: String(tt),
+            trainS: r.result.train_s,
+            trainCpuS: r.result.train_cpu_s,
+            densityS: r.result.density_s,
+            scale,
+          }
+        : { impl: 'PyTorch', threads: String(tt), note: r.error },
+    );
+    console.error(`flows: PyTorch ${tt} threads done`);
+  }
+  for (const backend of s.backends) {
+    if (backend === 'cpu' && s.quick) {
+      rows.push({ impl: 'ours: cpu', threads: '1', note: 'skipped in --quick (~0.4 s per batch of 16)' });
+      continue;
+    }
+    const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
+    // The pipeline's trainer (groups as workflows/dag.ts flowGroupSize makes them for these
+    // classes) and, on the native backend, the one-class-at-a-time trainer it replaced, side by side.
+    // The pure-JS backend takes ~0.4 s per batch: there one class of the per-class trainer stands for all.
+    const variants: (number | undefined)[] =
+      backend === 'cpu' ? [undefined] : backend.startsWith('tensorflow') ? [undefined, s.groupSize] : [s.groupSize];
+    for (const g of variants) {
+      const trainClasses = g ? s.flowClasses : backend === 'cpu' ? 1 : s.flowTrainClasses;
+      const r = await ours<FlowResult>({
+        kind: 'flows',
+        backend,
+        classes: s.flowClasses,
+        perClass: s.flowPerClass,
+        dim: s.flowDim,
+        hidden: s.hidden,
+        epochs: s.flowEpochs,
+        trainClasses,
+        ...(g ? { groupSize: g } : {}),
+      });
+      const how = g ? `groups of ${g}` : 'one class at a time';
+      const rowScale = (s.configuredEpochs / s.flowEpochs) * (s.flowClasses / trainClasses);
+      rows.push(
+        r.ok && r.result
+          ? {
+              impl: `ours: ${r.result.backend}, ${how}`,
+              threads: t,
+              trainS: r.result.trainS,
+              trainCpuS: r.result.trainCpuS,
+              densityS: r.result.densityS,
+              scale: rowScale,
+              note: trainClasses !== s.flowTrainClasses ? `${trainClasses} flow${trainClasses === 1 ? '' : 's'} trained` : undefined,
+            }
+          : { impl: `ours: ${backend}, ${how}`, threads: t, note: r.error },
+      );
+      console.error(`flows: ${backend}, ${how} done`);
+    }
+  }
+  const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
+  console.log(
+    `\n## (c) Per-class flows: ${s.flowClasses} classes x ${s.flowPerClass} features of ${s.flowDim} dims, hidden ${s.hidden}, batch 16; ` +
+      `one class at a time (PyTorch, as the paper's code does, and our per-class trainer): ${s.flowTrainClasses} of the ${s.flowClasses} flows trained for ${s.flowEpochs} epoch(s), ` +
+      `time scaled x${f1(scale)} to all ${s.flowClasses} for ${s.configuredEpochs} epochs; ours in groups of ${s.groupSize} (the pipeline's default for ${s.flowClasses} classes): ` +
+      `all ${s.flowClasses} trained for ${s.flowEpochs} epoch(s), scaled x${f1(s.configuredEpochs / s.flowEpochs)}; then the ${s.flowClasses * s.flowPerClass} x ${s.flowClasses} density matrix`,
+  );
+  console.log(
+    `| implementation | threads | train s (measured) | CPU s | train s (${s.flowClasses} flows x ${s.configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`,
+  );
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    if (r.trainS === undefined) {
+      console.log(`| ${r.impl} | ${r.threads} | unavailable: ${r.note ?? '?'} | - | - | - | - | - |`);
+      continue;
+    }
+    const total = r.trainS * r.scale! + r.densityS!;
+    const refTotal = ref ? ref.trainS! * ref.scale! + ref.densityS! : undefined;
+    const note = r.note ? ` (${r.note}, x${f1(r.scale!)})` : '';
+    console.log(
+      `| ${r.impl} | ${r.threads} | ${f1(r.trainS)}${note} | ${f1(r.trainCpuS!)} | ${f1(r.trainS * r.scale!)} | ${f1(r.densityS!)} | ${f1(total)} | ${refTotal ? `${f1(total / refTotal)}x` : '-'} |`,
+    );
+  }
+  const totalS = (r: Row) => r.trainS! * r.scale! + r.densityS!;
+  for (const r of rows) {
+    if (r.trainS === undefined) continue;
+    const torchRow = torchRowFor(rows, r, (t) => t.trainS !== undefined);
+    measurements.push({
+      measurement: 'flows-and-density',
+      impl: r.impl,
+      threads: r.threads,
+      unit: 's',
+      value: totalS(r),
+      torchThreads: torchRow?.threads ?? null,
+      ratioVsTorch: torchRow ? totalS(torchRow) / totalS(r) : null,
+    });
+  }
+  return { rows, measurements };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: process.argv.slice(2),
@@ -323,234 +581,34 @@ async function main(): Promise<void> {
   const report: Record<string, unknown> = { date: new Date().toISOString(), quick, width, batch, steps, threads, torchThreads, flowEpochs };
   const measurements: Measurement[] = [];
 
+  const settings: Settings = {
+    quick,
+    width,
+    batch,
+    steps,
+    batchFor,
+    inferBatches,
+    flowEpochs,
+    flowClasses,
+    flowPerClass,
+    flowTrainClasses,
+    flowDim,
+    torchThreads,
+    backends,
+    skipTorch: values['skip-torch'],
+    configuredEpochs,
+    groupSize,
+    hidden,
+  };
   if (!values['skip-resnet']) {
-    type Row = {
-      impl: string;
-      threads: string;
-      measuredBatch: number;
-      stepS?: number;
-      stepCpuS?: number;
-      trainIps?: number;
-      inferIps?: number;
-      augmentS?: number;
-      note?: string;
-    };
-    const rows: Row[] = [];
-    for (const tt of values['skip-torch'] ? [] : torchThreads) {
-      const r = await runTorch<{
-        train_step_s: number;
-        train_step_cpu_s: number;
-        infer_batch_s: number;
-        train_images_per_s: number;
-        infer_images_per_s: number;
-      }>('resnet_simclr.py', [
-        '--width',
-        String(width),
-        '--batch',
-        String(batch),
-        '--steps',
-        String(steps),
-        '--infer-batches',
-        String(inferBatches),
-        '--threads',
-        String(tt),
-      ]);
-      rows.push(
-        r.ok && r.result
-          ? {
-              impl: 'PyTorch',
-              threads: String(tt),
-              measuredBatch: batch,
-              stepS: r.result.train_step_s,
-              stepCpuS: r.result.train_step_cpu_s,
-              trainIps: r.result.train_images_per_s,
-              inferIps: r.result.infer_images_per_s,
-            }
-          : { impl: 'PyTorch', threads: String(tt), measuredBatch: batch, note: r.error },
-      );
-      console.error(`resnet: PyTorch ${tt} threads done`);
-    }
-    for (const backend of backends) {
-      if (backend === 'cpu' && quick) {
-        rows.push({ impl: 'ours: cpu', threads: '1', measuredBatch: 0, note: 'skipped in --quick (minutes per step at width 64)' });
-        continue;
-      }
-      const b = batchFor[backend] ?? batch;
-      const r = await ours<SimclrResult>({ kind: 'simclr', backend, width, batch: b, steps, inferBatches });
-      const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
-      rows.push(
-        r.ok && r.result
-          ? {
-              impl: `ours: ${r.result.backend}`,
-              threads: t,
-              measuredBatch: b,
-              stepS: r.result.stepS,
-              stepCpuS: r.result.stepCpuS,
-              trainIps: b / r.result.stepS,
-              inferIps: b / r.result.inferS,
-              augmentS: r.result.augmentS,
-            }
-          : { impl: `ours: ${backend}`, threads: t, measuredBatch: b, note: r.error },
-      );
-      console.error(`resnet: ${backend} done`);
-    }
-    const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainIps !== undefined);
-    console.log(
-      `\n## (a) SimCLR training step and (b) feature inference: ResNet-18 width ${width}, CIFAR stem, 32x32, batch ${batch} (${2 * batch} views per step)`,
-    );
-    console.log(
-      '| implementation | threads | batch measured | s / step | CPU s / step | train images/s | PyTorch / ours (train) | inference images/s | PyTorch / ours (inference) | augmentation s / batch |',
-    );
-    console.log('|---|---|---|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      if (r.trainIps === undefined) {
-        console.log(`| ${r.impl} | ${r.threads} | - | - | - | unavailable: ${r.note ?? '?'} | - | - | - | - |`);
-        continue;
-      }
-      const ratio = (mine?: number, theirs?: number) => (mine && theirs ? `${f1(theirs / mine)}x` : '-');
-      const scaled = r.measuredBatch !== batch ? ' (images/s taken as batch-independent)' : '';
-      console.log(
-        `| ${r.impl} | ${r.threads} | ${r.measuredBatch}${scaled} | ${f1(r.stepS!)} | ${f1(r.stepCpuS!)} | ${f1(r.trainIps)} | ${ratio(r.trainIps, ref?.trainIps)} | ` +
-          `${f1(r.inferIps!)} | ${ratio(r.inferIps, ref?.inferIps)} | ${r.augmentS === undefined ? '-' : f1(r.augmentS)} |`,
-      );
-    }
-    report['resnet'] = rows;
-    for (const r of rows) {
-      if (r.trainIps === undefined) continue;
-      const torchRow = torchRowFor(rows, r, (t) => t.trainIps !== undefined);
-      for (const [measurement, value, theirs] of [
-        ['simclr-train', r.trainIps, torchRow?.trainIps],
-        ['inference', r.inferIps!, torchRow?.inferIps],
-      ] as const) {
-        measurements.push({
-          measurement,
-          impl: r.impl,
-          threads: r.threads,
-          unit: 'images/s',
-          value,
-          torchThreads: torchRow?.threads ?? null,
-          ratioVsTorch: theirs ? value / theirs : null,
-        });
-      }
-    }
+    const r = await measureResnet(settings);
+    report['resnet'] = r.rows;
+    measurements.push(...r.measurements);
   }
-
   if (!values['skip-flows']) {
-    type Row = { impl: string; threads: string; trainS?: number; trainCpuS?: number; densityS?: number; scale?: number; note?: string };
-    const rows: Row[] = [];
-    // Classes train independently on equal-sized sets, so the time is linear in both.
-    const scale = (configuredEpochs / flowEpochs) * (flowClasses / flowTrainClasses);
-    for (const tt of values['skip-torch'] ? [] : torchThreads) {
-      const r = await runTorch<{ train_s: number; train_cpu_s: number; density_s: number }>('flows.py', [
-        '--classes',
-        String(flowClasses),
-        '--per-class',
-        String(flowPerClass),
-        '--dim',
-        String(flowDim),
-        '--hidden',
-        String(hidden),
-        '--epochs',
-        String(flowEpochs),
-        '--threads',
-        String(tt),
-        '--train-classes',
-        String(flowTrainClasses),
-      ]);
-      rows.push(
-        r.ok && r.result
-          ? {
-              impl: 'PyTorch',
-              threads: String(tt),
-              trainS: r.result.train_s,
-              trainCpuS: r.result.train_cpu_s,
-              densityS: r.result.density_s,
-              scale,
-            }
-          : { impl: 'PyTorch', threads: String(tt), note: r.error },
-      );
-      console.error(`flows: PyTorch ${tt} threads done`);
-    }
-    for (const backend of backends) {
-      if (backend === 'cpu' && quick) {
-        rows.push({ impl: 'ours: cpu', threads: '1', note: 'skipped in --quick (~0.4 s per batch of 16)' });
-        continue;
-      }
-      const t = backend === 'tensorflow' || backend === 'tensorflow-gpu' ? String(threads) : '1';
-      // The pipeline's trainer (groups as workflows/dag.ts flowGroupSize makes them for these
-      // classes) and, on the native backend, the one-class-at-a-time trainer it replaced, side by side.
-      // The pure-JS backend takes ~0.4 s per batch: there one class of the per-class trainer stands for all.
-      const variants: (number | undefined)[] =
-        backend === 'cpu' ? [undefined] : backend.startsWith('tensorflow') ? [undefined, groupSize] : [groupSize];
-      for (const g of variants) {
-        const trainClasses = g ? flowClasses : backend === 'cpu' ? 1 : flowTrainClasses;
-        const r = await ours<FlowResult>({
-          kind: 'flows',
-          backend,
-          classes: flowClasses,
-          perClass: flowPerClass,
-          dim: flowDim,
-          hidden,
-          epochs: flowEpochs,
-          trainClasses,
-          ...(g ? { groupSize: g } : {}),
-        });
-        const how = g ? `groups of ${g}` : 'one class at a time';
-        const rowScale = (configuredEpochs / flowEpochs) * (flowClasses / trainClasses);
-        rows.push(
-          r.ok && r.result
-            ? {
-                impl: `ours: ${r.result.backend}, ${how}`,
-                threads: t,
-                trainS: r.result.trainS,
-                trainCpuS: r.result.trainCpuS,
-                densityS: r.result.densityS,
-                scale: rowScale,
-                note: trainClasses !== flowTrainClasses ? `${trainClasses} flow${trainClasses === 1 ? '' : 's'} trained` : undefined,
-              }
-            : { impl: `ours: ${backend}, ${how}`, threads: t, note: r.error },
-        );
-        console.error(`flows: ${backend}, ${how} done`);
-      }
-    }
-    const ref = rows.find((r) => r.impl === 'PyTorch' && r.trainS !== undefined);
-    console.log(
-      `\n## (c) Per-class flows: ${flowClasses} classes x ${flowPerClass} features of ${flowDim} dims, hidden ${hidden}, batch 16; ` +
-        `one class at a time (PyTorch, as the paper's code does, and our per-class trainer): ${flowTrainClasses} of the ${flowClasses} flows trained for ${flowEpochs} epoch(s), ` +
-        `time scaled x${f1(scale)} to all ${flowClasses} for ${configuredEpochs} epochs; ours in groups of ${groupSize} (the pipeline's default for ${flowClasses} classes): ` +
-        `all ${flowClasses} trained for ${flowEpochs} epoch(s), scaled x${f1(configuredEpochs / flowEpochs)}; then the ${flowClasses * flowPerClass} x ${flowClasses} density matrix`,
-    );
-    console.log(
-      `| implementation | threads | train s (measured) | CPU s | train s (${flowClasses} flows x ${configuredEpochs} epochs, scaled) | density matrix s | total s | ours / PyTorch (total time) |`,
-    );
-    console.log('|---|---|---|---|---|---|---|---|');
-    for (const r of rows) {
-      if (r.trainS === undefined) {
-        console.log(`| ${r.impl} | ${r.threads} | unavailable: ${r.note ?? '?'} | - | - | - | - | - |`);
-        continue;
-      }
-      const total = r.trainS * r.scale! + r.densityS!;
-      const refTotal = ref ? ref.trainS! * ref.scale! + ref.densityS! : undefined;
-      const note = r.note ? ` (${r.note}, x${f1(r.scale!)})` : '';
-      console.log(
-        `| ${r.impl} | ${r.threads} | ${f1(r.trainS)}${note} | ${f1(r.trainCpuS!)} | ${f1(r.trainS * r.scale!)} | ${f1(r.densityS!)} | ${f1(total)} | ${refTotal ? `${f1(total / refTotal)}x` : '-'} |`,
-      );
-    }
-    report['flows'] = rows;
-    const totalS = (r: Row) => r.trainS! * r.scale! + r.densityS!;
-    for (const r of rows) {
-      if (r.trainS === undefined) continue;
-      const torchRow = torchRowFor(rows, r, (t) => t.trainS !== undefined);
-      measurements.push({
-        measurement: 'flows-and-density',
-        impl: r.impl,
-        threads: r.threads,
-        unit: 's',
-        value: totalS(r),
-        torchThreads: torchRow?.threads ?? null,
-        ratioVsTorch: torchRow ? totalS(torchRow) / totalS(r) : null,
-      });
-    }
+    const r = await measureFlows(settings);
+    report['flows'] = r.rows;
+    measurements.push(...r.measurements);
   }
   console.log(
     '\nRatios in the tables above 1x mean PyTorch is faster; `ratioVsTorch` in the JSON is the inverse (above 1: ours is faster).',
