@@ -10,9 +10,17 @@
 //   pixels: Gaussian         one full-covariance Gaussian per class on the leading principal
 //                            components of the raw pixels (fitted on the foreign classes)
 //   flows + pixels           the sum of the two, each standardised over the foreign samples
-// Nothing is trained: density, features and the poisoned dataset come from the store.
+//   ..., shift-corrected     the same Gaussian on x - delta for the target's samples, where
+//                            delta = mean(x over D^_P) - mean(x over the genuine foreign samples):
+//                            a trigger moves its samples by about one shared offset, and D^_P
+//                            (the split's relabelled end, found without ground truth) is mostly
+//                            triggered samples drawn from the foreign classes
+// Each rule is scored on every poisoned sample and on those the defense relabels (the poisoned
+// samples in D^_P, the lowest alpha of the target by the default poison score: what the
+// matrix's "relabel acc." counts). Nothing is trained: density, features and the poisoned
+// dataset come from the store.
 //
-//   npm run bench -- relabel-rules [--store .cache/bench-matrix] [--components 32] [--json out.json]
+//   npm run bench -- relabel-rules [--store .cache/bench-matrix] [--components 32] [--feature-dim 112] [--json out.json]
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,18 +28,24 @@ import { readMatrix } from '../activities/io.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { principalComponents, projectRows, rowMean, scatterMatrix, symmetricEigen, type RowData } from '../ml/defenses/pca.js';
+import { defaultAuditConfig } from '../ml/config.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
+import { splitSize } from '../ml/relabel.js';
+import { poisonScores } from '../ml/score.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
   options: {
     store: { type: 'string', default: join('.cache', 'bench-matrix') },
     components: { type: 'string', default: '32' },
+    'feature-dim': { type: 'string' },
     json: { type: 'string' },
   },
 });
 const store = values.store;
 const components = Number(values.components);
+const onlyDim = values['feature-dim'] === undefined ? undefined : Number(values['feature-dim']);
+const ALPHA = defaultAuditConfig.relabel.alpha;
 
 /** Scores [rows x classes], higher = more likely that class. */
 type Scores = { data: Float64Array; cols: number };
@@ -43,6 +57,8 @@ const RULES = [
   'features: 30-NN',
   'pixels: Gaussian',
   'flows + pixels',
+  'features: shared Gaussian, shift-corrected',
+  'pixels: Gaussian, shift-corrected',
 ] as const;
 type Rule = (typeof RULES)[number];
 
@@ -131,6 +147,19 @@ function fromMatrix(m: Matrix): Scores {
   return { data: Float64Array.from(m.data), cols: m.cols };
 }
 
+/**
+ * A copy of `x` whose `shifted` rows are moved by -(mean over `from` - mean over `to`): the
+ * offset that carries the average of `from` onto the average of `to`.
+ */
+function shiftCorrected(x: RowData, shifted: readonly number[], from: readonly number[], to: readonly number[]): RowData {
+  const d = x.cols;
+  const a = rowMean(x, from);
+  const b = rowMean(x, to);
+  const data = Float64Array.from(x.data);
+  for (const i of shifted) for (let k = 0; k < d; k++) data[i * d + k] -= a[k] - b[k];
+  return { cols: d, data };
+}
+
 /** Share of `rows` whose argmax over `classes` is their source label. */
 function accuracy(s: Scores, rows: readonly number[], source: readonly number[], classes: readonly number[]): number {
   let right = 0;
@@ -148,7 +177,12 @@ interface Row {
   /** Columns of the encoder features: 64 for stage 4 of a width-8 ResNet, 112 for stages 2-4. */
   featureDim: number;
   poisoned: number;
+  /** Poisoned samples in D^_P: the ones the defense relabels. */
+  relabelled: number;
+  /** Per rule, right on every poisoned sample. */
   accuracy: Record<Rule, number>;
+  /** Per rule, right on the poisoned samples in D^_P. */
+  relabelledAccuracy: Record<Rule, number>;
 }
 
 async function audits(): Promise<{ attack: string; density: string; features: string }[]> {
@@ -183,12 +217,21 @@ for (const [done, a] of found.entries()) {
   try {
     const density = await readMatrix(join(store, a.density), 'density');
     const features = await readMatrix(join(store, a.features), 'features');
+    if (onlyDim !== undefined && features.cols !== onlyDim) continue;
     const labels = data.labels;
     const n = labels.length;
     const width = density.cols;
     const foreign = Array.from({ length: width }, (_, y) => y).filter((y) => y !== t);
     const reference = Array.from({ length: n }, (_, i) => i).filter((i) => labels[i] !== t);
     const P = truth.poisoned;
+    // D^_P as the defense draws it: the lowest alpha of the target by the default poison score.
+    const score = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);
+    const targetRows = Array.from({ length: n }, (_, i) => i).filter((i) => labels[i] === t);
+    targetRows.sort((x, y) => score[x] - score[y] || x - y);
+    const dP = targetRows.slice(0, splitSize(targetRows.length, ALPHA));
+    const inDP = new Set(dP);
+    const relabelledP = P.filter((i) => inDP.has(i));
+    const relabelledSource = relabelledP.map((i) => truth.sourceLabels[P.indexOf(i)]);
 
     const flows = fromMatrix(density);
     const zOwn = fromMatrix(density);
@@ -211,6 +254,15 @@ for (const [done, a] of found.entries()) {
     const fs = standardised(flows, reference, foreign);
     const ps = standardised(pixGauss, reference, foreign);
     const both: Scores = { data: fs.data.map((v, k) => v + ps.data[k]), cols: width };
+    const featShift = gaussianScores(shiftCorrected(features, targetRows, dP, reference), labels, reference, foreign, true, width);
+    const pixShift = gaussianScores(
+      shiftCorrected({ cols: components, data: z }, targetRows, dP, reference),
+      labels,
+      reference,
+      foreign,
+      false,
+      width,
+    );
 
     const scores: Record<Rule, Scores> = {
       flows,
@@ -220,9 +272,22 @@ for (const [done, a] of found.entries()) {
       'features: 30-NN': knnScores(features, labels, reference, P, 30, width),
       'pixels: Gaussian': pixGauss,
       'flows + pixels': both,
+      'features: shared Gaussian, shift-corrected': featShift,
+      'pixels: Gaussian, shift-corrected': pixShift,
     };
     const acc = Object.fromEntries(RULES.map((r) => [r, accuracy(scores[r], P, truth.sourceLabels, foreign)])) as Record<Rule, number>;
-    rows.push({ dataset: data.manifest.name, attack: truth.attack, featureDim: features.cols, poisoned: P.length, accuracy: acc });
+    const accDP = Object.fromEntries(
+      RULES.map((r) => [r, relabelledP.length ? accuracy(scores[r], relabelledP, relabelledSource, foreign) : 0]),
+    ) as Record<Rule, number>;
+    rows.push({
+      dataset: data.manifest.name,
+      attack: truth.attack,
+      featureDim: features.cols,
+      poisoned: P.length,
+      relabelled: relabelledP.length,
+      accuracy: acc,
+      relabelledAccuracy: accDP,
+    });
   } finally {
     await data.close();
   }
@@ -230,26 +295,45 @@ for (const [done, a] of found.entries()) {
 rows.sort((a, b) => a.featureDim - b.featureDim || a.dataset.localeCompare(b.dataset) || a.poisoned - b.poisoned);
 
 const pct = (x: number) => (100 * x).toFixed(1);
-console.log(`| dataset | feature dim | poisoned | ${RULES.join(' | ')} |`);
-console.log(`|---|---|---|${RULES.map(() => '---|').join('')}`);
-for (const r of rows)
-  console.log(`| ${r.dataset} | ${r.featureDim} | ${r.poisoned} | ${RULES.map((k) => pct(r.accuracy[k])).join(' | ')} |`);
 // Pooled per feature width: audits of different encoder stages are different methods.
-const pooled: Record<string, Record<Rule, number> & { audits: number; poisoned: number }> = {};
-for (const dim of [...new Set(rows.map((r) => r.featureDim))]) {
-  const group = rows.filter((r) => r.featureDim === dim);
-  const total = group.reduce((s, r) => s + r.poisoned, 0);
-  const acc = Object.fromEntries(RULES.map((k) => [k, group.reduce((s, r) => s + r.accuracy[k] * r.poisoned, 0) / total])) as Record<
-    Rule,
-    number
-  >;
-  pooled[String(dim)] = { ...acc, audits: group.length, poisoned: total };
-  console.log(`| all ${group.length} audits (per poisoned sample) | ${dim} | ${total} | ${RULES.map((k) => pct(acc[k])).join(' | ')} |`);
+type Pooled = Record<Rule, number> & { audits: number; samples: number };
+const pooled: Record<string, { poisoned: Pooled; relabelled: Pooled }> = {};
+for (const [title, field, count] of [
+  ['every poisoned sample of the target', 'accuracy', 'poisoned'],
+  ['the poisoned samples in D^_P (what the defense relabels)', 'relabelledAccuracy', 'relabelled'],
+] as const) {
+  console.log(`\n## Source class right, % of ${title}`);
+  console.log(`| dataset | feature dim | samples | ${RULES.join(' | ')} |`);
+  console.log(`|---|---|---|${RULES.map(() => '---|').join('')}`);
+  for (const r of rows) console.log(`| ${r.dataset} | ${r.featureDim} | ${r[count]} | ${RULES.map((k) => pct(r[field][k])).join(' | ')} |`);
+  for (const dim of [...new Set(rows.map((r) => r.featureDim))]) {
+    const group = rows.filter((r) => r.featureDim === dim);
+    const total = group.reduce((s, r) => s + r[count], 0);
+    const acc = Object.fromEntries(RULES.map((k) => [k, group.reduce((s, r) => s + r[field][k] * r[count], 0) / total])) as Record<
+      Rule,
+      number
+    >;
+    (pooled[String(dim)] ??= {} as { poisoned: Pooled; relabelled: Pooled })[count] = { ...acc, audits: group.length, samples: total };
+    console.log(`| all ${group.length} audits (per sample) | ${dim} | ${total} | ${RULES.map((k) => pct(acc[k])).join(' | ')} |`);
+  }
 }
 if (values.json) {
   await writeFile(
     values.json,
-    JSON.stringify({ bench: 'relabel-rules', date: new Date().toISOString(), store, components, pooled, audits: rows }, null, 1) + '\n',
+    JSON.stringify(
+      {
+        bench: 'relabel-rules',
+        date: new Date().toISOString(),
+        store,
+        components,
+        alpha: ALPHA,
+        featureDim: onlyDim ?? 'all',
+        pooled,
+        audits: rows,
+      },
+      null,
+      1,
+    ) + '\n',
   );
   console.log(`wrote ${values.json}`);
 }
