@@ -10,9 +10,10 @@
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
-//                           [--feature-stages 2,3,4] [--skip-floor]
+//                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--skip-floor]
 // --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
 // is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
+// --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way.
 // --skip-floor: no pixel floor (it depends on the poisoned set only; a rerun on the same sets has it).
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -83,6 +84,7 @@ const { values } = parseArgs({
     store: { type: 'string', default: join('.cache', 'bench-matrix') },
     out: { type: 'string' },
     'feature-stages': { type: 'string' },
+    'relabel-model': { type: 'string' },
     'skip-floor': { type: 'boolean', default: false },
   },
 });
@@ -93,7 +95,10 @@ const scale = {
   ...(values['test-per-class'] ? { testPerClass: Number(values['test-per-class']) } : {}),
   ...(values.epochs ? { epochs: Number(values.epochs) } : {}),
   ...(values['feature-stages'] ? { featureStages: values['feature-stages'].split(',').map(Number) } : {}),
+  ...(values['relabel-model'] ? { relabelModel: values['relabel-model'] } : {}),
 };
+if (values['relabel-model'] !== undefined && !['flows', 'shared-gaussian'].includes(values['relabel-model']))
+  throw new Error(`--relabel-model: "${values['relabel-model']}" is not flows or shared-gaussian`);
 const seeds = values.seeds.split(',').map(Number);
 const defenses = values.defenses.split(',');
 for (const d of defenses) defenseSettings(d); // refuse a bad name before hours of computing
@@ -205,6 +210,7 @@ for (const c of conditions) {
             encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize },
             flow: { epochs: scale.flowEpochs },
             ...('featureStages' in scale ? { features: { stages: scale.featureStages } } : {}),
+            ...('relabelModel' in scale && defense === 'flow-relabel' ? { relabel: { model: scale.relabelModel } } : {}),
             retrain: {
               width: scale.retrainWidth,
               epochs: scale.retrainEpochs,

@@ -202,6 +202,12 @@ const Audit = definition(
                 description: "Poison score: own log density minus the other classes' maximum (the paper) or median (default).",
               }),
             ),
+            model: optional(
+              Type.Enum(['flows', 'shared-gaussian'], {
+                description:
+                  "Which model picks the class a non-disruptive target's poisoned samples are relabelled to: the other classes' flows (the paper) or per-class Gaussians on the features with one shared covariance, fitted on the samples kept as clean (default).",
+              }),
+            ),
           },
           { additionalProperties: false },
         ),

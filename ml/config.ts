@@ -123,11 +123,24 @@ export interface DetectionConfig {
 /** What the poison score compares a sample's own density with (ml/score.ts). */
 export type ScoreReference = 'max-foreign' | 'median-foreign';
 
+/**
+ * Which generative model picks the class a non-disruptive target's poisoned samples are
+ * relabelled to: 'flows', the paper's (argmax of the other classes' flows), or
+ * 'shared-gaussian', per-class Gaussians on the features with one shared covariance
+ * (ml/class-gaussians.ts).
+ */
+export type RelabelModel = 'flows' | 'shared-gaussian';
+
 export interface RelabelConfig {
   /** Fraction sent to D^_P and fraction kept as clean inside a flagged class (paper 0.15). */
   alpha: number;
   /** 'max-foreign' is the paper's score; 'median-foreign' (default) the measured improvement. */
   scoreReference: ScoreReference;
+  /**
+   * The relabelling model (default 'shared-gaussian'). Audits recorded before it existed lack
+   * it at run time: they relabelled with the flows and replay so (ml/defenses/flow-relabel.ts).
+   */
+  model: RelabelModel;
 }
 
 // Baseline defenses (ml/defenses/): comparison rows for the paper's method. Each reads its own
@@ -262,7 +275,7 @@ export const defaultAuditConfig: AuditConfig = {
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
-  relabel: { alpha: 0.15, scoreReference: 'median-foreign' },
+  relabel: { alpha: 0.15, scoreReference: 'median-foreign', model: 'shared-gaussian' },
   spectralSignatures: { removeFraction: 0.15, features: 'encoder' },
   activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1, features: 'encoder' },
   knnConsistency: { k: 10, disagreeFraction: 0.5, relabelFraction: 0.7 },

@@ -6,8 +6,10 @@
 // Which end is poisoned is the project's two-way reading of the paper (which states one
 // direction only), and follows the class's detected kind:
 // - non-disruptive: triggered samples still look like their source class, so another class's
-//   flow explains them well and s is LOWEST. They are relabelled to the foreign class of
-//   highest density, argmax_{y' != y} log p_{y'}(z) (the paper's generative relabelling).
+//   flow explains them well and s is LOWEST. They are relabelled to the foreign class a
+//   generative model finds likeliest: argmax_{y' != y} log p_{y'}(z) of the flows (the paper's
+//   rule, relabel.model 'flows'), or of per-class Gaussians with one shared covariance fitted
+//   on the samples kept as clean ('shared-gaussian', ml/class-gaussians.ts).
 // - disruptive: the poisoned samples lie outside every clean class, so only the target's own
 //   flow (which trained on them) explains them and s is HIGHEST. They are removed, not
 //   relabelled: for clean-label attacks their label already is the true class.
@@ -16,8 +18,8 @@
 // Each entry's `side` (see SampleSide) follows the split, not the action: the poisoned end is
 // 'poisoned' whether relabelled or removed, the other end 'clean', the middle 'uncertain', and
 // unflagged classes 'clean'. Evaluation reads it instead of parsing `reason`.
+import { flowArgmax, type ForeignClassModel } from './class-gaussians.js';
 import type { CleansedEntry, RelabelConfig } from './config.js';
-import { maxForeign } from './density.js';
 import type { ClassDetection } from './detect.js';
 import type { Matrix } from './matrix.js';
 
@@ -26,6 +28,11 @@ export function splitSize(count: number, alpha: number): number {
   return Math.round(alpha * count);
 }
 
+/**
+ * The split of every class and the relabelling of the non-disruptive targets' poisoned ends.
+ * `foreign` builds the relabelling model from the rows the split kept as clean (default: the
+ * flows' argmax over `density`, which needs none).
+ */
 export function splitAndRelabel(
   ids: readonly string[],
   labels: Int32Array,
@@ -34,6 +41,7 @@ export function splitAndRelabel(
   detections: readonly ClassDetection[],
   cfg: Pick<RelabelConfig, 'alpha'>,
   classNames?: readonly string[],
+  foreign: (clean: readonly number[]) => ForeignClassModel = () => flowArgmax(density),
 ): CleansedEntry[] {
   const n = labels.length;
   if (ids.length !== n || scores.length !== n || density.rows !== n)
@@ -60,6 +68,7 @@ export function splitAndRelabel(
     list.push(i);
   }
 
+  const toRelabel = new Map<number, number[]>();
   for (const [y, list] of members) {
     const kind = byClass.get(y)!.kind;
     // Ascending score, ties by input order, so the split is deterministic.
@@ -72,14 +81,10 @@ export function splitAndRelabel(
       const base = { id: ids[i], label: y, score: scores[i] };
       if (kind === 'non-disruptive') {
         if (low) {
-          const to = maxForeign(density.data, i * cols, cols, y).index;
-          out[i] = {
-            ...base,
-            action: 'relabel',
-            side: 'poisoned',
-            newLabel: to,
-            reason: `non-disruptive target ${name(y)}: lowest ${pct} poison score -> relabelled to ${name(to)}`,
-          };
+          // Relabelled below, once the model has the clean side of every class to fit on.
+          let rows = toRelabel.get(y);
+          if (!rows) toRelabel.set(y, (rows = []));
+          rows.push(i);
         } else if (high) {
           out[i] = {
             ...base,
@@ -118,6 +123,25 @@ export function splitAndRelabel(
         };
       }
     });
+  }
+  if (toRelabel.size) {
+    const model = foreign(out.flatMap((e, i) => (e?.side === 'clean' ? [i] : [])));
+    for (const [y, rows] of toRelabel) {
+      const to = model.choose(rows, y);
+      rows.forEach((i, k) => {
+        if (!(to[k] >= 0 && to[k] < cols && to[k] !== y))
+          throw new Error(`splitAndRelabel: relabel model chose class ${to[k]} for sample ${i} of ${name(y)}`);
+        out[i] = {
+          id: ids[i],
+          label: y,
+          score: scores[i],
+          action: 'relabel',
+          side: 'poisoned',
+          newLabel: to[k],
+          reason: `non-disruptive target ${name(y)}: lowest ${pct} poison score -> relabelled to ${name(to[k])}`,
+        };
+      });
+    }
   }
   return out;
 }

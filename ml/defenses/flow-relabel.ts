@@ -1,6 +1,7 @@
 // The paper's method (method.md steps 7-8): poison score s = log p_y(z) minus a reference of
 // the other classes' densities (ml/score.ts; the paper's maximum or, by default, the median), then, inside each flagged class, the alpha split and generative
-// relabelling of ml/relabel.ts. Uses the density facts only; the features are not needed.
+// relabelling of ml/relabel.ts. The features are read only by the 'shared-gaussian' relabelling model.
+import { sharedGaussians } from '../class-gaussians.js';
 import type { RelabelConfig } from '../config.js';
 import { splitAndRelabel } from '../relabel.js';
 import { poisonScores } from '../score.js';
@@ -12,7 +13,12 @@ export const flowRelabel: Defense<RelabelConfig> = {
     'paper method: per-class flow poison score; in flagged classes the poisoned alpha end is relabelled (non-disruptive) or removed (disruptive), the other alpha end kept, the middle dropped',
   configOf: (audit) => audit.relabel,
   split(input, config) {
-    const { ids, labels, density, detections, classNames } = input;
-    return splitAndRelabel(ids, labels, density, poisonScores(density, labels, config.scoreReference), detections, config, classNames);
+    const { ids, labels, density, detections, classNames, features } = input;
+    const scores = poisonScores(density, labels, config.scoreReference);
+    // An absent model is an audit recorded before the setting: it relabelled with the flows.
+    if ((config.model ?? 'flows') === 'flows') return splitAndRelabel(ids, labels, density, scores, detections, config, classNames);
+    return splitAndRelabel(ids, labels, density, scores, detections, config, classNames, (clean) =>
+      sharedGaussians(features, labels, clean, density.cols),
+    );
   },
 };

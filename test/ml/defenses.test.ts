@@ -7,7 +7,9 @@ import { splitAndRelabel } from '../../ml/relabel.js';
 import { poisonScores } from '../../ml/score.js';
 import { detection } from './fixtures.js';
 
-const relabel = defaultAuditConfig.relabel; // alpha 0.15: 3 samples per end of a class of 20
+// alpha 0.15: 3 samples per end of a class of 20. The known answers below are the flows' (the
+// density matrix says where each poisoned row came from); 'shared-gaussian' has its own test.
+const relabel = { ...defaultAuditConfig.relabel, model: 'flows' as const };
 
 const det = detection;
 
@@ -93,7 +95,40 @@ describe('flow-relabel defense', () => {
       input.classNames,
     );
     expect(createDefense('flow-relabel').split(input, relabel)).to.deep.equal(direct);
-    expect(runDefense(defaultAuditConfig, input)).to.deep.equal(direct);
+    expect(runDefense({ ...defaultAuditConfig, relabel }, input)).to.deep.equal(direct);
+  });
+
+  it('relabels with the flows when the config has no model (an audit recorded before the setting)', () => {
+    const { input } = setup();
+    const { model: _dropped, ...recorded } = relabel;
+    expect(createDefense('flow-relabel').split(input, recorded as typeof relabel)).to.deep.equal(
+      createDefense('flow-relabel').split(input, relabel),
+    );
+  });
+
+  it("relabels with the shared-covariance Gaussians by default: the features' answer, not the flows'", () => {
+    const { input, source } = setup();
+    // Features that put every poisoned row of class 0 at the mean of class 2, whatever the flows
+    // say (rows 2 and 15 came from class 1 by the density); every other row at its class's mean,
+    // spread a little so the covariance is not singular.
+    const means = [
+      [0, 0],
+      [10, 0],
+      [0, 10],
+    ];
+    const f = [...input.labels].flatMap((y, i) => {
+      const m = source.has(i) ? means[2] : means[y];
+      return [m[0] + 0.3 * Math.sin(3 * i), m[1] + 0.3 * Math.cos(5 * i)];
+    });
+    const withFeatures = { ...input, features: matrix(50, 2, Float32Array.from(f)) };
+    expect(defaultAuditConfig.relabel.model).to.equal('shared-gaussian');
+    const byDefault = runDefense(defaultAuditConfig, withFeatures);
+    const relabelled = byDefault.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []));
+    expect(relabelled).to.deep.equal([...source.keys()].map((i) => [i, 2]));
+    // The split itself is the score's, the same under both models; only the new labels differ.
+    const byFlows = createDefense('flow-relabel').split(withFeatures, relabel);
+    expect(byDefault.map((e) => e.side)).to.deep.equal(byFlows.map((e) => e.side));
+    expect(byFlows.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
   });
 
   it('finds the known answer: poisoned rows relabelled to their source, the disruptive cluster removed', () => {

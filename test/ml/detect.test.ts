@@ -378,6 +378,33 @@ describe('splitAndRelabel', () => {
     for (let i = 0; i < 10; i++) expect(es[i].side).to.equal('poisoned');
   });
 
+  it('builds the relabelling model from exactly the rows it kept as clean, and relabels with its choices', () => {
+    const { density, labels, ids, scores } = setup();
+    const dets = [det(0, 'non-disruptive'), det(1, 'clean'), det(2, 'clean')];
+    let fittedOn: readonly number[] = [];
+    const asked: number[][] = [];
+    const es = splitAndRelabel(ids, labels, density, scores, dets, relabel, undefined, (clean) => {
+      fittedOn = clean;
+      return {
+        choose: (rows, y) => {
+          asked.push([y, ...rows]);
+          return rows.map((i) => (i % 2 ? 1 : 2));
+        },
+      };
+    });
+    // The unflagged classes whole and the flagged class's kept end: never D^_P or the middle.
+    expect(fittedOn).to.deep.equal(es.flatMap((e, i) => (e.side === 'clean' ? [i] : [])));
+    expect(fittedOn).to.have.length(100 + 15);
+    // One call per target class, with its D^_P rows; their new labels are the model's.
+    expect(asked.map((a) => a[0])).to.deep.equal([0]);
+    expect(asked[0].slice(1).sort((a, b) => a - b)).to.deep.equal(es.flatMap((e, i) => (e.action === 'relabel' ? [i] : [])));
+    for (const e of es.filter((x) => x.action === 'relabel')) expect(e.newLabel).to.equal(Number(e.id.slice(1)) % 2 ? 1 : 2);
+    // A model that answers the target class itself is a bug, not a relabel.
+    expect(() =>
+      splitAndRelabel(ids, labels, density, scores, dets, relabel, undefined, () => ({ choose: (rows, y) => rows.map(() => y) })),
+    ).to.throw(/relabel model chose class 0 for sample \d+ of class 0/);
+  });
+
   it('rounds alpha * count and validates its inputs', () => {
     expect(splitSize(101, 0.15)).to.equal(15);
     expect(splitSize(7, 0.15)).to.equal(1);
