@@ -19,28 +19,10 @@
 // CIFAR-10's 50,000; only the rows being relabelled are then scored.
 import type { Matrix } from './matrix.js';
 import { rowMean, scatterMatrix, topEigenvectors } from './defenses/pca.js';
-
-/** Chooses, for samples of a target class, the class each most likely came from. */
-export interface ForeignClassModel {
-  /** For each of `rows` (samples labelled y), a class other than y. */
-  choose(rows: readonly number[], y: number): number[];
-}
+import type { ForeignClassModel } from './relabel.js';
 
 /** Ridge added to Sigma, relative to its largest eigenvalue: a few hundred samples in 100+ dimensions give a near-singular covariance. */
 export const COVARIANCE_RIDGE = 1e-4;
-
-/** The paper's rule: argmax over the other classes of the flows' log densities (the density matrix). */
-export function flowArgmax(density: Matrix): ForeignClassModel {
-  const { cols, data } = density;
-  return {
-    choose: (rows, y) =>
-      rows.map((i) => {
-        let best = -1;
-        for (let c = 0; c < cols; c++) if (c !== y && (best < 0 || data[i * cols + c] > data[i * cols + best])) best = c;
-        return best;
-      }),
-  };
-}
 
 /**
  * In-place Cholesky factor of a symmetric positive definite d x d matrix (row-major): the lower

@@ -18,10 +18,21 @@
 // Each entry's `side` (see SampleSide) follows the split, not the action: the poisoned end is
 // 'poisoned' whether relabelled or removed, the other end 'clean', the middle 'uncertain', and
 // unflagged classes 'clean'. Evaluation reads it instead of parsing `reason`.
-import { flowArgmax, type ForeignClassModel } from './class-gaussians.js';
 import type { CleansedEntry, RelabelConfig } from './config.js';
+import { maxForeign } from './density.js';
 import type { ClassDetection } from './detect.js';
 import type { Matrix } from './matrix.js';
+
+/** Chooses, for samples of a target class, the class each most likely came from. */
+export interface ForeignClassModel {
+  /** For each of `rows` (samples labelled y), a class other than y. */
+  choose(rows: readonly number[], y: number): number[];
+}
+
+/** The paper's rule: argmax over the other classes of the flows' log densities (the density matrix). */
+export function flowArgmax(density: Matrix): ForeignClassModel {
+  return { choose: (rows, y) => rows.map((i) => maxForeign(density.data, i * density.cols, density.cols, y).index) };
+}
 
 /** How many samples of a class of `count` go to each end: round(alpha * count). */
 export function splitSize(count: number, alpha: number): number {

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
-import { cholesky, flowArgmax, sharedGaussians } from '../../ml/class-gaussians.js';
+import { cholesky, sharedGaussians } from '../../ml/class-gaussians.js';
 import { matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';
+import { flowArgmax } from '../../ml/relabel.js';
 
 /**
  * Two candidate classes whose shared covariance is wide along x (sd 4) and narrow along y
