@@ -119,6 +119,27 @@ describe('pipeline files', function () {
     expect(bad.some((l) => /audit\.features\.stages/.test(l))).to.equal(true);
   });
 
+  it("merges a relabel model onto the section's defaults and refuses an unknown one, naming the choices", async function () {
+    const file = (model: string) =>
+      [
+        'name: x',
+        'dataset:',
+        '  format: cifar10',
+        '  split: train',
+        '  imageSize: 32',
+        'audit:',
+        `  relabel: {model: ${model}}`,
+        'output: o',
+        '',
+      ].join('\n');
+    const p = await parsePipeline(file('flows'), join(dir, 'x.yaml'));
+    expect(p.audit.relabel).to.deep.equal({ ...defaultAuditConfig.relabel, model: 'flows' });
+    expect(defaultAuditConfig.relabel.model).to.equal('shared-gaussian');
+    expect(await problems(file('lda'))).to.include(
+      '/p/x.yaml:7:20: audit.relabel.model: expected one of "flows", "shared-gaussian", got string "lda"',
+    );
+  });
+
   it('rejects unknown stages and malformed durations in the temporal section', async function () {
     const list = await problems(
       [
