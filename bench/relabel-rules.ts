@@ -6,6 +6,7 @@
 //   flows                    argmax of the per-class flows' log densities (the paper's rule)
 //   flows, z on own class    each flow's log density standardised over its own class's samples
 //   features: shared Gaussian  one Gaussian per class on the encoder features, one covariance
+//                            (the audit's relabel model 'shared-gaussian', ml/class-gaussians.ts)
 //   features: 10-NN / 30-NN  majority label of the nearest genuine foreign samples (cosine)
 //   pixels: Gaussian         one full-covariance Gaussian per class on the leading principal
 //                            components of the raw pixels (fitted on the foreign classes)
@@ -28,6 +29,7 @@ import { readMatrix } from '../activities/io.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { principalComponents, projectRows, rowMean, scatterMatrix, symmetricEigen, type RowData } from '../ml/defenses/pca.js';
+import { sharedGaussians } from '../ml/class-gaussians.js';
 import { defaultAuditConfig } from '../ml/config.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { splitSize } from '../ml/relabel.js';
@@ -63,18 +65,11 @@ const RULES = [
 type Rule = (typeof RULES)[number];
 
 /**
- * log N(x; mu_y, Sigma) up to a shared constant, for every row and every class in `classes`,
- * fitted on that class's `fit` rows; Sigma per class, or pooled over the classes when `shared`.
+ * log N(x; mu_y, Sigma_y) up to a shared constant, for every row and every class in `classes`,
+ * each fitted on that class's `fit` rows.
  * Other classes' columns are -Infinity.
  */
-function gaussianScores(
-  x: RowData,
-  labels: Int32Array,
-  fit: readonly number[],
-  classes: readonly number[],
-  shared: boolean,
-  width: number,
-): Scores {
+function gaussianScores(x: RowData, labels: Int32Array, fit: readonly number[], classes: readonly number[], width: number): Scores {
   const n = labels.length;
   const d = x.cols;
   const out = new Float64Array(n * width).fill(-Infinity);
@@ -88,11 +83,6 @@ function gaussianScores(
       y,
       scatterMatrix(x, rows, m).map((v) => v / rows.length),
     );
-  }
-  if (shared) {
-    const pooled = new Float64Array(d * d);
-    for (const y of classes) covs.get(y)!.forEach((v, k) => (pooled[k] += v / classes.length));
-    for (const y of classes) covs.set(y, pooled);
   }
   const all = Array.from({ length: n }, (_, i) => i);
   for (const y of classes) {
@@ -141,6 +131,13 @@ function standardised(s: Scores, rows: readonly number[], classes: readonly numb
   const mean = vals.reduce((a, b) => a + b, 0) / vals.length;
   const sd = Math.sqrt(vals.reduce((a, b) => a + (b - mean) ** 2, 0) / vals.length) || 1;
   return { data: s.data.map((v) => (v - med) / sd), cols: s.cols };
+}
+
+/** Scores that put 1 on the chosen class of each of `rows` (what a rule that only chooses gives). */
+function oneHot(chosen: readonly number[], rows: readonly number[], n: number, width: number): Scores {
+  const data = new Float64Array(n * width);
+  rows.forEach((i, k) => (data[i * width + chosen[k]] = 1));
+  return { data, cols: width };
 }
 
 function fromMatrix(m: Matrix): Scores {
@@ -241,7 +238,7 @@ for (const [done, a] of found.entries()) {
       const sd = Math.sqrt(own.reduce((s, v) => s + (v - m) ** 2, 0) / own.length) || 1;
       for (let i = 0; i < n; i++) zOwn.data[i * width + y] = (density.data[i * width + y] - m) / sd;
     }
-    const featGauss = gaussianScores(features, labels, reference, foreign, true, width);
+    const featGauss = oneHot(sharedGaussians(features, labels, reference, width).choose(P, t), P, n, width);
 
     const all = Array.from({ length: n }, (_, i) => i);
     const raw = await data.readImages(all);
@@ -250,17 +247,22 @@ for (const [done, a] of found.entries()) {
     // Components of the foreign classes' genuine images, then every sample projected on them.
     const pcs = principalComponents(pixels, reference, components);
     const z = projectRows(pixels, all, pcs.mean, pcs.directions, components);
-    const pixGauss = gaussianScores({ cols: components, data: z }, labels, reference, foreign, false, width);
+    const pixGauss = gaussianScores({ cols: components, data: z }, labels, reference, foreign, width);
     const fs = standardised(flows, reference, foreign);
     const ps = standardised(pixGauss, reference, foreign);
     const both: Scores = { data: fs.data.map((v, k) => v + ps.data[k]), cols: width };
-    const featShift = gaussianScores(shiftCorrected(features, targetRows, dP, reference), labels, reference, foreign, true, width);
+    const shifted = shiftCorrected(features, targetRows, dP, reference);
+    const featShift = oneHot(
+      sharedGaussians(matrix(n, shifted.cols, Float32Array.from(shifted.data)), labels, reference, width).choose(P, t),
+      P,
+      n,
+      width,
+    );
     const pixShift = gaussianScores(
       shiftCorrected({ cols: components, data: z }, targetRows, dP, reference),
       labels,
       reference,
       foreign,
-      false,
       width,
     );
 
