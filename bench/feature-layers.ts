@@ -13,7 +13,7 @@
 // epochs); the target is known for the relabel figures, as in bench relabel-rules.
 //
 //   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10] [--json out.json]
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
@@ -32,6 +32,7 @@ import { loadModel } from '../ml/model-io.js';
 import { splitAndRelabel } from '../ml/relabel.js';
 import { pooledStages } from '../ml/resnet.js';
 import { poisonScores } from '../ml/score.js';
+import { storedReports } from './lib/matrix-store.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -67,13 +68,7 @@ interface Audit {
 /** Report artifacts of every audit in the store, one per encoder (the defenses of a set share it). */
 async function audits(): Promise<Audit[]> {
   const found = new Map<string, Audit>();
-  for (const key of await readdir(store)) {
-    const meta = await readFile(join(store, key, '.artifact.json'), 'utf8').catch(() => undefined);
-    if (!meta || (JSON.parse(meta) as { stage: string }).stage !== 'report') continue;
-    const report = JSON.parse(await readFile(join(store, key, 'report.json'), 'utf8')) as {
-      artifacts: Record<string, string>;
-      config?: { seed?: number };
-    };
+  for (const report of await storedReports(store)) {
     const { attack, ingest, encoder, density } = report.artifacts;
     if (!encoder || !density || !(attack || ingest)) continue;
     if (seeds && !seeds.includes(report.config?.seed ?? 0)) continue;

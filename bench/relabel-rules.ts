@@ -22,7 +22,7 @@
 // dataset come from the store.
 //
 //   npm run bench -- relabel-rules [--store .cache/bench-matrix] [--components 32] [--feature-dim 112] [--json out.json]
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readMatrix } from '../activities/io.js';
@@ -34,6 +34,7 @@ import { defaultAuditConfig } from '../ml/config.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { splitSize } from '../ml/relabel.js';
 import { poisonScores } from '../ml/score.js';
+import { artifactFileHash, storedReports } from './lib/matrix-store.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -182,21 +183,13 @@ interface Row {
   relabelledAccuracy: Record<Rule, number>;
 }
 
+/** One row per distinct density matrix of a poisoned audit. */
 async function audits(): Promise<{ attack: string; density: string; features: string }[]> {
   const found = new Map<string, { attack: string; density: string; features: string }>();
-  for (const key of await readdir(store)) {
-    const meta = await readFile(join(store, key, '.artifact.json'), 'utf8').catch(() => undefined);
-    if (!meta || (JSON.parse(meta) as { stage: string }).stage !== 'report') continue;
-    const report = JSON.parse(await readFile(join(store, key, 'report.json'), 'utf8')) as { artifacts: Record<string, string> };
-    const { attack, density, features } = report.artifacts;
+  for (const { artifacts } of await storedReports(store)) {
+    const { attack, density, features } = artifacts;
     if (!attack || !density || !features) continue;
-    // One row per distinct density matrix: audits re-keyed after a stage version change can
-    // hold byte-identical artifacts under other keys.
-    const files = (
-      JSON.parse(await readFile(join(store, density, '.artifact.json'), 'utf8')) as { files: { path: string; sha256: string }[] }
-    ).files;
-    const content = files.find((f) => f.path === 'density.f32')?.sha256 ?? density;
-    found.set(content, { attack, density, features });
+    found.set(await artifactFileHash(store, density, 'density.f32'), { attack, density, features });
   }
   return [...found.values()];
 }
