@@ -193,7 +193,12 @@ function heatmapSection(r: AuditReport, f: ReportFigures): string {
     f.heatmap.of > f.heatmap.classes.length
       ? ` (${f.heatmap.classes.length} of ${f.heatmap.of} classes: flagged classes and relabelling destinations first)`
       : '';
-  return `<section><h2>Where samples belong</h2><p>A column darker than the rest of its rows is a flow that explains other classes' samples well: the signature of a non-disruptive target, whose flow learnt the poisoned samples of every source class. Relabelled samples go to the class whose flow gives them the highest density.</p>${figure(densityHeatmapChart(f.heatmap, names), `Mean log-density of each class's samples under each class's flow${capped}`)}
+  // Reports from before relabel.model relabelled with the flows.
+  const relabelledBy =
+    (r.config.relabel?.model ?? 'flows') === 'flows'
+      ? 'the class whose flow gives them the highest density'
+      : 'the class whose mean is nearest in the features, in the metric of a covariance shared by the classes (relabel.model shared-gaussian)';
+  return `<section><h2>Where samples belong</h2><p>A column darker than the rest of its rows is a flow that explains other classes' samples well: the signature of a non-disruptive target, whose flow learnt the poisoned samples of every source class. Relabelled samples go to ${relabelledBy}.</p>${figure(densityHeatmapChart(f.heatmap, names), `Mean log-density of each class's samples under each class's flow${capped}`)}
 ${
   flows.length
     ? `<table><caption>Relabelled samples: old &rarr; new label${f.relabelFlows.length > flows.length ? ` (top ${flows.length} of ${f.relabelFlows.length})` : ''}</caption><thead><tr><th scope="col">from</th><th scope="col">to</th><th scope="col">samples</th></tr></thead><tbody>${flows

@@ -49,7 +49,12 @@ export function syntheticAudit(o: {
     }
   // Target flow fitted to a mixture: it explains other classes' samples better than a clean flow does.
   for (let i = 0; i < n; i++) if (labels[i] !== 0) density.data[i * classes] += 9;
-  const config = { ...defaultAuditConfig, imageSize: o.imageSize ?? 8 };
+  // The split below relabels with the flows' argmax (splitAndRelabel's default): the config says so.
+  const config = {
+    ...defaultAuditConfig,
+    imageSize: o.imageSize ?? 8,
+    relabel: { ...defaultAuditConfig.relabel, model: 'flows' as const },
+  };
   const detections = detectTargets(density, labels, config.detection);
   const names = Array.from({ length: classes }, (_, y) => o.className?.(y) ?? `class-${y}`);
   const ids = Array.from({ length: n }, (_, i) => `img/${i}.png`);

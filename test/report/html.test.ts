@@ -42,6 +42,18 @@ describe('report page', function () {
     expect(clean).to.include('class-1: non-disruptive statistic -2.27 against threshold -2.5 (did not fire)');
   });
 
+  it("says which model chose the relabelled samples' new class, flows for reports from before the setting", async function () {
+    const a = syntheticAudit({ classes: 4, perClass: 40 });
+    const page = (relabel: object) =>
+      buildReportPage({ ...a, report: { ...a.report, config: { ...a.report.config, relabel } as typeof a.report.config } });
+    const byFlows = 'Relabelled samples go to the class whose flow gives them the highest density.';
+    expect(await page(a.report.config.relabel)).to.include(byFlows);
+    expect(await page({ alpha: 0.15, scoreReference: 'median-foreign' })).to.include(byFlows);
+    const gaussian = await page({ ...a.report.config.relabel, model: 'shared-gaussian' });
+    expect(gaussian).to.include('Relabelled samples go to the class whose mean is nearest in the features');
+    expect(gaussian).not.to.include(byFlows);
+  });
+
   it('stays small for a 50,000-sample audit', async function () {
     this.timeout(60_000);
     const a = syntheticAudit({ classes: 10, perClass: 5000, imageSize: 32 });
