@@ -1,4 +1,4 @@
-// The README's matrix table from a `bench matrix` result: per attack and defense, the seeds
+// The matrix tables of docs/results.md from a `bench matrix` result: per attack and defense, the seeds
 // aggregated (targets found out of runs, means of the rates), beside the paper's numbers. Several
 // files (e.g. one per seed, run separately) are read as one matrix; they must share one scale.
 //

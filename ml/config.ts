@@ -77,7 +77,7 @@ export interface FeaturesConfig {
    * default for the encoders this project builds. SimCLR's last stage learns to ignore what its
    * augmentations change (crops, colour), and a trigger is made of exactly such textures and
    * colours; stage 2 keeps them. Measured on the 300-per-class matrix (bench feature-layers,
-   * README "Pooled encoder stages"). A pretrained or ONNX encoder's features are its output ([4]).
+   * docs/results.md "Pooled encoder stages"). A pretrained or ONNX encoder's features are its output ([4]).
    */
   stages: ResNetStage[];
 }
@@ -87,7 +87,7 @@ export function poolsStages(encoder: EncoderConfig): boolean {
   return encoder.kind !== 'pretrained' && encoder.kind !== 'onnx';
 }
 
-/** Whether `stages` is the backbone output alone, the paper's features (the default). */
+/** Whether `stages` is the backbone output alone, the paper's features (the default of pretrained and ONNX encoders). */
 export function isBackboneOnly(stages: readonly ResNetStage[]): boolean {
   return stages.length === 1 && stages[0] === 4;
 }
@@ -131,6 +131,14 @@ export type ScoreReference = 'max-foreign' | 'median-foreign';
  */
 export type RelabelModel = 'flows' | 'shared-gaussian';
 
+/**
+ * The model an audit relabelled with: its `relabel.model`, or the flows for an audit recorded
+ * (or a report written) before the setting existed, which relabelled with them.
+ */
+export function relabelModelOf(relabel: Pick<RelabelConfig, 'model'> | undefined): RelabelModel {
+  return relabel?.model ?? 'flows';
+}
+
 export interface RelabelConfig {
   /** Fraction sent to D^_P and fraction kept as clean inside a flagged class (paper 0.15). */
   alpha: number;
@@ -138,7 +146,7 @@ export interface RelabelConfig {
   scoreReference: ScoreReference;
   /**
    * The relabelling model (default 'shared-gaussian'). Audits recorded before it existed lack
-   * it at run time: they relabelled with the flows and replay so (ml/defenses/flow-relabel.ts).
+   * it at run time: they relabelled with the flows and replay so (relabelModelOf).
    */
   model: RelabelModel;
 }

@@ -1,6 +1,6 @@
 // report.html: one self-contained page (inline CSS, SVG charts, data-URI thumbnails, no script,
 // no network) that shows an audit's verdict and the evidence for it.
-import type { AuditReport, ClassReport } from '../ml/config.js';
+import { relabelModelOf, type AuditReport, type ClassReport } from '../ml/config.js';
 import { NEAR_MISS_FRACTION } from '../ml/verdict.js';
 import { densityHeatmapChart, foreignDensityChart, ndChart, poisonScoreChart, sdChart, type Chart } from './charts.js';
 import { PAGE_LIMITS, type ClassThumbnails, type ReportFigures, type Thumbnail } from './figures.js';
@@ -193,9 +193,8 @@ function heatmapSection(r: AuditReport, f: ReportFigures): string {
     f.heatmap.of > f.heatmap.classes.length
       ? ` (${f.heatmap.classes.length} of ${f.heatmap.of} classes: flagged classes and relabelling destinations first)`
       : '';
-  // Reports from before relabel.model relabelled with the flows.
   const relabelledBy =
-    (r.config.relabel?.model ?? 'flows') === 'flows'
+    relabelModelOf(r.config.relabel) === 'flows'
       ? 'the class whose flow gives them the highest density'
       : 'the class whose mean is nearest in the features, in the metric of a covariance shared by the classes (relabel.model shared-gaussian)';
   return `<section><h2>Where samples belong</h2><p>A column darker than the rest of its rows is a flow that explains other classes' samples well: the signature of a non-disruptive target, whose flow learnt the poisoned samples of every source class. Relabelled samples go to ${relabelledBy}.</p>${figure(densityHeatmapChart(f.heatmap, names), `Mean log-density of each class's samples under each class's flow${capped}`)}

@@ -2,7 +2,7 @@
 // the other classes' densities (ml/score.ts; the paper's maximum or, by default, the median), then, inside each flagged class, the alpha split and generative
 // relabelling of ml/relabel.ts. The features are read only by the 'shared-gaussian' relabelling model.
 import { sharedGaussians } from '../class-gaussians.js';
-import type { RelabelConfig } from '../config.js';
+import { relabelModelOf, type RelabelConfig } from '../config.js';
 import { splitAndRelabel } from '../relabel.js';
 import { poisonScores } from '../score.js';
 import type { Defense } from './types.js';
@@ -15,10 +15,11 @@ export const flowRelabel: Defense<RelabelConfig> = {
   split(input, config) {
     const { ids, labels, density, detections, classNames, features } = input;
     const scores = poisonScores(density, labels, config.scoreReference);
-    // An absent model is an audit recorded before the setting: it relabelled with the flows.
-    if ((config.model ?? 'flows') === 'flows') return splitAndRelabel(ids, labels, density, scores, detections, config, classNames);
-    return splitAndRelabel(ids, labels, density, scores, detections, config, classNames, (clean) =>
-      sharedGaussians(features, labels, clean, density.cols),
-    );
+    // The flows' argmax is splitAndRelabel's own default.
+    const foreign =
+      relabelModelOf(config) === 'shared-gaussian'
+        ? (clean: readonly number[]) => sharedGaussians(features, labels, clean, density.cols)
+        : undefined;
+    return splitAndRelabel(ids, labels, density, scores, detections, config, classNames, foreign);
   },
 };
