@@ -32,7 +32,8 @@ import { principalComponents, projectRows, rowMean, scatterMatrix, symmetricEige
 import { sharedGaussians } from '../ml/class-gaussians.js';
 import { defaultAuditConfig } from '../ml/config.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
-import { splitSize } from '../ml/relabel.js';
+import { knownVerdict } from '../ml/detect.js';
+import { splitAndRelabel } from '../ml/relabel.js';
 import { poisonScores } from '../ml/score.js';
 import { artifactFileHash, storedReports } from './lib/matrix-store.js';
 
@@ -214,11 +215,12 @@ for (const [done, a] of found.entries()) {
     const foreign = Array.from({ length: width }, (_, y) => y).filter((y) => y !== t);
     const reference = Array.from({ length: n }, (_, i) => i).filter((i) => labels[i] !== t);
     const P = truth.poisoned;
-    // D^_P as the defense draws it: the lowest alpha of the target by the default poison score.
+    // D^_P as the defense draws it (the target told): the split's poisoned side, the lowest
+    // alpha of the target by the default poison score.
     const score = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);
+    const split = splitAndRelabel(data.ids, labels, density, score, [knownVerdict(t, 'non-disruptive')], { alpha: ALPHA });
+    const dP = split.flatMap((e, i) => (e.side === 'poisoned' ? [i] : []));
     const targetRows = Array.from({ length: n }, (_, i) => i).filter((i) => labels[i] === t);
-    targetRows.sort((x, y) => score[x] - score[y] || x - y);
-    const dP = targetRows.slice(0, splitSize(targetRows.length, ALPHA));
     const inDP = new Set(dP);
     const relabelledP = P.filter((i) => inDP.has(i));
     const relabelledSource = relabelledP.map((i) => truth.sourceLabels[P.indexOf(i)]);
