@@ -10,7 +10,7 @@
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
-//                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--skip-floor]
+//                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--encoder-lr 1e-3] [--skip-floor]
 // --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
 // is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
 // --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way.
@@ -42,6 +42,9 @@ const PROFILES = {
     width: 8,
     epochs: 12,
     batchSize: 128,
+    // Adam at 1e-3, not the paper's 3e-4 (tuned for 200 epochs): in 12 epochs (about 300 steps at
+    // 300 per class) it tells the classes apart 5 points better (bench encoder-recipe).
+    encoderLr: 1e-3,
     flowEpochs: 10,
     retrainWidth: 8,
     retrainEpochs: 12,
@@ -54,6 +57,7 @@ const PROFILES = {
     width: 64,
     epochs: 200,
     batchSize: 256,
+    encoderLr: 3e-4,
     flowEpochs: 50,
     retrainWidth: 64,
     retrainEpochs: 200,
@@ -77,6 +81,8 @@ const { values } = parseArgs({
     'per-class': { type: 'string' },
     'test-per-class': { type: 'string' },
     epochs: { type: 'string' },
+    /** The SimCLR Adam learning rate (the profile's by default; the matrices before 2026-12-03 evening used 3e-4). */
+    'encoder-lr': { type: 'string' },
     clean: { type: 'boolean', default: true },
     sweep: { type: 'boolean', default: false },
     /** With --sweep: the poison rates to run (default: Table 4's). */
@@ -94,6 +100,7 @@ const scale = {
   ...(values['per-class'] ? { perClass: Number(values['per-class']) } : {}),
   ...(values['test-per-class'] ? { testPerClass: Number(values['test-per-class']) } : {}),
   ...(values.epochs ? { epochs: Number(values.epochs) } : {}),
+  ...(values['encoder-lr'] ? { encoderLr: Number(values['encoder-lr']) } : {}),
   ...(values['feature-stages'] ? { featureStages: values['feature-stages'].split(',').map(Number) } : {}),
   ...(values['relabel-model'] ? { relabelModel: values['relabel-model'] } : {}),
 };
@@ -207,7 +214,7 @@ for (const c of conditions) {
           audit: {
             seed,
             ...defenseSettings(defense),
-            encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize },
+            encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize, lr: scale.encoderLr },
             flow: { epochs: scale.flowEpochs },
             ...('featureStages' in scale ? { features: { stages: scale.featureStages } } : {}),
             ...('relabelModel' in scale && defense === 'flow-relabel' ? { relabel: { model: scale.relabelModel } } : {}),
