@@ -22,12 +22,13 @@ import { selectBackend } from '../backend/backend.js';
 import { parsePipeline } from '../client/pipeline.js';
 import { openDataset, type ShardedDataset } from '../data/dataset.js';
 import { sharedGaussians } from '../ml/class-gaussians.js';
-import { defaultAuditConfig } from '../ml/config.js';
+import { defaultAuditConfig, defaultSimclrEncoder } from '../ml/config.js';
 import { principalComponents, projectRows } from '../ml/defenses/pca.js';
 import { extractFeatures } from '../ml/features.js';
 import { matrix, type Matrix } from '../ml/matrix.js';
 import { loadModel } from '../ml/model-io.js';
 import { pooledStages } from '../ml/resnet.js';
+import { pixelRows } from './lib/pixels.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -55,10 +56,11 @@ interface Recipe {
 }
 
 function parseRecipe(text: string): Recipe {
+  // The paper's lr and temperature; the matrix's batch.
   const r: Recipe = {
-    lr: defaultAuditConfig.encoder.kind === 'simclr' ? defaultAuditConfig.encoder.lr : 3e-4,
+    lr: defaultSimclrEncoder.lr,
     batch: 128,
-    temperature: 0.5,
+    temperature: defaultSimclrEncoder.temperature,
     epochs: Number(values.epochs),
   };
   for (const pair of text.split(',')) {
@@ -97,17 +99,9 @@ function gaussianAccuracy(train: Matrix, trainLabels: Int32Array, test: Matrix, 
   return chosen.filter((y, k) => y === testLabels[k]).length / test.rows;
 }
 
-async function pixels(data: ShardedDataset): Promise<Matrix> {
-  const all = Array.from({ length: data.size }, (_, i) => i);
-  const raw = await data.readImages(all);
-  const out = matrix(data.size, raw.length / data.size);
-  for (let i = 0; i < raw.length; i++) out.data[i] = raw[i] / 255;
-  return out;
-}
-
 /** The floor: the same classifier on the leading principal components of the training pixels. */
 async function pixelFloor(train: ShardedDataset, test: ShardedDataset): Promise<number> {
-  const [x, y] = [await pixels(train), await pixels(test)];
+  const [x, y] = [await pixelRows(train), await pixelRows(test)];
   const rows = (m: Matrix) => Array.from({ length: m.rows }, (_, i) => i);
   const pcs = principalComponents(x, rows(x), PIXEL_COMPONENTS);
   const project = (m: Matrix): Matrix => ({

@@ -23,6 +23,7 @@ import { stringify } from 'yaml';
 import { auditDataset } from '../activities/in-process.js';
 import { parsePipeline } from '../client/pipeline.js';
 import { BENCH_ATTACKS as ATTACKS, type AttackSetting } from './lib/attacks.js';
+import { pixelRows } from './lib/pixels.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { defaultAuditConfig, DEFENSE_SECTION, type AuditReport } from '../ml/config.js';
@@ -303,11 +304,8 @@ async function pixelFloor(dir: string, classes: number): Promise<{ pixelRelabelA
   try {
     const truth = JSON.parse(await readFile(join(dir, 'truth.json'), 'utf8')) as PoisonTruth;
     const n = data.size;
-    const d = data.height * data.width * 3;
-    const pixels = matrix(n, d);
+    const pixels = await pixelRows(data);
     const all = Array.from({ length: n }, (_, i) => i);
-    const raw = await data.readImages(all);
-    for (let i = 0; i < raw.length; i++) pixels.data[i] = raw[i] / 255;
     const { scores } = principalComponents(pixels, all, PIXEL_COMPONENTS);
     const density = gaussianDensity(scores, PIXEL_COMPONENTS, data.labels, classes);
     const detections = Array.from({ length: classes }, (_, y) => knownVerdict(y, y === truth.targetClass ? 'non-disruptive' : 'clean'));

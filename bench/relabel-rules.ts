@@ -36,6 +36,7 @@ import { knownVerdict } from '../ml/detect.js';
 import { splitAndRelabel } from '../ml/relabel.js';
 import { poisonScores } from '../ml/score.js';
 import { artifactFileHash, storedReports } from './lib/matrix-store.js';
+import { pixelRows } from './lib/pixels.js';
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -236,9 +237,7 @@ for (const [done, a] of found.entries()) {
     const featGauss = oneHot(sharedGaussians(features, labels, reference, width).choose(P, t), P, n, width);
 
     const all = Array.from({ length: n }, (_, i) => i);
-    const raw = await data.readImages(all);
-    const pixels = matrix(n, raw.length / n);
-    for (let i = 0; i < raw.length; i++) pixels.data[i] = raw[i] / 255;
+    const pixels = await pixelRows(data);
     // Components of the foreign classes' genuine images, then every sample projected on them.
     const pcs = principalComponents(pixels, reference, components);
     const z = projectRows(pixels, all, pcs.mean, pcs.directions, components);
