@@ -6,6 +6,8 @@
 // pooled) tell the classes apart: a shared-covariance Gaussian per class (the relabelling model,
 // ml/class-gaussians.ts) fitted on the training features, scored on the held-out test images.
 // The same classifier on the 32 leading principal components of the raw pixels is the floor.
+// Each recipe is also scored with flip-averaged features (audit.features.flipAverage: each row the
+// mean over the image and its mirror), on the same encoder.
 // Each recipe is a real audit through the DAG (in-process executor, its own artifact store), so
 // the clean set's verdict (nothing may be flagged) comes with it, and a rerun is a cache hit.
 //
@@ -118,6 +120,8 @@ interface Row extends Recipe {
   encoderSeconds?: number;
   finalLoss?: number;
   testAccuracy: number;
+  /** The same with every feature row the mean over the image and its mirror (features.flipAverage). */
+  flipTestAccuracy: number;
   trainAccuracy: number;
   flagged: string[];
   lowestRankZ: number;
@@ -151,6 +155,8 @@ for (const r of recipes) {
   try {
     const view = pooledStages(encoder, stages);
     const [fTrain, fTest] = [await extractFeatures(view, train), await extractFeatures(view, test)];
+    const flip = { flipAverage: true };
+    const [gTrain, gTest] = [await extractFeatures(view, train, flip), await extractFeatures(view, test, flip)];
     const classes = train.classes.length;
     floor ??= await pixelFloor(train, test);
     // The encoder stage states its last epoch's loss in its figure ("loss 4.1234 after 12 epochs").
@@ -161,6 +167,7 @@ for (const r of recipes) {
       ...(outcomes.encoder.cached ? {} : { encoderSeconds: outcomes.encoder.seconds }),
       ...(finalLoss ? { finalLoss: Number(finalLoss) } : {}),
       testAccuracy: gaussianAccuracy(fTrain, train.labels, fTest, test.labels, classes),
+      flipTestAccuracy: gaussianAccuracy(gTrain, train.labels, gTest, test.labels, classes),
       trainAccuracy: gaussianAccuracy(fTrain, train.labels, fTrain, train.labels, classes),
       flagged: report.classes.filter((k) => k.kind !== 'clean').map((k) => k.name),
       lowestRankZ: Math.min(...report.classes.map((k) => k.sNDNormalized)),
@@ -179,13 +186,13 @@ console.log(
 );
 console.log(`pixel floor (shared-covariance Gaussians on ${PIXEL_COMPONENTS} principal components): test accuracy ${pct(floor ?? NaN)}%\n`);
 console.log(
-  '| lr | batch | temperature | epochs | Adam steps | encoder s | final loss | test acc. % | train acc. % | flagged (clean set) | lowest rank-z |',
+  '| lr | batch | temperature | epochs | Adam steps | encoder s | final loss | test acc. % | flip-averaged % | train acc. % | flagged (clean set) | lowest rank-z |',
 );
-console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows)
   console.log(
     `| ${r.lr} | ${r.batch} | ${r.temperature} | ${r.epochs} | ${r.steps} | ${r.encoderSeconds?.toFixed(0) ?? 'cached'} | ${r.finalLoss?.toFixed(3) ?? '-'} | ` +
-      `${pct(r.testAccuracy)} | ${pct(r.trainAccuracy)} | ${r.flagged.join(' ') || 'none'} | ${r.lowestRankZ.toFixed(2)} |`,
+      `${pct(r.testAccuracy)} | ${pct(r.flipTestAccuracy)} | ${pct(r.trainAccuracy)} | ${r.flagged.join(' ') || 'none'} | ${r.lowestRankZ.toFixed(2)} |`,
   );
 if (values.json) {
   const body = {

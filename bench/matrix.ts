@@ -10,7 +10,8 @@
 //
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
-//                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--encoder-lr 1e-3] [--skip-floor]
+//                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--encoder-lr 1e-3] [--encoder-batch 64]
+//                           [--encoder-temperature 0.2] [--flip-average] [--skip-floor]
 // --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
 // is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
 // --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way.
@@ -84,6 +85,10 @@ const { values } = parseArgs({
     epochs: { type: 'string' },
     /** The SimCLR Adam learning rate (the profile's by default; the matrices before 2026-12-03 evening used 3e-4). */
     'encoder-lr': { type: 'string' },
+    /** The SimCLR batch (the profile's by default). */
+    'encoder-batch': { type: 'string' },
+    /** The NT-Xent temperature (the product's default, the paper's 0.5, unless set; then part of the scale). */
+    'encoder-temperature': { type: 'string' },
     clean: { type: 'boolean', default: true },
     sweep: { type: 'boolean', default: false },
     /** With --sweep: the poison rates to run (default: Table 4's). */
@@ -93,6 +98,8 @@ const { values } = parseArgs({
     'feature-stages': { type: 'string' },
     'relabel-model': { type: 'string' },
     'skip-floor': { type: 'boolean', default: false },
+    /** audit.features.flipAverage: true (part of the scale when set). */
+    'flip-average': { type: 'boolean', default: false },
   },
 });
 if (!(values.profile in PROFILES)) throw new Error(`--profile: unknown profile "${values.profile}" (${Object.keys(PROFILES).join(', ')})`);
@@ -102,8 +109,11 @@ const scale = {
   ...(values['test-per-class'] ? { testPerClass: Number(values['test-per-class']) } : {}),
   ...(values.epochs ? { epochs: Number(values.epochs) } : {}),
   ...(values['encoder-lr'] ? { encoderLr: Number(values['encoder-lr']) } : {}),
+  ...(values['encoder-batch'] ? { batchSize: Number(values['encoder-batch']) } : {}),
+  ...(values['encoder-temperature'] ? { encoderTemperature: Number(values['encoder-temperature']) } : {}),
   ...(values['feature-stages'] ? { featureStages: values['feature-stages'].split(',').map(Number) } : {}),
   ...(values['relabel-model'] ? { relabelModel: values['relabel-model'] } : {}),
+  ...(values['flip-average'] ? { flipAverage: true } : {}),
 };
 if (values['relabel-model'] !== undefined && !['flows', 'shared-gaussian'].includes(values['relabel-model']))
   throw new Error(`--relabel-model: "${values['relabel-model']}" is not flows or shared-gaussian`);
@@ -215,9 +225,19 @@ for (const c of conditions) {
           audit: {
             seed,
             ...defenseSettings(defense),
-            encoder: { kind: 'simclr', width: scale.width, epochs: scale.epochs, batchSize: scale.batchSize, lr: scale.encoderLr },
+            encoder: {
+              kind: 'simclr',
+              width: scale.width,
+              epochs: scale.epochs,
+              batchSize: scale.batchSize,
+              lr: scale.encoderLr,
+              ...('encoderTemperature' in scale ? { temperature: scale.encoderTemperature } : {}),
+            },
             flow: { epochs: scale.flowEpochs },
-            ...('featureStages' in scale ? { features: { stages: scale.featureStages } } : {}),
+            features: {
+              ...('featureStages' in scale ? { stages: scale.featureStages } : {}),
+              ...('flipAverage' in scale ? { flipAverage: scale.flipAverage } : {}),
+            },
             ...('relabelModel' in scale && defense === 'flow-relabel' ? { relabel: { model: scale.relabelModel } } : {}),
             retrain: {
               width: scale.retrainWidth,

@@ -166,6 +166,12 @@ const Audit = definition(
                   "ResNet stages (1-4) whose global average pools, concatenated, are the features: default [2, 3, 4]; [4] is the backbone output (the paper's, and a pretrained or onnx encoder's only choice).",
               }),
             ),
+            flipAverage: optional(
+              Type.Boolean({
+                description:
+                  "Each sample's features are the mean of the encoder's outputs on the image and on its horizontal mirror (any encoder; a second inference pass).",
+              }),
+            ),
           },
           { additionalProperties: false },
         ),

@@ -312,7 +312,10 @@ function auditConfig(raw: RawAudit, imageSize: number, base: string): AuditConfi
     imageSize,
     encoder,
     // In stage order whatever the file's order: the same features, the same cache key.
-    features: { stages: [...(raw.features?.stages ?? defaultStages)].sort((a, b) => a - b) },
+    features: {
+      stages: [...(raw.features?.stages ?? defaultStages)].sort((a, b) => a - b),
+      flipAverage: raw.features?.flipAverage ?? d.features.flipAverage,
+    },
     flow: { ...d.flow, ...(raw.flow ?? {}) },
     detection: { ...d.detection, ...(raw.detection ?? {}) },
     relabel: { ...d.relabel, ...(raw.relabel ?? {}) },

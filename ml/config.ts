@@ -80,6 +80,13 @@ export interface FeaturesConfig {
    * docs/results.md "Pooled encoder stages"). A pretrained or ONNX encoder's features are its output ([4]).
    */
   stages: ResNetStage[];
+  /**
+   * Each sample's features are the mean of the encoder's outputs on the image and on its
+   * horizontal mirror (any encoder: the mirror is made from the pixels). SimCLR is trained to map
+   * both to one point, so the mean keeps what they share and averages out what it did not learn
+   * to ignore. Costs a second inference pass, a small part of an audit next to SimCLR training.
+   */
+  flipAverage: boolean;
 }
 
 /** Whether the encoder is a ResNet of ours whose stages can be pooled: not a pretrained or ONNX model (a reuse is known only when it runs). */
@@ -279,7 +286,7 @@ export const defaultAuditConfig: AuditConfig = {
   backend: 'auto',
   imageSize: 32,
   encoder: defaultSimclrEncoder,
-  features: { stages: [2, 3, 4] },
+  features: { stages: [2, 3, 4], flipAverage: false },
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',

@@ -10,6 +10,12 @@ import { matrix, standardizeColumns, type Matrix } from './matrix.js';
 export interface InferenceOptions {
   /** Images per forward pass (default 128). */
   batchSize?: number;
+  /**
+   * Each row is the mean of the encoder's outputs on the image and on its horizontal mirror.
+   * SimCLR is trained to map both to one point (the flip is one of its augmentations), so the
+   * mean keeps what they share and averages out what it failed to make invariant.
+   */
+  flipAverage?: boolean;
   signal?: AbortSignal;
   onBatch?: (done: number, total: number) => void | Promise<void>;
 }
@@ -63,9 +69,15 @@ export async function inferBatches(
     const start = b * batchSize;
     const idx = Int32Array.from({ length: Math.min(batchSize, source.size - start) }, (_, i) => start + i);
     const pixels = await source.readImages(idx);
-    const { rows, cols } = isBatchEncoder(model)
-      ? await encodeBatch(model, pixels, idx.length, source, batchSize)
-      : await predictBatch(model, pixels, idx.length, source, what);
+    const run = (images: Uint8Array) =>
+      isBatchEncoder(model)
+        ? encodeBatch(model, images, idx.length, source, batchSize)
+        : predictBatch(model, images, idx.length, source, what);
+    const { rows, cols } = await run(pixels);
+    if (o.flipAverage) {
+      const mirrored = (await run(mirrorImages(pixels, idx.length, source.height, source.width))).rows;
+      for (let k = 0; k < rows.length; k++) rows[k] = (rows[k] + mirrored[k]) / 2;
+    }
     sink(start, rows, cols);
     await o.onBatch?.(b + 1, total);
     await yieldToEventLoop();
@@ -82,6 +94,22 @@ async function predictBatch(model: tfl.LayersModel, pixels: Uint8Array, n: numbe
   const cols = out.shape[1] as number;
   out.dispose();
   return { rows, cols };
+}
+
+/** `n` uint8 HWC RGB images, each mirrored left to right. */
+export function mirrorImages(pixels: Uint8Array, n: number, height: number, width: number): Uint8Array {
+  const out = new Uint8Array(pixels.length);
+  for (let row = 0; row < n * height; row++) {
+    const base = row * width * 3;
+    for (let x = 0; x < width; x++) {
+      const from = base + x * 3;
+      const to = base + (width - 1 - x) * 3;
+      out[to] = pixels[from];
+      out[to + 1] = pixels[from + 1];
+      out[to + 2] = pixels[from + 2];
+    }
+  }
+  return out;
 }
 
 /** A BatchEncoder's rows; the last, short batch is zero-padded when the model's batch is fixed. */

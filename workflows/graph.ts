@@ -300,12 +300,13 @@ export const AUDIT_DAG: readonly DagNode[] = [
     inputs: { encoder: 'encoder', dataset: TRAIN, lineage: 'lineage' },
     params: ({ audit }) => {
       // Absent from the pipelines of audits started before the setting existed (replay): the backbone.
-      const stages = (audit as Partial<AuditConfig>).features?.stages;
+      const { stages, flipAverage } = (audit as Partial<AuditConfig>).features ?? {};
       return {
         backend: audit.backend,
         batchSize: FEATURE_BATCH,
         // Only when set, so that the paper's features keep the key (and cached artifacts) they had.
         ...(stages && !isBackboneOnly(stages) ? { stages } : {}),
+        ...(flipAverage ? { flipAverage } : {}),
       };
     },
   }),

@@ -48,6 +48,8 @@ export interface FeaturesParams {
   batchSize: number;
   /** The encoder stages pooled into the features; absent: the backbone output alone ([4]), as before the setting existed. */
   stages?: ResNetStage[];
+  /** The mean over each image and its mirror (audit.features.flipAverage); absent: the image alone. */
+  flipAverage?: boolean;
 }
 export interface FlowParams {
   classIndex: number;

@@ -2,6 +2,8 @@
 // standardised (`features`, what the flows read) and raw (`raw`, what a later reuse keeps).
 // With a reused encoder (lineage mode 'reuse'), samples whose id and content hash are unchanged
 // since the previous audit keep their raw rows; only new or changed ones go through the encoder.
+// `inference.json` says how the rows were computed (the mirror averaged in or not), so that a
+// reuse never puts rows of two kinds together.
 import { join } from 'node:path';
 import { openDataset } from '../../data/dataset.js';
 import type { ResNetStage } from '../../ml/config.js';
@@ -9,7 +11,7 @@ import { encodeSamples, isBatchEncoder, mergeRows, unchangedRows, type FeatureEn
 import { hasResNetStages, pooledStages } from '../../ml/resnet.js';
 import { standardizeColumns, type Matrix } from '../../ml/matrix.js';
 import type { StageImpl, StageRun } from '../stage.js';
-import { readMatrix, writeMatrix } from '../io.js';
+import { readJson, readMatrix, writeJson, writeMatrix } from '../io.js';
 import { isOnnxEncoder, loadEncoder } from './encoder.js';
 import { readLineage } from './lineage.js';
 
@@ -31,8 +33,9 @@ export const featuresStage: StageImpl<'features'> = {
         : { encoder: loaded, warning: undefined };
       if (stagesWarning) run.log(stagesWarning);
       const warnings = [loadWarning, stagesWarning].filter((w) => w !== undefined);
+      const inference: FeatureInference = { flipAverage: run.params.flipAverage ?? false };
       const previous = reusing
-        ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }, featureWidth(encoder))
+        ? await previousFeatures(run, { ids: source.ids, hashes: source.contentHashes }, featureWidth(encoder), inference)
         : undefined;
       const todo = previous ? Int32Array.from(previous.from.keys()).filter((i) => previous.from[i] < 0) : undefined;
       const computed = await encodeSamples(
@@ -40,6 +43,7 @@ export const featuresStage: StageImpl<'features'> = {
         source,
         {
           batchSize: run.params.batchSize,
+          flipAverage: inference.flipAverage,
           ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
           onBatch: (done, total) => run.runtime.heartbeat({ batch: done, batches: total }),
         },
@@ -49,6 +53,7 @@ export const featuresStage: StageImpl<'features'> = {
       const features = standardizeColumns(raw);
       await writeMatrix(run.out, 'features', features);
       await writeMatrix(run.out, 'raw', raw);
+      await writeJson(join(run.out, INFERENCE_FILE), inference);
       const featureReuse = previous
         ? { recomputed: computed.rows, reused: raw.rows - computed.rows, from: previous.key }
         : reusing
@@ -74,6 +79,22 @@ export const featuresStage: StageImpl<'features'> = {
   },
 };
 
+/** How a features artifact's rows were computed. */
+interface FeatureInference {
+  flipAverage: boolean;
+}
+const INFERENCE_FILE = 'inference.json';
+
+/** An artifact's FeatureInference; one written before the file existed computed on the image alone. */
+async function readInference(dir: string): Promise<FeatureInference> {
+  try {
+    return await readJson<FeatureInference>(join(dir, INFERENCE_FILE));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { flipAverage: false };
+    throw e;
+  }
+}
+
 /**
  * The previous audit's raw features and, per current sample, its row there (-1: new or changed),
  * when the lineage offers features computed with the same weights; else undefined (all computed).
@@ -82,6 +103,7 @@ async function previousFeatures(
   run: StageRun,
   current: { ids: readonly string[]; hashes: readonly string[] },
   width: number | undefined,
+  inference: FeatureInference,
 ): Promise<{ raw: Matrix; from: Int32Array; key: string } | undefined> {
   const lineage = await readLineage(await run.input('lineage'));
   const skip = (why: string) => {
@@ -99,6 +121,10 @@ async function previousFeatures(
   } catch {
     return skip(`features ${lineage.features.key.slice(0, 12)} kept no raw rows (written before reuse existed)`);
   }
+  if ((await readInference(features.dir)).flipAverage !== inference.flipAverage)
+    return skip(
+      `previous features were computed ${inference.flipAverage ? 'on the image alone' : 'with the mirror averaged in'} (audit.features.flipAverage changed)`,
+    );
   // Same weights, other pooled stages (audit.features.stages changed): other columns.
   if (width !== undefined && raw.cols !== width)
     return skip(`previous features have ${raw.cols} columns, these ${width} (audit.features.stages changed)`);

@@ -116,7 +116,7 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
 
   it('pools encoder stages 2, 3 and 4 by default; the backbone alone shares the encoder, its columns the same', async () => {
     expect(first.report.config.features.stages).to.deep.equal([2, 3, 4]);
-    const backbone: Pipeline = { ...pipeline, audit: { ...pipeline.audit, features: { stages: [4] } } };
+    const backbone: Pipeline = { ...pipeline, audit: { ...pipeline.audit, features: { ...pipeline.audit.features, stages: [4] } } };
     const r = await auditDataset(backbone, { store: join(dir, 'store') });
     expect(r.outcomes.encoder?.cached).to.equal(true);
     expect(r.outcomes.features?.cached).to.equal(false);

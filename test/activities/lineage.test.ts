@@ -261,10 +261,20 @@ describe('encoder lineage across audits (in process)', function () {
 
   it('a reuse that pools other encoder stages recomputes every row, saying why', async () => {
     const reuse = await pipeline({ kind: 'reuse', from: 'previous' });
-    const r = await run({ ...reuse, audit: { ...reuse.audit, features: { stages: [3, 4] } } });
+    const r = await run({ ...reuse, audit: { ...reuse.audit, features: { ...reuse.audit.features, stages: [3, 4] } } });
     // Width 4: stages 2, 3 and 4 have 8, 16 and 32 channels (the previous features, the default, pool all three).
     expect(logs).to.include(
       'features: every sample goes through the encoder: previous features have 56 columns, these 48 (audit.features.stages changed)',
+    );
+    expect(r.outcomes.features.info.featureReuse).to.deep.equal({ recomputed: 38, reused: 0, from: null });
+  });
+
+  it('a reuse that averages in the mirror recomputes every row, saying why', async () => {
+    const reuse = await pipeline({ kind: 'reuse', from: 'previous' });
+    const averaged = { ...reuse, audit: { ...reuse.audit, features: { ...reuse.audit.features, flipAverage: true } } };
+    const r = await run(averaged);
+    expect(logs).to.include(
+      'features: every sample goes through the encoder: previous features were computed on the image alone (audit.features.flipAverage changed)',
     );
     expect(r.outcomes.features.info.featureReuse).to.deep.equal({ recomputed: 38, reused: 0, from: null });
   });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ImageSource } from '../../data/types.js';
 import type { OnnxEncoderConfig } from '../../ml/config.js';
-import { encodeSamples } from '../../ml/features.js';
+import { encodeSamples, mirrorImages } from '../../ml/features.js';
 import { loadOnnxEncoder, onnxInput } from '../../ml/onnx-encoder.js';
 import { encodeByHand, writeTinyOnnx } from '../onnx-model.js';
 
@@ -114,6 +114,24 @@ describe('ONNX encoder (ml/onnx-encoder.ts)', function () {
     try {
       const f = await encodeSamples(encoder, images(3, 8), { batchSize: 2 });
       expect([f.rows, f.cols]).to.deep.equal([3, 4 * 8 * 8]);
+    } finally {
+      await encoder.dispose();
+    }
+  });
+
+  it('flipAverage averages the rows of each image and its mirror made from the pixels (an ONNX model too)', async () => {
+    const file = join(dir, 'tiny.onnx');
+    await writeTinyOnnx(file, { weights: WEIGHTS, bias: BIAS, inputSize: 8 });
+    const encoder = await loadOnnxEncoder(config(file));
+    try {
+      const src = images(3, 8);
+      const mirrored: ImageSource = { ...src, readImages: async (idx) => mirrorImages(await src.readImages(idx), idx.length, 8, 8) };
+      const plain = await encodeSamples(encoder, src, { batchSize: 2 });
+      const ofMirror = await encodeSamples(encoder, mirrored, { batchSize: 2 });
+      const averaged = await encodeSamples(encoder, src, { batchSize: 2, flipAverage: true });
+      averaged.data.forEach((v, i) => expect(v).to.be.closeTo((plain.data[i] + ofMirror.data[i]) / 2, 1e-5));
+      // Unpooled maps of these images change under the mirror, so the average is not the plain rows.
+      expect(plain.data.some((v, i) => Math.abs(v - ofMirror.data[i]) > 1e-3)).to.equal(true);
     } finally {
       await encoder.dispose();
     }

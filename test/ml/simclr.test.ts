@@ -15,8 +15,9 @@ import {
   type Jitter,
 } from '../../ml/augment.js';
 import { selectBackend } from '../../backend/backend.js';
+import type { ImageSource } from '../../data/types.js';
 import type { SimclrEncoderConfig } from '../../ml/config.js';
-import { extractFeatures, inferBatches } from '../../ml/features.js';
+import { encodeSamples, extractFeatures, inferBatches, mirrorImages } from '../../ml/features.js';
 import { matrix, standardizeColumns } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';
 import { AbortError, ntXentLoss, trainSimclr, type TrainProgress } from '../../ml/simclr.js';
@@ -350,5 +351,39 @@ describe('trainSimclr and extractFeatures', () => {
     // Trained features are not constant across samples.
     expect(Math.abs(f7.data[0] - f7.data[32])).to.be.greaterThan(0);
     encoder.dispose();
+  });
+
+  it('flipAverage: each row is the mean over the image and its mirror, so a mirrored dataset has the same rows', async () => {
+    const { encoder } = await trainSimclr(subset.source, { ...cfg, epochs: 1 }, 3);
+    const src = subset.source;
+    const mirrored: ImageSource = {
+      ...src,
+      readImages: async (idx) => mirrorImages(await src.readImages(idx), idx.length, src.height, src.width),
+    };
+    const before = tf.memory().numTensors;
+    const plain = await encodeSamples(encoder, src, { batchSize: 7 });
+    const ofMirror = await encodeSamples(encoder, mirrored, { batchSize: 7 });
+    const averaged = await encodeSamples(encoder, src, { batchSize: 7, flipAverage: true });
+    const averagedOfMirror = await encodeSamples(encoder, mirrored, { batchSize: 20, flipAverage: true });
+    expect(tf.memory().numTensors).to.equal(before);
+    averaged.data.forEach((v, i) => expect(v).to.be.closeTo((plain.data[i] + ofMirror.data[i]) / 2, 1e-4));
+    averagedOfMirror.data.forEach((v, i) => expect(v).to.be.closeTo(averaged.data[i], 1e-4));
+    // The encoder is not mirror-invariant, or the average would be the plain rows and prove nothing.
+    expect(plain.data.some((v, i) => Math.abs(v - ofMirror.data[i]) > 1e-3)).to.equal(true);
+    encoder.dispose();
+  });
+
+  it('mirrorImages reverses each row of pixels, keeping the channels of each pixel in order', () => {
+    // Two 2x3 images; pixel (image n, row y, column x) has channels [100n + 10y + x, +1, +2].
+    const pixels = Uint8Array.from({ length: 2 * 2 * 3 * 3 }, (_, i) => {
+      const [n, y, x, c] = [Math.floor(i / 18), Math.floor(i / 9) % 2, Math.floor(i / 3) % 3, i % 3];
+      return 100 * n + 10 * y + x + c;
+    });
+    const out = mirrorImages(pixels, 2, 2, 3);
+    for (let n = 0; n < 2; n++)
+      for (let y = 0; y < 2; y++)
+        for (let x = 0; x < 3; x++)
+          for (let c = 0; c < 3; c++) expect(out[((n * 2 + y) * 3 + x) * 3 + c]).to.equal(100 * n + 10 * y + (2 - x) + c);
+    expect(mirrorImages(out, 2, 2, 3)).to.deep.equal(pixels);
   });
 });

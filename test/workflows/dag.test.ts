@@ -213,7 +213,7 @@ describe('the audit DAG (workflows/dag.ts)', function () {
 
   it('gives the features node the pooled stages only when they are not the backbone output alone', async function () {
     const plain = new RecordingExecutor(['a', 'b']);
-    await runAuditDag(pipeline({ audit: { ...defaultAuditConfig, features: { stages: [4] } } }), plain);
+    await runAuditDag(pipeline({ audit: { ...defaultAuditConfig, features: { ...defaultAuditConfig.features, stages: [4] } } }), plain);
     // The paper's features keep the parameters (and so the cache keys) they had before the setting.
     expect(plain.calls.find((c) => c.id === 'features')?.params).to.deep.equal({ backend: 'auto', batchSize: 128 });
     const pooled = new RecordingExecutor(['a', 'b']);
@@ -221,5 +221,21 @@ describe('the audit DAG (workflows/dag.ts)', function () {
     expect(pooled.calls.find((c) => c.id === 'features')?.params).to.deep.equal({ backend: 'auto', batchSize: 128, stages: [2, 3, 4] });
     // The encoder is the same: only the features and what reads them differ.
     expect(pooled.calls.find((c) => c.id === 'encoder')?.params).to.deep.equal(plain.calls.find((c) => c.id === 'encoder')?.params);
+  });
+
+  it('gives the features node flipAverage only when it is on, so that audits without it keep their keys', async () => {
+    const averaged = new RecordingExecutor(['a', 'b']);
+    await runAuditDag(
+      pipeline({ audit: { ...defaultAuditConfig, features: { ...defaultAuditConfig.features, flipAverage: true } } }),
+      averaged,
+    );
+    const node = averaged.calls.find((c) => c.id === 'features');
+    expect(node?.params).to.deep.equal({ backend: 'auto', batchSize: 128, stages: [2, 3, 4], flipAverage: true });
+    const plain = new RecordingExecutor(['a', 'b']);
+    await runAuditDag(
+      pipeline({ audit: { ...defaultAuditConfig, features: { ...defaultAuditConfig.features, flipAverage: false } } }),
+      plain,
+    );
+    expect(plain.calls.find((c) => c.id === 'features')?.params).to.not.have.property('flipAverage');
   });
 });
