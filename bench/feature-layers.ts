@@ -9,10 +9,14 @@
 //   s3+s4     pools of stages 3 and 4, concatenated
 //   s2+s3+s4  pools of stages 2, 3 and 4
 //   s1+s2+s3+s4  pools of all four stages
+//   <any of these> flip  the same with each row the mean over the image and its mirror (audit.features.flipAverage)
 // Flows, detection and the split are the audit's own functions and settings (the matrix's flow
-// epochs); the target is known for the relabel figures, as in bench relabel-rules.
+// epochs); the target is known for the relabel figures, as in bench relabel-rules. Relabel
+// accuracy is over every poisoned sample, by the flows' argmax (the paper's) and by the shared-
+// covariance Gaussians (the product's default) fitted on the rows the split keeps as clean.
 //
-//   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10] [--json out.json]
+//   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10]
+//                                   [--variants "s2+s3+s4,s2+s3+s4 flip"] [--json out.json]
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +25,7 @@ import { readMatrix } from '../activities/io.js';
 import { selectBackend } from '../backend/backend.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
+import { sharedGaussians } from '../ml/class-gaussians.js';
 import { defaultAuditConfig, type ResNetStage } from '../ml/config.js';
 import { densityMatrix, maxForeign } from '../ml/density.js';
 import { detectTargets, knownVerdict } from '../ml/detect.js';
@@ -29,7 +34,7 @@ import { classMembers } from '../ml/flow.js';
 import { trainFlowGroup } from '../ml/flow-group.js';
 import { selectRows } from '../ml/matrix.js';
 import { loadModel } from '../ml/model-io.js';
-import { splitAndRelabel } from '../ml/relabel.js';
+import { splitAndRelabel, type ForeignClassModel } from '../ml/relabel.js';
 import { pooledStages } from '../ml/resnet.js';
 import { poisonScores } from '../ml/score.js';
 import { storedReports } from './lib/matrix-store.js';
@@ -41,6 +46,8 @@ const { values } = parseArgs({
     'flow-epochs': { type: 'string', default: '10' },
     /** Only the audits of these seeds (the store may hold several matrices). */
     seeds: { type: 'string' },
+    /** Comma-separated variant names (default: the four stage sets, image alone). */
+    variants: { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -49,13 +56,28 @@ const flowConfig = { ...defaultAuditConfig.flow, epochs: Number(values['flow-epo
 const detection = defaultAuditConfig.detection;
 const seeds = values.seeds?.split(',').map(Number);
 
-/** Feature variants: the stages whose global average pools are concatenated (ml/resnet.ts pooledStages). */
-const VARIANTS: Record<string, ResNetStage[]> = {
+/** Stage sets: the stages whose global average pools are concatenated (ml/resnet.ts pooledStages). */
+const STAGE_SETS: Record<string, ResNetStage[]> = {
   s4: [4],
   's3+s4': [3, 4],
   's2+s3+s4': [2, 3, 4],
   's1+s2+s3+s4': [1, 2, 3, 4],
 };
+/** A variant: a stage set, and whether the mirror is averaged in (`<stage set> flip`). */
+interface Variant {
+  stages: ResNetStage[];
+  flipAverage: boolean;
+}
+function variantOf(name: string): Variant {
+  const [set, flip, ...rest] = name.trim().split(' ');
+  const stages = STAGE_SETS[set];
+  if (!stages || (flip !== undefined && flip !== 'flip') || rest.length)
+    throw new Error(`--variants: "${name}" is not one of ${Object.keys(STAGE_SETS).join(', ')}, optionally followed by " flip"`);
+  return { stages, flipAverage: flip === 'flip' };
+}
+const VARIANTS: Record<string, Variant> = Object.fromEntries(
+  (values.variants?.split(',') ?? Object.keys(STAGE_SETS)).map((name) => [name.trim(), variantOf(name)]),
+);
 
 interface Audit {
   attack?: string;
@@ -63,6 +85,8 @@ interface Audit {
   encoder: string;
   seed: number;
   density: string;
+  /** The features the audit itself computed: its stored density is the check of that variant. */
+  features: Variant;
 }
 
 /** Report artifacts of every audit in the store, one per encoder (the defenses of a set share it). */
@@ -78,6 +102,10 @@ async function audits(): Promise<Audit[]> {
       encoder,
       seed: report.config?.seed ?? 0,
       density,
+      features: {
+        stages: (report.config?.features?.stages ?? [4]) as ResNetStage[],
+        flipAverage: report.config?.features?.flipAverage ?? false,
+      },
     });
   }
   return [...found.values()];
@@ -96,6 +124,8 @@ interface Row {
   targetFound?: boolean;
   /** Argmax-foreign-flow accuracy over every poisoned sample (poison-label sets). */
   relabelAccuracy?: number;
+  /** The shared-covariance Gaussians' accuracy over every poisoned sample, fitted on the split's clean rows. */
+  gaussianRelabelAccuracy?: number;
   /** Poisoned samples kept with the target label by the split, the target told. */
   poisonedKept?: number;
 }
@@ -111,12 +141,12 @@ for (const [done, a] of list.entries()) {
   try {
     const labels = data.labels;
     const classes = data.classes.length;
-    for (const [variant, stages] of Object.entries(VARIANTS)) {
+    for (const [variant, { stages, flipAverage }] of Object.entries(VARIANTS)) {
       console.error(
         `feature-layers: ${done + 1}/${list.length} ${truth?.attack ?? 'clean'} ${variant} (${((Date.now() - started) / 1000).toFixed(0)} s)`,
       );
       const view = pooledStages(encoder, stages);
-      const features = await extractFeatures(view, data);
+      const features = await extractFeatures(view, data, { flipAverage });
       const members = Array.from({ length: classes }, (_, y) => ({
         features: selectRows(features, classMembers(labels, y)),
         seed: a.seed + y,
@@ -124,12 +154,12 @@ for (const [done, a] of list.entries()) {
       const { flows } = await trainFlowGroup(members, flowConfig);
       const density = densityMatrix(flows, features);
       flows.forEach((f) => f.dispose());
-      if (variant === 's4') {
-        // The baseline must be the audit's own density, or the comparison is of something else.
+      if (flipAverage === a.features.flipAverage && stages.join() === a.features.stages.join()) {
+        // The audit's own features must give the audit's own density, or the comparison is of something else.
         const stored = await readMatrix(join(store, a.density), 'density');
         let worst = 0;
         stored.data.forEach((v, k) => (worst = Math.max(worst, Math.abs(v - density.data[k]))));
-        console.error(`  s4 density vs the audit's: max |difference| ${worst.toExponential(2)} nats`);
+        console.error(`  ${variant} density vs the audit's: max |difference| ${worst.toExponential(2)} nats`);
       }
       const detections = detectTargets(density, labels, detection);
       const t = truth?.targetClass;
@@ -154,6 +184,7 @@ for (const [done, a] of list.entries()) {
           });
           row.relabelAccuracy = right / P.length;
           const scores = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);
+          let gaussians: ForeignClassModel | undefined;
           const entries = splitAndRelabel(
             data.ids,
             labels,
@@ -161,8 +192,14 @@ for (const [done, a] of list.entries()) {
             scores,
             [knownVerdict(t, 'non-disruptive')],
             defaultAuditConfig.relabel,
+            undefined,
+            (clean) => (gaussians = sharedGaussians(features, labels, clean, classes)),
           );
           row.poisonedKept = P.filter((i) => entries[i].action === 'keep').length / P.length;
+          if (gaussians) {
+            const chosen = gaussians.choose(P, t);
+            row.gaussianRelabelAccuracy = chosen.filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
+          }
         }
       }
       rows.push(row);
@@ -176,16 +213,18 @@ for (const [done, a] of list.entries()) {
 
 const f2 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
 const pct = (x: number | undefined) => (x === undefined ? '-' : (100 * x).toFixed(1));
-console.log('| dataset | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. % | poisoned kept % |');
-console.log('|---|---|---|---|---|---|---|---|---|');
+console.log(
+  '| dataset | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. %: flows | shared Gaussians | poisoned kept % |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows)
   console.log(
-    `| ${r.dataset} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.poisonedKept)} |`,
+    `| ${r.dataset} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.gaussianRelabelAccuracy)} | ${pct(r.poisonedKept)} |`,
   );
 console.log(
-  '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set) | poisoned kept % |',
+  '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set): flows | shared Gaussians | poisoned kept % |',
 );
-console.log('|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|');
 for (const variant of Object.keys(VARIANTS)) {
   const rs = rows.filter((r) => r.variant === variant);
   const targets = rs.filter((r) => r.targetZ !== undefined && r.relabelAccuracy !== undefined);
@@ -193,7 +232,8 @@ for (const variant of Object.keys(VARIANTS)) {
   const falseSets = rs.filter((r) => r.flagged.some((y) => y !== r.target)).length;
   console.log(
     `| ${variant} | ${targets.filter((r) => r.targetFound).length} of ${targets.length} | ${falseSets} of ${rs.length} | ` +
-      `${f2(mean(targets.map((r) => r.targetZ!)))} | ${pct(mean(targets.map((r) => r.relabelAccuracy!)))} | ${pct(mean(targets.map((r) => r.poisonedKept!)))} |`,
+      `${f2(mean(targets.map((r) => r.targetZ!)))} | ${pct(mean(targets.map((r) => r.relabelAccuracy!)))} | ` +
+      `${pct(mean(targets.map((r) => r.gaussianRelabelAccuracy ?? NaN)))} | ${pct(mean(targets.map((r) => r.poisonedKept!)))} |`,
   );
 }
 if (values.json) {

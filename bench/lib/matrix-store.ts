@@ -9,7 +9,7 @@ export interface StoredReport {
   key: string;
   /** Stage -> artifact key of every stage the audit ran (attack, ingest, encoder, features, density, ...). */
   artifacts: Record<string, string>;
-  config?: { seed?: number; features?: { stages?: number[] } };
+  config?: { seed?: number; features?: { stages?: number[]; flipAverage?: boolean } };
   classes: { name: string; sNDNormalized?: number; sD: number }[];
 }
 
