@@ -11,7 +11,9 @@
 //   s1+s2+s3+s4  pools of all four stages
 //   <any of these> flip  the same with each row the mean over the image and its mirror (audit.features.flipAverage)
 // Flows, detection and the split are the audit's own functions and settings (the matrix's flow
-// epochs); the target is known for the relabel figures, as in bench relabel-rules. Relabel
+// epochs); the target is known for the relabel figures, as in bench relabel-rules. Each row names
+// its encoder: a store holding several matrices of a seed gives each of their sets, and the
+// summary table averages over all of them. Relabel
 // accuracy is over every poisoned sample, by the flows' argmax (the paper's) and by the shared-
 // covariance Gaussians (the product's default) fitted on the rows the split keeps as clean.
 //
@@ -113,6 +115,8 @@ async function audits(): Promise<Audit[]> {
 
 interface Row {
   dataset: string;
+  /** The stored encoder's artifact key (a store can hold several matrices of one seed: other encoders). */
+  encoder: string;
   attack: string;
   target?: number;
   variant: string;
@@ -166,6 +170,7 @@ for (const [done, a] of list.entries()) {
       const z = detections.map((d) => d.sNDNormalized);
       const row: Row = {
         dataset: data.manifest.name,
+        encoder: a.encoder,
         attack: truth?.attack ?? 'clean',
         ...(t !== undefined ? { target: t } : {}),
         variant,
@@ -214,12 +219,12 @@ for (const [done, a] of list.entries()) {
 const f2 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
 const pct = (x: number | undefined) => (x === undefined ? '-' : (100 * x).toFixed(1));
 console.log(
-  '| dataset | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. %: flows | shared Gaussians | poisoned kept % |',
+  '| dataset | encoder | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. %: flows | shared Gaussians | poisoned kept % |',
 );
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows)
   console.log(
-    `| ${r.dataset} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.gaussianRelabelAccuracy)} | ${pct(r.poisonedKept)} |`,
+    `| ${r.dataset} | ${r.encoder.slice(0, 12)} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.gaussianRelabelAccuracy)} | ${pct(r.poisonedKept)} |`,
   );
 console.log(
   '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set): flows | shared Gaussians | poisoned kept % |',
