@@ -11,11 +11,11 @@
 //   s1+s2+s3+s4  pools of all four stages
 //   <any of these> flip  the same with each row the mean over the image and its mirror (audit.features.flipAverage)
 // Flows, detection and the split are the audit's own functions and settings (the matrix's flow
-// epochs); the target is known for the relabel figures, as in bench relabel-rules. Each row names
-// its encoder: a store holding several matrices of a seed gives each of their sets, and the
-// summary table averages over all of them. Relabel
+// epochs); the target is known for the relabel figures, as in bench relabel-rules. Relabel
 // accuracy is over every poisoned sample, by the flows' argmax (the paper's) and by the shared-
 // covariance Gaussians (the product's default) fitted on the rows the split keeps as clean.
+// Each row names its encoder: a store holding several matrices of a seed gives each of their
+// sets, and the summary table averages over all of them.
 //
 //   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10]
 //                                   [--variants "s2+s3+s4,s2+s3+s4 flip"] [--json out.json]

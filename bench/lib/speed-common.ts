@@ -7,7 +7,7 @@ import { repoRoot } from '../../data/paths.js';
 import { nativeThreadEnv, runChild, type Outcome } from './processes.js';
 import type { Task } from './speed-worker.js';
 
-// Every measurement of ours runs in a child process of this script (`--worker`, bench/lib/speed-worker.ts).
+// Every measurement of ours runs in a child process: bench/speed.ts in `--worker` mode (bench/lib/speed-worker.ts).
 export function ours<T>(task: Task, threads: number): Promise<Outcome<T & { backend: string }>> {
   const speed = join(repoRoot, 'bench', 'speed.ts');
   return runChild(process.execPath, ['--import', 'tsx', speed, '--worker', JSON.stringify(task)], nativeThreadEnv(threads), (out) => {
