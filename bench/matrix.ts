@@ -11,10 +11,11 @@
 //   npm run bench -- matrix [--attacks badnets,blend,...] [--seeds 0,1] [--defenses none,flow-relabel,spectral-signatures:classifier,...]
 //                           [--per-class 100] [--test-per-class 30] [--epochs 12] [--profile cpu|paper] [--sweep [--rates 0.01,0.2]] [--store dir] [--out file]
 //                           [--feature-stages 2,3,4] [--relabel-model flows|shared-gaussian] [--encoder-lr 1e-3] [--encoder-batch 64]
-//                           [--encoder-temperature 0.2] [--flip-average] [--skip-floor]
+//                           [--encoder-temperature 0.2] [--flip-average] [--pixel-components 64] [--skip-floor]
 // --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
 // is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
-// --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way.
+// --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way;
+// so does --pixel-components (audit.relabel.pixelComponents, with the shared-Gaussian model).
 // --skip-floor: no pixel floor (it depends on the poisoned set only; a rerun on the same sets has it).
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -100,6 +101,8 @@ const { values } = parseArgs({
     'skip-floor': { type: 'boolean', default: false },
     /** audit.features.flipAverage: true (part of the scale when set). */
     'flip-average': { type: 'boolean', default: false },
+    /** audit.relabel.pixelComponents for flow-relabel (part of the scale when set). */
+    'pixel-components': { type: 'string' },
   },
 });
 if (!(values.profile in PROFILES)) throw new Error(`--profile: unknown profile "${values.profile}" (${Object.keys(PROFILES).join(', ')})`);
@@ -114,6 +117,7 @@ const scale = {
   ...(values['feature-stages'] ? { featureStages: values['feature-stages'].split(',').map(Number) } : {}),
   ...(values['relabel-model'] ? { relabelModel: values['relabel-model'] } : {}),
   ...(values['flip-average'] ? { flipAverage: true } : {}),
+  ...(values['pixel-components'] !== undefined ? { pixelComponents: Number(values['pixel-components']) } : {}),
 };
 if (values['relabel-model'] !== undefined && !['flows', 'shared-gaussian'].includes(values['relabel-model']))
   throw new Error(`--relabel-model: "${values['relabel-model']}" is not flows or shared-gaussian`);
@@ -238,7 +242,14 @@ for (const c of conditions) {
               ...('featureStages' in scale ? { stages: scale.featureStages } : {}),
               ...('flipAverage' in scale ? { flipAverage: scale.flipAverage } : {}),
             },
-            ...('relabelModel' in scale && defense === 'flow-relabel' ? { relabel: { model: scale.relabelModel } } : {}),
+            ...(defense === 'flow-relabel' && ('relabelModel' in scale || 'pixelComponents' in scale)
+              ? {
+                  relabel: {
+                    ...('relabelModel' in scale ? { model: scale.relabelModel } : {}),
+                    ...('pixelComponents' in scale ? { pixelComponents: scale.pixelComponents } : {}),
+                  },
+                }
+              : {}),
             retrain: {
               width: scale.retrainWidth,
               epochs: scale.retrainEpochs,

@@ -214,6 +214,14 @@ const Audit = definition(
                   "Which model picks the class a non-disruptive target's poisoned samples are relabelled to: the other classes' flows (the paper) or per-class Gaussians on the features with one shared covariance, fitted on the samples kept as clean (default).",
               }),
             ),
+            pixelComponents: optional(
+              Type.Integer({
+                minimum: 0,
+                maximum: 768,
+                description:
+                  "With model shared-gaussian: this many leading principal components of the images' 16x16 thumbnails are appended to the features the Gaussians relabel with (0: the features alone).",
+              }),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -421,7 +429,7 @@ export type SchemaMatchesConfig = [
   Expect<Same<Section<'flow'>, FlowConfig>>,
   Expect<Same<Section<'features'>, FeaturesConfig>>,
   Expect<Same<Section<'detection'>, DetectionConfig>>,
-  Expect<Same<Section<'relabel'>, RelabelConfig>>,
+  Expect<Same<Section<'relabel'>, Required<RelabelConfig>>>,
   Expect<Same<Section<'spectralSignatures'>, SpectralSignaturesConfig>>,
   Expect<Same<Section<'activationClustering'>, ActivationClusteringConfig>>,
   Expect<Same<Section<'knnConsistency'>, KnnConsistencyConfig>>,

@@ -14,6 +14,7 @@ import {
   DEFENSE_SECTION,
   isBackboneOnly,
   poolsStages,
+  relabelModelOf,
   stemForImageSize,
   type AuditConfig,
   type EncoderConfig,
@@ -156,6 +157,13 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
     at(
       ['audit', 'features', 'stages'],
       `features.stages [${stages.join(', ')}] pools stages of the ResNet this project builds; a ${audit.encoder.kind} encoder's features are its output: remove features.stages`,
+      true,
+    );
+  }
+  if (audit.relabel.pixelComponents && relabelModelOf(audit.relabel) !== 'shared-gaussian') {
+    at(
+      ['audit', 'relabel', 'pixelComponents'],
+      `adds columns to the features of the shared-gaussian relabelling model, and relabel.model ${audit.relabel.model} reads no features: remove pixelComponents or use model shared-gaussian`,
       true,
     );
   }

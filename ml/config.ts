@@ -158,6 +158,13 @@ export interface RelabelConfig {
    * it at run time: they relabelled with the flows and replay so (relabelModelOf).
    */
   model: RelabelModel;
+  /**
+   * With model 'shared-gaussian': the leading principal components of the images' 16 x 16
+   * thumbnails, this many, are appended to the features the Gaussians are fitted on
+   * (ml/pixel-components.ts). Pooled features say what is in an image, the thumbnail where.
+   * Absent or 0: the features alone (and audits recorded before it existed replay so).
+   */
+  pixelComponents?: number;
 }
 
 // Baseline defenses (ml/defenses/): comparison rows for the paper's method. Each reads its own

@@ -68,3 +68,14 @@ export function standardizeColumns(m: Matrix): Matrix {
   }
   return { rows: m.rows, cols: m.cols, data: out };
 }
+
+/** The columns of `a` then those of `b`, row by row (same row count). */
+export function concatColumns(a: Matrix, b: Matrix): Matrix {
+  if (a.rows !== b.rows) throw new Error(`concatColumns: ${a.rows} rows and ${b.rows} rows`);
+  const out = matrix(a.rows, a.cols + b.cols);
+  for (let i = 0; i < a.rows; i++) {
+    out.data.set(a.data.subarray(i * a.cols, (i + 1) * a.cols), i * out.cols);
+    out.data.set(b.data.subarray(i * b.cols, (i + 1) * b.cols), i * out.cols + a.cols);
+  }
+  return out;
+}

@@ -196,7 +196,9 @@ function heatmapSection(r: AuditReport, f: ReportFigures): string {
   const relabelledBy =
     relabelModelOf(r.config.relabel) === 'flows'
       ? 'the class whose flow gives them the highest density'
-      : 'the class whose mean is nearest in the features, in the metric of a covariance shared by the classes (relabel.model shared-gaussian)';
+      : r.config.relabel.pixelComponents
+        ? `the class whose mean is nearest in the features and ${r.config.relabel.pixelComponents} principal components of the images' thumbnails, in the metric of a covariance shared by the classes (relabel.model shared-gaussian, relabel.pixelComponents)`
+        : 'the class whose mean is nearest in the features, in the metric of a covariance shared by the classes (relabel.model shared-gaussian)';
   return `<section><h2>Where samples belong</h2><p>A column darker than the rest of its rows is a flow that explains other classes' samples well: the signature of a non-disruptive target, whose flow learnt the poisoned samples of every source class. Relabelled samples go to ${relabelledBy}.</p>${figure(densityHeatmapChart(f.heatmap, names), `Mean log-density of each class's samples under each class's flow${capped}`)}
 ${
   flows.length

@@ -1,9 +1,13 @@
 // Stage `relabel`: the defense (ml/defenses/, the paper's by default) splits the training set
 // into the cleansed manifest: keep, relabel or drop each sample, and which side it fell on.
+// The images' pixel components are computed here, when the paper's defense asks for them
+// (relabel.pixelComponents): only this stage reads them, and they cost one pass over the images.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { countActions } from '../../ml/cleansed.js';
+import type { RelabelConfig } from '../../ml/config.js';
 import { createDefense } from '../../ml/defenses/index.js';
+import { pixelComponents } from '../../ml/pixel-components.js';
 import type { StageImpl } from '../stage.js';
 import { readMatrix } from '../io.js';
 import { readDetections } from './common.js';
@@ -11,6 +15,13 @@ import { readDetections } from './common.js';
 export const relabelStage: StageImpl<'relabel'> = {
   async compute(run) {
     const source = await run.dataset();
+    const k = run.params.defense === 'flow-relabel' ? ((run.params.config as RelabelConfig).pixelComponents ?? 0) : 0;
+    const pixels = k
+      ? await pixelComponents(source, k, {
+          ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
+          onBatch: (done, total) => run.runtime.heartbeat({ batch: done, batches: total }),
+        })
+      : undefined;
     const cleansed = createDefense(run.params.defense).split(
       {
         ids: source.ids,
@@ -19,6 +30,7 @@ export const relabelStage: StageImpl<'relabel'> = {
         features: await readMatrix(await run.input('features'), 'features'),
         density: await readMatrix(await run.input('density'), 'density'),
         detections: await readDetections(await run.input('detect')),
+        ...(pixels ? { pixelComponents: pixels } : {}),
       },
       run.params.config,
     );

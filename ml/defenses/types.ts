@@ -22,6 +22,11 @@ export interface DefenseInput {
   density: Matrix;
   /** Per-class target detection (ml/detect.ts), one per class. */
   detections: readonly ClassDetection[];
+  /**
+   * The images' leading pixel principal components, N x k (ml/pixel-components.ts): present
+   * when the defense's config asks for them (`pixelComponents` of 'flow-relabel').
+   */
+  pixelComponents?: Matrix;
 }
 
 /**

@@ -12,6 +12,8 @@ import { parsePipeline } from '../../client/pipeline.js';
 import { readMatrix } from '../../activities/io.js';
 import type { AuditReport, CleansedEntry } from '../../ml/config.js';
 import { createDefense } from '../../ml/defenses/index.js';
+import { pixelComponents } from '../../ml/pixel-components.js';
+import { openDataset } from '../../data/dataset.js';
 import { activeNodes } from '../../workflows/dag.js';
 import type { Pipeline } from '../../workflows/types.js';
 import { tinyImageFolder } from '../temporal-helpers.js';
@@ -129,6 +131,34 @@ describe('auditDataset in process (CIFAR-10 subset, BadNets 10%)', function () {
       for (let j = 0; j < 32; j++) expect(wide.data[i * 56 + 24 + j]).to.be.closeTo(plain.data[i * 32 + j], 1e-5);
     expect(r.report.config.features.stages).to.deep.equal([4]);
     expect(r.cleansed).to.have.length(300);
+  });
+
+  it('relabels with pixel components beside the features when asked: the stages before the split from the cache', async () => {
+    const withPixels: Pipeline = { ...pipeline, audit: { ...pipeline.audit, relabel: { ...pipeline.audit.relabel, pixelComponents: 8 } } };
+    const r = await auditDataset(withPixels, { store: join(dir, 'store') });
+    for (const id of ['encoder', 'features', 'density', 'detect']) expect(r.outcomes[id]?.cached, id).to.equal(true);
+    expect(r.outcomes.relabel?.cached).to.equal(false);
+    expect(r.report.config.relabel.pixelComponents).to.equal(8);
+    // The split is flow-relabel's on the stage's features with the attacked images' components beside them.
+    const data = await openDataset(join(r.store.dir(r.outcomes.attack!.ref), 'dataset'));
+    try {
+      const input = {
+        ids: data.ids,
+        labels: data.labels,
+        classNames: data.classes,
+        features: await readMatrix(r.store.dir(r.outcomes.features!.ref), 'features'),
+        density: r.density,
+        detections: r.detections,
+        pixelComponents: await pixelComponents(data, 8),
+      };
+      expect(r.cleansed.map(({ id, action, newLabel }) => ({ id, action, newLabel }))).to.deep.equal(
+        createDefense('flow-relabel')
+          .split(input, withPixels.audit.relabel)
+          .map(({ id, action, newLabel }) => ({ id, action, newLabel })),
+      );
+    } finally {
+      await data.close();
+    }
   });
 
   it("runs spectral signatures on a poisoned-data classifier's penultimate features when asked, the encoder's stages from the cache", async () => {

@@ -140,6 +140,19 @@ describe('pipeline files', function () {
     );
   });
 
+  it('takes relabel.pixelComponents with the shared-Gaussian model only, and leaves it out when not given', async function () {
+    const file = (relabel: string) =>
+      ['name: x', 'dataset: {format: cifar10, split: train, imageSize: 32}', 'audit:', `  relabel: ${relabel}`, 'output: o', ''].join('\n');
+    const p = await parsePipeline(file('{pixelComponents: 64}'), join(dir, 'x.yaml'));
+    expect(p.audit.relabel).to.deep.equal({ ...defaultAuditConfig.relabel, pixelComponents: 64 });
+    // Absent, the section (and so the relabel stage's cache key) is what it was before the setting.
+    expect((await parsePipeline(file('{alpha: 0.15}'), join(dir, 'x.yaml'))).audit.relabel).to.not.have.property('pixelComponents');
+    expect(await problems(file('{model: flows, pixelComponents: 64}'))).to.deep.equal([
+      '/p/x.yaml:4:27: audit.relabel.pixelComponents: adds columns to the features of the shared-gaussian relabelling model, and relabel.model flows reads no features: remove pixelComponents or use model shared-gaussian',
+    ]);
+    expect(await problems(file('{pixelComponents: 1000}'))).to.have.length(1);
+  });
+
   it('rejects unknown stages and malformed durations in the temporal section', async function () {
     const list = await problems(
       [

@@ -131,6 +131,39 @@ describe('flow-relabel defense', () => {
     expect(byFlows.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
   });
 
+  it('relabels with the pixel components beside the features when relabel.pixelComponents asks for them', () => {
+    const { input, source } = setup();
+    // Features that put every poisoned row of class 0 at class 2's mean, pixel components that
+    // put it at its source class's, three times farther apart: the features alone say class 2,
+    // with the pixels beside them the source wins.
+    const near = (scale: number, poisonedAt: (i: number) => number) =>
+      matrix(
+        50,
+        2,
+        Float32Array.from(
+          [...input.labels].flatMap((y, i) => {
+            const c = source.has(i) ? poisonedAt(i) : y;
+            return [scale * (c === 1 ? 1 : 0) + 0.3 * Math.sin(3 * i), scale * (c === 2 ? 1 : 0) + 0.3 * Math.cos(5 * i)];
+          }),
+        ),
+      );
+    const withPixels = { ...input, features: near(10, () => 2), pixelComponents: near(30, (i) => source.get(i)!) };
+    const config = { ...defaultAuditConfig.relabel, pixelComponents: 2 };
+    const es = createDefense('flow-relabel').split(withPixels, config);
+    expect(es.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
+    // The features alone say class 2: the answer above came from the pixels.
+    const alone = createDefense('flow-relabel').split(withPixels, defaultAuditConfig.relabel);
+    expect(alone.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.keys()].map((i) => [i, 2]));
+    // The split is the poison score's whatever the relabelling model reads.
+    expect(es.map((e) => e.side)).to.deep.equal(alone.map((e) => e.side));
+    expect(() => createDefense('flow-relabel').split(input, config)).to.throw(
+      /relabel\.pixelComponents is 2 but the input holds no pixel components for 50 samples/,
+    );
+    expect(() => createDefense('flow-relabel').split(withPixels, { ...config, pixelComponents: 3 })).to.throw(
+      /holds 50 x 2 pixel components/,
+    );
+  });
+
   it('finds the known answer: poisoned rows relabelled to their source, the disruptive cluster removed', () => {
     const { input, source, cluster } = setup();
     const es = createDefense('flow-relabel').split(input, relabel);

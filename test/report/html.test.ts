@@ -52,6 +52,10 @@ describe('report page', function () {
     const gaussian = await page({ ...a.report.config.relabel, model: 'shared-gaussian' });
     expect(gaussian).to.include('Relabelled samples go to the class whose mean is nearest in the features');
     expect(gaussian).not.to.include(byFlows);
+    expect(gaussian).not.to.include('principal components of the images');
+    expect(await page({ ...a.report.config.relabel, model: 'shared-gaussian', pixelComponents: 64 })).to.include(
+      "Relabelled samples go to the class whose mean is nearest in the features and 64 principal components of the images' thumbnails",
+    );
   });
 
   it('stays small for a 50,000-sample audit', async function () {
