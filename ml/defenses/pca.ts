@@ -144,7 +144,12 @@ function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * values descending, vectors as rows of a k x n matrix, each of unit length, with the sign that
  * makes its largest-magnitude entry positive (so repeated runs agree exactly).
  */
-export function topEigenvectors(a: Float64Array, n: number, k: number): { values: Float64Array; vectors: Float64Array } {
+export function topEigenvectors(
+  a: Float64Array,
+  n: number,
+  k: number,
+  maxIterations = MAX_ITERATIONS,
+): { values: Float64Array; vectors: Float64Array } {
   if (!(Number.isInteger(k) && k >= 1 && k <= n)) throw new Error(`topEigenvectors: k = ${k} outside 1..${n}`);
   const p = Math.min(n, k + OVERSAMPLE);
   const rng = new Rng(START_SEED);
@@ -156,7 +161,7 @@ export function topEigenvectors(a: Float64Array, n: number, k: number): { values
   let ritz: Float64Array = new Float64Array(p * n);
   let ritzA: Float64Array = new Float64Array(p * n);
   let values: Float64Array = new Float64Array(p);
-  for (let iter = 0; iter < MAX_ITERATIONS; iter++) {
+  for (let iter = 0; iter < maxIterations; iter++) {
     // W = V A (A symmetric: row i of W is A v_i).
     w.fill(0);
     for (let i = 0; i < p; i++) {
@@ -223,9 +228,10 @@ export function principalComponents(
   x: Matrix,
   rows: readonly number[],
   k: number,
+  maxIterations = MAX_ITERATIONS,
 ): { mean: Float64Array; directions: Float64Array; values: Float64Array; scores: Float64Array } {
   const mean = rowMean(x, rows);
-  const { values, vectors } = topEigenvectors(scatterMatrix(x, rows, mean), x.cols, k);
+  const { values, vectors } = topEigenvectors(scatterMatrix(x, rows, mean), x.cols, k, maxIterations);
   return { mean, directions: vectors, values, scores: projectRows(x, rows, mean, vectors, k) };
 }
 
