@@ -160,7 +160,8 @@ export async function parsePipeline(text: string, file: string): Promise<Pipelin
       true,
     );
   }
-  if (audit.relabel.pixelComponents && relabelModelOf(audit.relabel) !== 'shared-gaussian') {
+  // Asked for in the file (the default's components are simply not read by the flows).
+  if (raw.audit?.relabel?.pixelComponents && relabelModelOf(audit.relabel) !== 'shared-gaussian') {
     at(
       ['audit', 'relabel', 'pixelComponents'],
       `adds columns to the features of the shared-gaussian relabelling model, and relabel.model ${audit.relabel.model} reads no features: remove pixelComponents or use model shared-gaussian`,

@@ -86,18 +86,34 @@ export function thumbnails(pixels: Uint8Array, n: number, height: number, width:
 }
 
 /**
- * The first `k` principal components of every sample's thumbnail (row i = sample i), each
- * column standardised over the dataset like the encoder's features.
+ * How many components a dataset of `n` samples of height x width gives when `k` are asked for:
+ * no more than the thumbnail has values, nor than the fit rows minus one (a small dataset gets
+ * fewer, rather than an error).
+ */
+export function componentsFor(
+  k: number,
+  n: number,
+  height: number,
+  width: number,
+  o: Pick<PixelComponentOptions, 'side' | 'maxFitRows'> = {},
+): number {
+  const side = o.side ?? THUMBNAIL_SIDE;
+  return Math.max(0, Math.min(k, Math.min(side, height) * Math.min(side, width) * 3, Math.min(n, o.maxFitRows ?? MAX_FIT_ROWS) - 1));
+}
+
+/**
+ * The leading principal components of every sample's thumbnail (row i = sample i), each column
+ * standardised over the dataset like the encoder's features: `componentsFor(k, ...)` of them.
  */
 export async function pixelComponents(source: ImageSource, k: number, o: PixelComponentOptions = {}): Promise<Matrix> {
+  if (!(Number.isInteger(k) && k >= 1)) throw new Error(`pixelComponents: k = ${k} is not a positive integer`);
   const th = Math.min(o.side ?? THUMBNAIL_SIDE, source.height);
   const tw = Math.min(o.side ?? THUMBNAIL_SIDE, source.width);
   const d = th * tw * 3;
-  if (!(Number.isInteger(k) && k >= 1 && k <= d))
-    throw new Error(`pixelComponents: k = ${k} outside 1..${d} (a ${th}x${tw}x3 thumbnail has ${d} values)`);
   const n = source.size;
   const fit = fitRowsOf(n, o.maxFitRows ?? MAX_FIT_ROWS);
-  if (fit.length <= k) throw new Error(`pixelComponents: ${fit.length} samples cannot give ${k} principal components`);
+  const used = componentsFor(k, n, source.height, source.width, o);
+  if (used < 1) throw new Error(`pixelComponents: ${n} sample(s) give no principal component`);
   const allFit = fit.length === n;
   const total = allFit ? n : fit.length + n;
   let done = 0;
@@ -113,8 +129,8 @@ export async function pixelComponents(source: ImageSource, k: number, o: PixelCo
   const fitted = matrix(fit.length, d);
   await read(fit, (start, rows) => fitted.data.set(rows, start * d));
   const every = Array.from({ length: fit.length }, (_, i) => i);
-  const { mean, directions, scores } = principalComponents(fitted, every, k, ITERATIONS);
-  const out = matrix(n, k);
+  const { mean, directions, scores } = principalComponents(fitted, every, used, ITERATIONS);
+  const out = matrix(n, used);
   if (allFit) out.data.set(scores);
   else
     await read(
@@ -128,9 +144,9 @@ export async function pixelComponents(source: ImageSource, k: number, o: PixelCo
             Array.from({ length: m }, (_, j) => j),
             mean,
             directions,
-            k,
+            used,
           ),
-          start * k,
+          start * used,
         );
       },
     );

@@ -5,7 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { countActions } from '../../ml/cleansed.js';
-import type { RelabelConfig } from '../../ml/config.js';
+import { relabelModelOf, type RelabelConfig } from '../../ml/config.js';
 import { createDefense } from '../../ml/defenses/index.js';
 import { pixelComponents } from '../../ml/pixel-components.js';
 import type { StageImpl } from '../stage.js';
@@ -15,13 +15,17 @@ import { readDetections } from './common.js';
 export const relabelStage: StageImpl<'relabel'> = {
   async compute(run) {
     const source = await run.dataset();
-    const k = run.params.defense === 'flow-relabel' ? ((run.params.config as RelabelConfig).pixelComponents ?? 0) : 0;
+    const relabel = run.params.defense === 'flow-relabel' ? (run.params.config as RelabelConfig) : undefined;
+    // The flows' relabelling reads no features, so it needs no pixels either.
+    const k = relabel && relabelModelOf(relabel) === 'shared-gaussian' ? (relabel.pixelComponents ?? 0) : 0;
     const pixels = k
       ? await pixelComponents(source, k, {
           ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
           onBatch: (done, total) => run.runtime.heartbeat({ batch: done, batches: total }),
         })
       : undefined;
+    if (pixels && pixels.cols < k)
+      run.log(`relabel.pixelComponents: ${pixels.cols} of ${k} pixel components (the dataset's ${source.size} samples give no more)`);
     const cleansed = createDefense(run.params.defense).split(
       {
         ids: source.ids,

@@ -26,11 +26,14 @@ export const flowRelabel: Defense<RelabelConfig> = {
   },
 };
 
-/** What the shared Gaussians are fitted on: the features, and the pixel components when asked for. */
+/**
+ * What the shared Gaussians are fitted on: the features, and the pixel components when asked for
+ * (at most `pixelComponents` of them: a small dataset gives fewer, ml/pixel-components.ts).
+ */
 function relabelFeatures({ features, pixelComponents }: DefenseInput, config: RelabelConfig) {
   const k = config.pixelComponents ?? 0;
   if (!k) return features;
-  if (pixelComponents?.cols !== k || pixelComponents.rows !== features.rows)
+  if (!pixelComponents || pixelComponents.rows !== features.rows || pixelComponents.cols < 1 || pixelComponents.cols > k)
     throw new Error(
       `flow-relabel: relabel.pixelComponents is ${k} but the input holds ${pixelComponents ? `${pixelComponents.rows} x ${pixelComponents.cols}` : 'no'} pixel components for ${features.rows} samples`,
     );

@@ -159,7 +159,7 @@ describe('flow-relabel defense', () => {
     expect(() => createDefense('flow-relabel').split(input, config)).to.throw(
       /relabel\.pixelComponents is 2 but the input holds no pixel components for 50 samples/,
     );
-    expect(() => createDefense('flow-relabel').split(withPixels, { ...config, pixelComponents: 3 })).to.throw(
+    expect(() => createDefense('flow-relabel').split(withPixels, { ...config, pixelComponents: 1 })).to.throw(
       /holds 50 x 2 pixel components/,
     );
   });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { ImageSource } from '../../data/types.js';
-import { fitRowsOf, pixelComponents, thumbnails } from '../../ml/pixel-components.js';
+import { componentsFor, fitRowsOf, pixelComponents, thumbnails } from '../../ml/pixel-components.js';
 import { Rng } from '../../ml/random.js';
 
 /**
@@ -110,16 +110,20 @@ describe('pixel components (relabel.pixelComponents)', () => {
     for (const c of [0, 1]) expect(Math.abs(correlation(column(full.data, 2, c), column(sub.data, 2, c)))).to.be.above(0.99);
   });
 
-  it('refuses more components than the thumbnail has values or the fit has samples, and stops when aborted', async () => {
+  it('gives fewer components when the thumbnail has fewer values or the fit fewer samples, and stops when aborted', async () => {
     const { source } = halves(20, 4, 4);
+    // A 4x4 image stays 4x4: 48 values; 20 samples give at most 19 components.
+    expect(componentsFor(64, 20, 4, 4)).to.equal(19);
+    expect(componentsFor(64, 1000, 4, 4)).to.equal(48);
+    expect(componentsFor(64, 1000, 32, 32)).to.equal(64);
+    expect(componentsFor(64, 1000, 32, 32, { maxFitRows: 10 })).to.equal(9);
+    expect((await pixelComponents(source, 64)).cols).to.equal(19);
     const failure = (k: number, signal?: AbortSignal) =>
       pixelComponents(source, k, signal ? { signal } : {}).then(
         () => 'resolved',
         (err: Error) => err.message,
       );
-    // A 4x4 image stays 4x4: 48 values.
-    expect(await failure(49)).to.match(/k = 49 outside 1\.\.48 \(a 4x4x3 thumbnail has 48 values\)/);
-    expect(await failure(20)).to.match(/20 samples cannot give 20 principal components/);
+    expect(await failure(0)).to.match(/k = 0 is not a positive integer/);
     const controller = new AbortController();
     controller.abort();
     expect(await failure(2, controller.signal)).to.match(/pixelComponents: sample 0\/20/);
