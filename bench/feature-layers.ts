@@ -15,10 +15,12 @@
 // accuracy is over every poisoned sample, by the flows' argmax (the paper's) and by the shared-
 // covariance Gaussians (the product's default) fitted on the rows the split keeps as clean.
 // Each row names its encoder: a store holding several matrices of a seed gives each of their
-// sets, and the summary table averages over all of them.
+// sets, and the summary table averages over all of them. With --pixel-components k, the shared
+// Gaussians are also fitted with the images' k pixel components beside the features
+// (audit.relabel.pixelComponents, ml/pixel-components.ts), on the same clean rows.
 //
 //   npm run bench -- feature-layers [--store .cache/bench-matrix] [--seeds 2] [--flow-epochs 10]
-//                                   [--variants "s2+s3+s4,s2+s3+s4 flip"] [--json out.json]
+//                                   [--variants "s2+s3+s4,s2+s3+s4 flip"] [--pixel-components 64] [--json out.json]
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -34,7 +36,8 @@ import { detectTargets, knownVerdict } from '../ml/detect.js';
 import { extractFeatures } from '../ml/features.js';
 import { classMembers } from '../ml/flow.js';
 import { trainFlowGroup } from '../ml/flow-group.js';
-import { selectRows } from '../ml/matrix.js';
+import { concatColumns, selectRows } from '../ml/matrix.js';
+import { pixelComponents } from '../ml/pixel-components.js';
 import { loadModel } from '../ml/model-io.js';
 import { splitAndRelabel, type ForeignClassModel } from '../ml/relabel.js';
 import { pooledStages } from '../ml/resnet.js';
@@ -50,6 +53,7 @@ const { values } = parseArgs({
     seeds: { type: 'string' },
     /** Comma-separated variant names (default: the four stage sets, image alone). */
     variants: { type: 'string' },
+    'pixel-components': { type: 'string' },
     json: { type: 'string' },
   },
 });
@@ -57,6 +61,8 @@ const store = values.store;
 const flowConfig = { ...defaultAuditConfig.flow, epochs: Number(values['flow-epochs']) };
 const detection = defaultAuditConfig.detection;
 const seeds = values.seeds?.split(',').map(Number);
+const pixelK = values['pixel-components'] === undefined ? 0 : Number(values['pixel-components']);
+if (!(Number.isInteger(pixelK) && pixelK >= 0)) throw new Error(`--pixel-components: "${values['pixel-components']}" is not a count`);
 
 /** Stage sets: the stages whose global average pools are concatenated (ml/resnet.ts pooledStages). */
 const STAGE_SETS: Record<string, ResNetStage[]> = {
@@ -130,6 +136,8 @@ interface Row {
   relabelAccuracy?: number;
   /** The shared-covariance Gaussians' accuracy over every poisoned sample, fitted on the split's clean rows. */
   gaussianRelabelAccuracy?: number;
+  /** The same with the images' pixel components beside the features (--pixel-components). */
+  pixelGaussianRelabelAccuracy?: number;
   /** Poisoned samples kept with the target label by the split, the target told. */
   poisonedKept?: number;
 }
@@ -143,6 +151,7 @@ for (const [done, a] of list.entries()) {
   const data = await openDataset(join(store, a.dataset));
   const encoder = await loadModel(join(store, a.encoder, 'model'));
   try {
+    const pixels = pixelK ? await pixelComponents(data, pixelK) : undefined;
     const labels = data.labels;
     const classes = data.classes.length;
     for (const [variant, { stages, flipAverage }] of Object.entries(VARIANTS)) {
@@ -190,6 +199,7 @@ for (const [done, a] of list.entries()) {
           row.relabelAccuracy = right / P.length;
           const scores = poisonScores(density, labels, defaultAuditConfig.relabel.scoreReference);
           let gaussians: ForeignClassModel | undefined;
+          let clean: readonly number[] = [];
           const entries = splitAndRelabel(
             data.ids,
             labels,
@@ -198,12 +208,16 @@ for (const [done, a] of list.entries()) {
             [knownVerdict(t, 'non-disruptive')],
             defaultAuditConfig.relabel,
             undefined,
-            (clean) => (gaussians = sharedGaussians(features, labels, clean, classes)),
+            (rows) => (gaussians = sharedGaussians(features, labels, (clean = rows), classes)),
           );
           row.poisonedKept = P.filter((i) => entries[i].action === 'keep').length / P.length;
           if (gaussians) {
             const chosen = gaussians.choose(P, t);
             row.gaussianRelabelAccuracy = chosen.filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
+          }
+          if (gaussians && pixels) {
+            const chosen = sharedGaussians(concatColumns(features, pixels), labels, clean, classes).choose(P, t);
+            row.pixelGaussianRelabelAccuracy = chosen.filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
           }
         }
       }
@@ -219,17 +233,17 @@ for (const [done, a] of list.entries()) {
 const f2 = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
 const pct = (x: number | undefined) => (x === undefined ? '-' : (100 * x).toFixed(1));
 console.log(
-  '| dataset | encoder | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. %: flows | shared Gaussians | poisoned kept % |',
+  '| dataset | encoder | attack | variant | dims | target rank-z | lowest other | flagged | relabel acc. %: flows | shared Gaussians | with pixels | poisoned kept % |',
 );
-console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows)
   console.log(
-    `| ${r.dataset} | ${r.encoder.slice(0, 12)} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.gaussianRelabelAccuracy)} | ${pct(r.poisonedKept)} |`,
+    `| ${r.dataset} | ${r.encoder.slice(0, 12)} | ${r.attack} | ${r.variant} | ${r.dims} | ${f2(r.targetZ)} | ${f2(r.lowestOtherZ)} | ${r.flagged.join(' ') || 'none'} | ${pct(r.relabelAccuracy)} | ${pct(r.gaussianRelabelAccuracy)} | ${pct(r.pixelGaussianRelabelAccuracy)} | ${pct(r.poisonedKept)} |`,
   );
 console.log(
-  '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set): flows | shared Gaussians | poisoned kept % |',
+  '\n| variant | targets found | false flags (sets) | mean target rank-z | relabel acc. % (per poisoned set): flows | shared Gaussians | with pixels | poisoned kept % |',
 );
-console.log('|---|---|---|---|---|---|---|');
+console.log('|---|---|---|---|---|---|---|---|');
 for (const variant of Object.keys(VARIANTS)) {
   const rs = rows.filter((r) => r.variant === variant);
   const targets = rs.filter((r) => r.targetZ !== undefined && r.relabelAccuracy !== undefined);
@@ -238,13 +252,14 @@ for (const variant of Object.keys(VARIANTS)) {
   console.log(
     `| ${variant} | ${targets.filter((r) => r.targetFound).length} of ${targets.length} | ${falseSets} of ${rs.length} | ` +
       `${f2(mean(targets.map((r) => r.targetZ!)))} | ${pct(mean(targets.map((r) => r.relabelAccuracy!)))} | ` +
-      `${pct(mean(targets.map((r) => r.gaussianRelabelAccuracy ?? NaN)))} | ${pct(mean(targets.map((r) => r.poisonedKept!)))} |`,
+      `${pct(mean(targets.map((r) => r.gaussianRelabelAccuracy ?? NaN)))} | ${pixelK ? pct(mean(targets.map((r) => r.pixelGaussianRelabelAccuracy ?? NaN))) : '-'} | ${pct(mean(targets.map((r) => r.poisonedKept!)))} |`,
   );
 }
 if (values.json) {
   await writeFile(
     values.json,
-    JSON.stringify({ bench: 'feature-layers', date: new Date().toISOString(), store, flowConfig, rows }, null, 1) + '\n',
+    JSON.stringify({ bench: 'feature-layers', date: new Date().toISOString(), store, flowConfig, pixelComponents: pixelK, rows }, null, 1) +
+      '\n',
   );
   console.log(`wrote ${values.json}`);
 }
