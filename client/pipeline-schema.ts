@@ -219,7 +219,7 @@ const Audit = definition(
                 minimum: 0,
                 maximum: 768,
                 description:
-                  "With model shared-gaussian: this many leading principal components of the images' 16x16 thumbnails are appended to the features the Gaussians relabel with (0: the features alone).",
+                  "With model shared-gaussian: this many leading principal components of the images' 16x16 thumbnails are appended to the features the Gaussians relabel with (default 64; 0: the features alone).",
               }),
             ),
           },

@@ -162,7 +162,10 @@ export interface RelabelConfig {
    * With model 'shared-gaussian': the leading principal components of the images' 16 x 16
    * thumbnails, this many, are appended to the features the Gaussians are fitted on
    * (ml/pixel-components.ts). Pooled features say what is in an image, the thumbnail where.
-   * Absent or 0: the features alone (and audits recorded before it existed replay so).
+   * Decision: 64 by default. On the 300-per-class matrix, both seeds, it relabelled every
+   * poisoned sample 2.1 points better on average (44.3 -> 46.4%, up on 7 of 8 sets) without
+   * touching detection or the split (docs/results.md "Pixels beside the features"). 0: the features
+   * alone; absent (audits recorded before the setting existed): the same, and they replay so.
    */
   pixelComponents?: number;
 }
@@ -299,7 +302,7 @@ export const defaultAuditConfig: AuditConfig = {
   flow: { epochs: 50, batchSize: 16, lr: 1e-3, hidden: 64 },
   detection: { ndNormalization: 'rank-z', betaND: -2.5, betaD: 0.05, bins: 30, lambda: 0.75 },
   defense: 'flow-relabel',
-  relabel: { alpha: 0.15, scoreReference: 'median-foreign', model: 'shared-gaussian' },
+  relabel: { alpha: 0.15, scoreReference: 'median-foreign', model: 'shared-gaussian', pixelComponents: 64 },
   spectralSignatures: { removeFraction: 0.15, features: 'encoder' },
   activationClustering: { dims: 10, sizeThreshold: 0.35, silhouetteThreshold: 0.1, features: 'encoder' },
   knnConsistency: { k: 10, disagreeFraction: 0.5, relabelFraction: 0.7 },

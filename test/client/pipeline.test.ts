@@ -140,13 +140,16 @@ describe('pipeline files', function () {
     );
   });
 
-  it('takes relabel.pixelComponents with the shared-Gaussian model only, and leaves it out when not given', async function () {
+  it('relabels with 64 pixel components by default, takes 0 for none, and refuses them asked for with the flows', async function () {
     const file = (relabel: string) =>
       ['name: x', 'dataset: {format: cifar10, split: train, imageSize: 32}', 'audit:', `  relabel: ${relabel}`, 'output: o', ''].join('\n');
-    const p = await parsePipeline(file('{pixelComponents: 64}'), join(dir, 'x.yaml'));
-    expect(p.audit.relabel).to.deep.equal({ ...defaultAuditConfig.relabel, pixelComponents: 64 });
-    // Absent, the section (and so the relabel stage's cache key) is what it was before the setting.
-    expect((await parsePipeline(file('{alpha: 0.15}'), join(dir, 'x.yaml'))).audit.relabel).to.not.have.property('pixelComponents');
+    const parsed = async (relabel: string) => (await parsePipeline(file(relabel), join(dir, 'x.yaml'))).audit.relabel;
+    expect(defaultAuditConfig.relabel.pixelComponents).to.equal(64);
+    expect(await parsed('{alpha: 0.15}')).to.deep.equal(defaultAuditConfig.relabel);
+    expect(await parsed('{pixelComponents: 0}')).to.deep.equal({ ...defaultAuditConfig.relabel, pixelComponents: 0 });
+    // The flows read no features: the default's components are not computed for them (relabel
+    // stage), but asking for them in the file is a mistake worth saying.
+    expect(await parsed('{model: flows}')).to.deep.equal({ ...defaultAuditConfig.relabel, model: 'flows' });
     expect(await problems(file('{model: flows, pixelComponents: 64}'))).to.deep.equal([
       '/p/x.yaml:4:27: audit.relabel.pixelComponents: adds columns to the features of the shared-gaussian relabelling model, and relabel.model flows reads no features: remove pixelComponents or use model shared-gaussian',
     ]);

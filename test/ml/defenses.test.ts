@@ -122,7 +122,8 @@ describe('flow-relabel defense', () => {
     });
     const withFeatures = { ...input, features: matrix(50, 2, Float32Array.from(f)) };
     expect(defaultAuditConfig.relabel.model).to.equal('shared-gaussian');
-    const byDefault = runDefense(defaultAuditConfig, withFeatures);
+    // The default model, on the features alone (the pixel components have their own test).
+    const byDefault = runDefense({ ...defaultAuditConfig, relabel: { ...defaultAuditConfig.relabel, pixelComponents: 0 } }, withFeatures);
     const relabelled = byDefault.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []));
     expect(relabelled).to.deep.equal([...source.keys()].map((i) => [i, 2]));
     // The split itself is the score's, the same under both models; only the new labels differ.
@@ -152,7 +153,7 @@ describe('flow-relabel defense', () => {
     const es = createDefense('flow-relabel').split(withPixels, config);
     expect(es.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
     // The features alone say class 2: the answer above came from the pixels.
-    const alone = createDefense('flow-relabel').split(withPixels, defaultAuditConfig.relabel);
+    const alone = createDefense('flow-relabel').split(withPixels, { ...config, pixelComponents: 0 });
     expect(alone.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.keys()].map((i) => [i, 2]));
     // The split is the poison score's whatever the relabelling model reads.
     expect(es.map((e) => e.side)).to.deep.equal(alone.map((e) => e.side));
