@@ -15,9 +15,12 @@ import { readDetections } from './common.js';
 export const relabelStage: StageImpl<'relabel'> = {
   async compute(run) {
     const source = await run.dataset();
+    const detections = await readDetections(await run.input('detect'));
     const relabel = run.params.defense === 'flow-relabel' ? (run.params.config as RelabelConfig) : undefined;
-    // The flows' relabelling reads no features, so it needs no pixels either.
-    const k = relabel && relabelModelOf(relabel) === 'shared-gaussian' ? (relabel.pixelComponents ?? 0) : 0;
+    // Only a non-disruptive target is relabelled, and only by the shared Gaussians (the flows
+    // read no features): a clean audit, the nightly common case, does not pay for the pixels.
+    const relabels = detections.some((d) => d.kind === 'non-disruptive');
+    const k = relabel && relabels && relabelModelOf(relabel) === 'shared-gaussian' ? (relabel.pixelComponents ?? 0) : 0;
     const pixels = k
       ? await pixelComponents(source, k, {
           ...(run.runtime.signal ? { signal: run.runtime.signal } : {}),
@@ -33,7 +36,7 @@ export const relabelStage: StageImpl<'relabel'> = {
         classNames: source.classes,
         features: await readMatrix(await run.input('features'), 'features'),
         density: await readMatrix(await run.input('density'), 'density'),
-        detections: await readDetections(await run.input('detect')),
+        detections,
         ...(pixels ? { pixelComponents: pixels } : {}),
       },
       run.params.config,
