@@ -15,7 +15,8 @@
 // --feature-stages sets audit.features.stages (the encoder stages pooled into the features); it
 // is then part of the scale, so a matrix-table refuses to mix it with runs on other features.
 // --relabel-model sets audit.relabel.model for flow-relabel, and is part of the scale the same way;
-// so does --pixel-components (audit.relabel.pixelComponents, with the shared-Gaussian model).
+// so does --pixel-components (audit.relabel.pixelComponents, with the shared-Gaussian model; the
+// product's 64 when not given since 2026-12-04, the features alone in the matrices before).
 // --skip-floor: no pixel floor (it depends on the poisoned set only; a rerun on the same sets has it).
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
