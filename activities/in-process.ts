@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ArtifactStore } from '../data/artifacts.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../ml/audit-report.js';
 import type { ClassDetection } from '../ml/detect.js';
 import type { Matrix } from '../ml/matrix.js';
 import { runAuditDag, type StageExecutor } from '../workflows/dag.js';

@@ -34,7 +34,7 @@ import { parsePipeline } from '../client/pipeline.js';
 import { pathExists, publishDir } from '../data/files.js';
 import { resolveSource } from '../data/sources.js';
 import type { PoisonTruth } from '../data/types.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../ml/audit-report.js';
 import { cleansingMetrics } from '../ml/evaluate.js';
 import { Rng } from '../ml/random.js';
 

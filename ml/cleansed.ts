@@ -3,7 +3,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FS_DEADLINE_MS, PseudoFileSystemError, pseudoFileSystem, withFsDeadline, writeFileAtomic } from '../data/files.js';
-import type { AuditConfig, AuditReport, AuditRunInfo, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './config.js';
+import type { AuditConfig } from './config.js';
+import type { AuditReport, AuditRunInfo, ClassReport, CleansedEntry, Evaluation, SampleAction, SampleSide } from './audit-report.js';
 import type { BackendName } from '../backend/backend.js';
 import type { PoisonTruth } from '../data/types.js';
 import type { ClassDetection } from './detect.js';

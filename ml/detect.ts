@@ -33,7 +33,8 @@
 // of samples that no other class explains (low v) besides its main mode. See `findValley` for
 // how the threshold mu_y is placed; S_D(y) = fraction of the class with v < mu_y, flagged when
 // above `betaD`.
-import type { ClassKind, DetectionConfig, NdNormalization } from './config.js';
+import type { DetectionConfig, NdNormalization } from './config.js';
+import type { ClassKind } from './audit-report.js';
 import { foreignDensity } from './density.js';
 import type { Matrix } from './matrix.js';
 

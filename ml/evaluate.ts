@@ -1,7 +1,7 @@
 // Evaluation of a defended run (method.md step 10): classifier metrics on predictions, and
 // cleansing metrics of the manifest against the ground truth written by `attacks/`.
 import type { PoisonTruth } from '../data/types.js';
-import type { CleansedEntry, Evaluation } from './config.js';
+import type { CleansedEntry, Evaluation } from './audit-report.js';
 
 /** Fraction of predictions equal to their label (ACC on the clean test set). */
 export function accuracy(pred: Int32Array, labels: Int32Array): number {

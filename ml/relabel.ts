@@ -18,7 +18,8 @@
 // Each entry's `side` (see SampleSide) follows the split, not the action: the poisoned end is
 // 'poisoned' whether relabelled or removed, the other end 'clean', the middle 'uncertain', and
 // unflagged classes 'clean'. Evaluation reads it instead of parsing `reason`.
-import type { CleansedEntry, RelabelConfig } from './config.js';
+import type { RelabelConfig } from './config.js';
+import type { CleansedEntry } from './audit-report.js';
 import { maxForeign } from './density.js';
 import type { ClassDetection } from './detect.js';
 import type { Matrix } from './matrix.js';

@@ -2,7 +2,8 @@
 // fired and by how much against its threshold, the near misses that did not fire, and what the
 // split cost each class. The detections hold the statistics; this puts them against the config.
 import type { PoisonTruth } from '../data/types.js';
-import type { CleansedEntry, DetectionConfig, NdNormalization } from './config.js';
+import type { DetectionConfig, NdNormalization } from './config.js';
+import type { CleansedEntry } from './audit-report.js';
 import type { ClassDetection } from './detect.js';
 
 /**

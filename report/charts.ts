@@ -4,7 +4,7 @@
 // Every chart comes with a text alternative that says what it shows in numbers.
 import * as Plot from '@observablehq/plot';
 import { parseHTML } from 'linkedom';
-import type { AuditReport } from '../ml/config.js';
+import type { AuditReport } from '../ml/audit-report.js';
 import type { DensityHeatmap, ForeignDensityFigure, Histogram, PoisonScoreFigure, TruthGroup } from './figures.js';
 
 export interface Chart {

@@ -10,7 +10,7 @@
 // for both audits. A label changed under the same id is seen (cleansed.jsonl has the label).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ClassKind, ClassReport, CleansedEntry, SampleAction, SampleSide, SinceLastAudit } from '../ml/config.js';
+import type { ClassKind, ClassReport, CleansedEntry, SampleAction, SampleSide, SinceLastAudit } from '../ml/audit-report.js';
 
 /** The part of report.json the diff reads; older and newer reports both have it. JSON turns NaN into null. */
 export interface DiffableReport {

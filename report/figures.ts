@@ -2,7 +2,7 @@
 // stays small whatever the dataset: histograms are bin counts, the class-by-class matrix is
 // means, and every list is capped with the number left out said on the page.
 import type { PoisonTruth } from '../data/types.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../ml/audit-report.js';
 import { maxForeign } from '../ml/density.js';
 import type { Matrix } from '../ml/matrix.js';
 import { poisonScoreOf } from '../ml/score.js';

@@ -1,6 +1,6 @@
 // report.html from an audit's facts: the figures (aggregated), the thumbnails they name and the page.
 import type { ImageSource, PoisonTruth } from '../data/types.js';
-import type { AuditReport, CleansedEntry } from '../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../ml/audit-report.js';
 import type { Matrix } from '../ml/matrix.js';
 import { reportFigures } from './figures.js';
 import { renderReportPage, type ReportPageInput } from './html.js';

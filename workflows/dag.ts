@@ -5,7 +5,7 @@
 // Deterministic: no I/O, clocks or randomness, no Temporal import. Only artifact references
 // and small facts pass through here; the bytes stay in the artifact store.
 import { AUDIT_DAG, STAGE_SPECS, type DagNode, type NodeFacts, type StageName } from './graph.js';
-import type { AuditRunInfo } from '../ml/config.js';
+import type { AuditRunInfo } from '../ml/audit-report.js';
 import type { ArtifactRef, Pipeline, StageOutcome } from './types.js';
 
 /** What an executor does with one node: run its stage (cache probe, then compute). */

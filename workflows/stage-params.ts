@@ -6,7 +6,6 @@ import type { AttackConfig } from '../attacks/types.js';
 import type { DefenseConfig, DefenseName } from '../ml/defenses/index.js';
 import type {
   AuditConfig,
-  AuditRunInfo,
   DetectionConfig,
   FlowConfig,
   OnnxEncoderConfig,
@@ -14,6 +13,7 @@ import type {
   RetrainConfig,
   SimclrEncoderConfig,
 } from '../ml/config.js';
+import type { AuditRunInfo } from '../ml/audit-report.js';
 import type { DatasetSource } from './types.js';
 
 export interface IngestParams {

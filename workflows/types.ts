@@ -4,7 +4,8 @@
 import type { ArtifactRef } from '../data/artifacts.js';
 import type { DatasetSource } from '../data/sources.js';
 import type { AttackConfig } from '../attacks/types.js';
-import type { AuditConfig, AuditReport, EncoderLineage, Evaluation } from '../ml/config.js';
+import type { AuditConfig } from '../ml/config.js';
+import type { AuditReport, EncoderLineage, Evaluation } from '../ml/audit-report.js';
 import type { QueueKind, StageName } from './graph.js';
 
 export type { ArtifactRef, DatasetSource };

@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DatasetManifest } from '../../data/dataset.js';
-import type { CleansedEntry } from '../../ml/config.js';
+import type { CleansedEntry } from '../../ml/audit-report.js';
 import type { ClassDetection } from '../../ml/detect.js';
 import type { StageInfo } from '../../workflows/types.js';
 import { readJson } from '../io.js';

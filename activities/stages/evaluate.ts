@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createAttack, triggeredTestSet } from '../../attacks/index.js';
 import type { PoisonTruth } from '../../data/types.js';
-import type { Evaluation } from '../../ml/config.js';
+import type { Evaluation } from '../../ml/audit-report.js';
 import { accuracy, attackSuccessRate, cleansingMetrics } from '../../ml/evaluate.js';
 import { loadModel } from '../../ml/model-io.js';
 import { predict } from '../../ml/train.js';

@@ -12,7 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ArtifactRef, ArtifactStore } from '../../data/artifacts.js';
 import { canonicalJson, sha256Hex } from '../../data/hash.js';
-import type { AuditReport } from '../../ml/config.js';
+import type { AuditReport } from '../../ml/audit-report.js';
 import type { LineageParams } from '../../workflows/stage-params.js';
 import type { StageInfo } from '../../workflows/types.js';
 import { StageInputError, type StageImpl } from '../stage.js';

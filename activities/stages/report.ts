@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathExists, withFsDeadline } from '../../data/files.js';
 import type { PoisonTruth } from '../../data/types.js';
 import { buildReport, writeAuditOutputs } from '../../ml/cleansed.js';
-import type { AuditReport, Evaluation } from '../../ml/config.js';
+import type { AuditReport, Evaluation } from '../../ml/audit-report.js';
 import { diffAudits, readAuditOutputs, sinceLastAudit, type AuditOutputs } from '../../report/diff.js';
 import { buildReportPage } from '../../report/page.js';
 import type { AuditSummary } from '../../workflows/types.js';

@@ -14,7 +14,8 @@
 // Unlike spectral signatures this detects target classes: in a flagged class the smaller cluster
 // is removed (drop, side 'poisoned') and the larger kept as clean; every other class is kept.
 // Features and labels only: the flow method's detections are not read.
-import type { ActivationClusteringConfig, CleansedEntry } from '../config.js';
+import type { ActivationClusteringConfig } from '../config.js';
+import type { CleansedEntry } from '../audit-report.js';
 import type { Matrix } from '../matrix.js';
 import { Rng } from '../random.js';
 import { classMembers, className, percent, requireConfig } from './common.js';

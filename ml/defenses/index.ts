@@ -1,6 +1,7 @@
 // Defense registry: name -> defense. Adding a baseline is one file in this folder exporting a
 // Defense<ItsConfig> and one line in `registry` below (plus its config section in AuditConfig).
-import type { AuditConfig, CleansedEntry } from '../config.js';
+import type { AuditConfig } from '../config.js';
+import type { CleansedEntry } from '../audit-report.js';
 import { checkCleansed } from '../cleansed.js';
 import { activationClustering } from './activation-clustering.js';
 import { flowRelabel } from './flow-relabel.js';

@@ -14,7 +14,8 @@
 //
 // Cost: all pairs, O(N^2 D) time, but in tiles of TILE x TILE rows and each pair once (cosine is
 // symmetric), so memory is O(N k) beside the features; no N x N matrix exists at any time.
-import type { CleansedEntry, KnnConsistencyConfig } from '../config.js';
+import type { KnnConsistencyConfig } from '../config.js';
+import type { CleansedEntry } from '../audit-report.js';
 import type { Matrix } from '../matrix.js';
 import { className, requireConfig } from './common.js';
 import type { Defense } from './types.js';

@@ -9,7 +9,8 @@
 // clean class loses the same share as the target. Removed samples are on the poisoned side
 // (action drop, side 'poisoned'); the rest are kept as clean. Features and labels only: the
 // flow method's detections are not read (an independent baseline).
-import type { CleansedEntry, SpectralSignaturesConfig } from '../config.js';
+import type { SpectralSignaturesConfig } from '../config.js';
+import type { CleansedEntry } from '../audit-report.js';
 import type { Matrix } from '../matrix.js';
 import { classMembers, className, percent, requireConfig } from './common.js';
 import { principalComponents } from './pca.js';

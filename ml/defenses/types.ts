@@ -2,7 +2,8 @@
 // know which defense produced the split (the attack registry's idea, attacks/types.ts, applied
 // to the defense side): the paper's method and baselines run on the same features and density
 // facts and are scored on the same `side` field.
-import type { AuditConfig, CleansedEntry } from '../config.js';
+import type { AuditConfig } from '../config.js';
+import type { CleansedEntry } from '../audit-report.js';
 import type { ClassDetection } from '../detect.js';
 import type { Matrix } from '../matrix.js';
 

@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import { auditDataset, type InProcessResult } from '../../activities/in-process.js';
 import { parsePipeline } from '../../client/pipeline.js';
 import { readMatrix } from '../../activities/io.js';
-import type { AuditReport, CleansedEntry } from '../../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../../ml/audit-report.js';
 import { createDefense } from '../../ml/defenses/index.js';
 import { pixelComponents } from '../../ml/pixel-components.js';
 import { openDataset } from '../../data/dataset.js';

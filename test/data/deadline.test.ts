@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FS_DEADLINE_MS, FsDeadlineError, PseudoFileSystemError, pseudoFileSystem, withFsDeadline } from '../../data/files.js';
 import { writeAuditOutputs } from '../../ml/cleansed.js';
-import type { AuditReport } from '../../ml/config.js';
+import type { AuditReport } from '../../ml/audit-report.js';
 import { parsePipeline, PipelineError } from '../../client/pipeline.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import type { PoisonTruth } from '../../data/types.js';
-import type { ClassKind, CleansedEntry, SampleSide } from '../../ml/config.js';
+import type { ClassKind, CleansedEntry, SampleSide } from '../../ml/audit-report.js';
 import type { ClassDetection } from '../../ml/detect.js';
 import { accuracy, attackSuccessRate, cleansingMetrics, sentToPoisoned } from '../../ml/evaluate.js';
 import { splitAndRelabel } from '../../ml/relabel.js';

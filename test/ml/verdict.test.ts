@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import type { CleansedEntry, DetectionConfig } from '../../ml/config.js';
+import type { DetectionConfig } from '../../ml/config.js';
+import type { CleansedEntry } from '../../ml/audit-report.js';
 import type { ClassDetection } from '../../ml/detect.js';
 import { classSplits, classTests, nearMisses } from '../../ml/verdict.js';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditDataset } from '../../activities/in-process.js';
 import { loadPipeline } from '../../client/pipeline.js';
-import type { AuditReport } from '../../ml/config.js';
+import type { AuditReport } from '../../ml/audit-report.js';
 import { checkReportPage, findChromium } from '../../scripts/chromium.js';
 import { tinyImageFolder, writeTinyPipeline } from '../temporal-helpers.js';
 

@@ -14,7 +14,7 @@ import {
   type AuditOutputs,
   type DiffableClass,
 } from '../../report/diff.js';
-import type { CleansedEntry } from '../../ml/config.js';
+import type { CleansedEntry } from '../../ml/audit-report.js';
 
 const CLASSES = ['airplane', 'automobile', 'bird'];
 

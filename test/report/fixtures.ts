@@ -3,7 +3,8 @@
 // and report code, and an in-memory image source whose pixels say which sample they are.
 import type { ImageSource, PoisonTruth } from '../../data/types.js';
 import { buildReport } from '../../ml/cleansed.js';
-import { defaultAuditConfig, type AuditReport, type CleansedEntry } from '../../ml/config.js';
+import { defaultAuditConfig } from '../../ml/config.js';
+import { type AuditReport, type CleansedEntry } from '../../ml/audit-report.js';
 import { detectTargets } from '../../ml/detect.js';
 import { matrix, type Matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';

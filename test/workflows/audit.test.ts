@@ -19,7 +19,7 @@ import { devServerArgs } from '../../client/server.js';
 import { scheduleRuns } from '../../client/schedule.js';
 import { datasetKey, stageKey, targetClassesKey, verdictKey } from '../../workflows/definitions.js';
 import type { AuditProgress, AuditResult, StageProgress } from '../../workflows/types.js';
-import type { AuditReport, CleansedEntry } from '../../ml/config.js';
+import type { AuditReport, CleansedEntry } from '../../ml/audit-report.js';
 import {
   connectClient,
   freePort,

@@ -9,7 +9,7 @@ import type { Client, Connection } from '@temporalio/client';
 import { parse, stringify } from 'yaml';
 import { followAudit, startAudit } from '../../client/audit.js';
 import { loadPipeline } from '../../client/pipeline.js';
-import type { AuditReport } from '../../ml/config.js';
+import type { AuditReport } from '../../ml/audit-report.js';
 import type { AuditProgress } from '../../workflows/types.js';
 import { connectClient, InProcessWorkers, TestServer, tinyImageFolder, writeTinyPipeline } from '../temporal-helpers.js';
 

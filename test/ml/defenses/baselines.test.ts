@@ -3,7 +3,8 @@
 // inputs, the same output for the same input, and no use of the flow method's facts.
 import { expect } from 'chai';
 import { parsePipeline } from '../../../client/pipeline.js';
-import { DEFENSE_SECTION, defaultAuditConfig, type CleansedEntry } from '../../../ml/config.js';
+import { DEFENSE_SECTION, defaultAuditConfig } from '../../../ml/config.js';
+import { type CleansedEntry } from '../../../ml/audit-report.js';
 import { createDefense, DEFENSE_NAMES, type DefenseInput } from '../../../ml/defenses/index.js';
 import { matrix } from '../../../ml/matrix.js';
 import { AUDIT_DAG, type NodeFacts } from '../../../workflows/graph.js';
