@@ -30,7 +30,7 @@ import { pixelRows } from './lib/pixels.js';
 import { openDataset } from '../data/dataset.js';
 import type { PoisonTruth } from '../data/types.js';
 import { defaultAuditConfig, DEFENSE_SECTION } from '../ml/config.js';
-import { type AuditReport } from '../ml/audit-report.js';
+import type { AuditReport } from '../ml/audit-report.js';
 import { DEFENSE_NAMES, type DefenseName } from '../ml/defenses/index.js';
 import { knownVerdict } from '../ml/detect.js';
 import { cleansingMetrics } from '../ml/evaluate.js';

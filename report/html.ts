@@ -1,7 +1,7 @@
 // report.html: one self-contained page (inline CSS, SVG charts, data-URI thumbnails, no script,
 // no network) that shows an audit's verdict and the evidence for it.
 import { relabelModelOf } from '../ml/config.js';
-import { type AuditReport, type ClassReport } from '../ml/audit-report.js';
+import type { AuditReport, ClassReport } from '../ml/audit-report.js';
 import { NEAR_MISS_FRACTION } from '../ml/verdict.js';
 import { densityHeatmapChart, foreignDensityChart, ndChart, poisonScoreChart, sdChart, type Chart } from './charts.js';
 import { PAGE_LIMITS, type ClassThumbnails, type ReportFigures, type Thumbnail } from './figures.js';

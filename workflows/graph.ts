@@ -7,7 +7,7 @@
 // Deterministic and types-only imports: the workflow bundle includes this file.
 import type { AttackConfig } from '../attacks/types.js';
 import { classifierStem, defenseFeatures, DEFENSE_SECTION, isBackboneOnly, type AuditConfig, type RetrainConfig } from '../ml/config.js';
-import { type AuditRunInfo } from '../ml/audit-report.js';
+import type { AuditRunInfo } from '../ml/audit-report.js';
 import type { IngestParams, StageParams } from './stage-params.js';
 import type { DatasetSource, Pipeline } from './types.js';
 

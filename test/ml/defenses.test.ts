@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { checkCleansed } from '../../ml/cleansed.js';
 import { defaultAuditConfig } from '../../ml/config.js';
-import { type CleansedEntry } from '../../ml/audit-report.js';
+import type { CleansedEntry } from '../../ml/audit-report.js';
 import { createDefense, DEFENSE_NAMES, isDefenseName, runDefense, type DefenseInput } from '../../ml/defenses/index.js';
 import { matrix } from '../../ml/matrix.js';
 import { splitAndRelabel } from '../../ml/relabel.js';

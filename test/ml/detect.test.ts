@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { selectBackend } from '../../backend/backend.js';
 import { defaultAuditConfig, type DetectionConfig } from '../../ml/config.js';
-import { type CleansedEntry } from '../../ml/audit-report.js';
+import type { CleansedEntry } from '../../ml/audit-report.js';
 import { densityMatrix } from '../../ml/density.js';
 import { detectTargets, findValley, ndStatistics, normaliseND, type ClassDetection } from '../../ml/detect.js';
 import { trainClassFlow } from '../../ml/flow.js';

@@ -4,7 +4,7 @@
 import type { ImageSource, PoisonTruth } from '../../data/types.js';
 import { buildReport } from '../../ml/cleansed.js';
 import { defaultAuditConfig } from '../../ml/config.js';
-import { type AuditReport, type CleansedEntry } from '../../ml/audit-report.js';
+import type { AuditReport, CleansedEntry } from '../../ml/audit-report.js';
 import { detectTargets } from '../../ml/detect.js';
 import { matrix, type Matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';

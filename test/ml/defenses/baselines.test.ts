@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { parsePipeline } from '../../../client/pipeline.js';
 import { DEFENSE_SECTION, defaultAuditConfig } from '../../../ml/config.js';
-import { type CleansedEntry } from '../../../ml/audit-report.js';
+import type { CleansedEntry } from '../../../ml/audit-report.js';
 import { createDefense, DEFENSE_NAMES, type DefenseInput } from '../../../ml/defenses/index.js';
 import { matrix } from '../../../ml/matrix.js';
 import { AUDIT_DAG, type NodeFacts } from '../../../workflows/graph.js';
