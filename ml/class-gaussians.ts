@@ -55,6 +55,17 @@ function forwardSolve(l: Float64Array, d: number, x: ArrayLike<number>, offset: 
   return out;
 }
 
+/** x = A^-1 b for A = L L^T (L from `cholesky`): forward, then backward substitution. */
+export function choleskySolve(l: Float64Array, d: number, b: ArrayLike<number>): Float64Array {
+  const y = forwardSolve(l, d, b, 0, new Float64Array(d));
+  for (let i = d - 1; i >= 0; i--) {
+    let s = y[i];
+    for (let k = i + 1; k < d; k++) s -= l[k * d + i] * y[k];
+    y[i] = s / l[i * d + i];
+  }
+  return y;
+}
+
 /**
  * The shared-covariance Gaussians of the classes, fitted on `fitRows` of `features`. Sigma is
  * the mean of the candidate classes' own covariances (each class weighs the same, whatever its

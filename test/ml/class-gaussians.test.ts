@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { cholesky, sharedGaussians } from '../../ml/class-gaussians.js';
+import { cholesky, choleskySolve, sharedGaussians } from '../../ml/class-gaussians.js';
 import { matrix } from '../../ml/matrix.js';
 import { Rng } from '../../ml/random.js';
 import { flowArgmax } from '../../ml/relabel.js';
@@ -31,7 +31,7 @@ function anisotropic() {
 }
 
 describe('class Gaussians with a shared covariance (relabel model shared-gaussian)', () => {
-  it('cholesky: L L^T gives back the matrix, and a matrix that is not positive definite is refused', () => {
+  it('cholesky: L L^T gives back the matrix, a matrix that is not positive definite is refused, and choleskySolve solves with it', () => {
     const rng = new Rng(1);
     const d = 6;
     const b = Float64Array.from({ length: d * d }, () => rng.normal());
@@ -48,6 +48,10 @@ describe('class Gaussians with a shared covariance (relabel model shared-gaussia
         expect(s).to.be.closeTo(a[i * d + j], 1e-9);
       }
     expect(() => cholesky(Float64Array.from([1, 2, 2, 1]), 2)).to.throw(/not positive definite at column 1/);
+    // choleskySolve: A x = r for a known x.
+    const x = Float64Array.from({ length: d }, () => rng.normal());
+    const r = Array.from({ length: d }, (_, i) => x.reduce((s, v, j) => s + a[i * d + j] * v, 0));
+    choleskySolve(l, d, r).forEach((v, i) => expect(v).to.be.closeTo(x[i], 1e-9));
   });
 
   it('picks the nearest class mean in the metric of the shared covariance, not in plain distance', () => {
