@@ -1,6 +1,7 @@
 // The paper's table, measured: every attack x {no defense, ours, baselines} x seeds, plus the
-// clean set, on CIFAR-10 at a scale a 2-core CPU finishes in about 90 minutes. Each cell is a
-// whole audit through the DAG (in process, one artifact store): the encoder, features and flows
+// clean set, on CIFAR-10 at a scale a 2-core CPU finishes in about 90 minutes (the attacks of
+// bench/lib/attacks.ts: the paper's seven, SIG and two noise blends; --attacks for fewer). Each
+// cell is a whole audit through the DAG (in process, one artifact store): the encoder, features and flows
 // of one poisoned set are computed once and shared by every defense (same stage keys), so only
 // the split, the retraining and the evaluation differ. The store makes an interrupted matrix
 // resume where it stopped. Per poisoned set it also measures the pixel floor: per-class

@@ -1,7 +1,8 @@
 // The benchmarks' attack settings, from ../shared/docs/attacks.md's protocol: target class 0,
 // 10% of the set poisoned; LC 2.5% of the set (25% of the target class); Adap-* 1% with 1%
-// covers; SIG (not in attacks.md) 5% of the set (half the target class); blend-noise (not in
-// attacks.md) Blend's 10% at alpha 0.1 with a noise trigger, blend-noise-faint at 0.05. One table, so the matrix and the detection-scale study poison alike.
+// covers. Not in attacks.md: SIG, 5% of the set (half the target class); blend-noise, Blend's 10%
+// at alpha 0.1 with a noise trigger, and blend-noise-faint at 0.05. One table, so the matrix and
+// the detection-scale study poison alike.
 import type { AttackConfig } from '../../attacks/types.js';
 
 /** An attack's configuration without its seed (each run supplies one); per attack kind, so its own fields stay. */
@@ -13,7 +14,7 @@ export const BENCH_ATTACKS: Record<string, AttackSetting> = {
   // The same blend with a uniform-noise trigger (Chen et al.'s random pattern) instead of Hello
   // Kitty: no shape or colour region for the encoder to see, only a faint texture.
   'blend-noise': { name: 'blend', targetClass: 0, rate: 0.1, trigger: 'noise', alpha: 0.1 },
-  // Half as strong: where detection (and implanting) stops.
+  // Half as strong: how faint a trigger is still found (docs/results.md, "A faint noise trigger").
   'blend-noise-faint': { name: 'blend', targetClass: 0, rate: 0.1, trigger: 'noise', alpha: 0.05 },
   wanet: { name: 'wanet', targetClass: 0, rate: 0.1 },
   lc: { name: 'lc', targetClass: 0, rate: 0.025 },
