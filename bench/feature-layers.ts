@@ -211,14 +211,12 @@ for (const [done, a] of list.entries()) {
             (rows) => (gaussians = sharedGaussians(features, labels, (clean = rows), classes)),
           );
           row.poisonedKept = P.filter((i) => entries[i].action === 'keep').length / P.length;
-          if (gaussians) {
-            const chosen = gaussians.choose(P, t);
-            row.gaussianRelabelAccuracy = chosen.filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
-          }
-          if (gaussians && pixels) {
-            const chosen = sharedGaussians(concatColumns(features, pixels), labels, clean, classes).choose(P, t);
-            row.pixelGaussianRelabelAccuracy = chosen.filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
-          }
+          // The fraction of the poisoned samples a model sends back to their source class.
+          const sourceAccuracy = (model: ForeignClassModel) =>
+            model.choose(P, t).filter((y, k) => y === truth.sourceLabels[k]).length / P.length;
+          if (gaussians) row.gaussianRelabelAccuracy = sourceAccuracy(gaussians);
+          if (gaussians && pixels)
+            row.pixelGaussianRelabelAccuracy = sourceAccuracy(sharedGaussians(concatColumns(features, pixels), labels, clean, classes));
         }
       }
       rows.push(row);

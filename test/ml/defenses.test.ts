@@ -14,6 +14,9 @@ const relabel = { ...defaultAuditConfig.relabel, model: 'flows' as const };
 
 const det = detection;
 
+/** [row, new label] of every relabelled entry, in row order. */
+const relabelledOf = (es: readonly CleansedEntry[]) => es.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []));
+
 /**
  * A density matrix with a known answer. Class 0 (non-disruptive target, 20 samples): rows 2, 9
  * and 15 are poisoned from classes 1, 2 and 1, so their source flow explains them far better
@@ -125,12 +128,12 @@ describe('flow-relabel defense', () => {
     expect(defaultAuditConfig.relabel.model).to.equal('shared-gaussian');
     // The default model, on the features alone (the pixel components have their own test).
     const byDefault = runDefense({ ...defaultAuditConfig, relabel: { ...defaultAuditConfig.relabel, pixelComponents: 0 } }, withFeatures);
-    const relabelled = byDefault.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []));
+    const relabelled = relabelledOf(byDefault);
     expect(relabelled).to.deep.equal([...source.keys()].map((i) => [i, 2]));
     // The split itself is the score's, the same under both models; only the new labels differ.
     const byFlows = createDefense('flow-relabel').split(withFeatures, relabel);
     expect(byDefault.map((e) => e.side)).to.deep.equal(byFlows.map((e) => e.side));
-    expect(byFlows.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
+    expect(relabelledOf(byFlows)).to.deep.equal([...source.entries()]);
   });
 
   it('relabels with the pixel components beside the features when relabel.pixelComponents asks for them', () => {
@@ -152,10 +155,10 @@ describe('flow-relabel defense', () => {
     const withPixels = { ...input, features: near(10, () => 2), pixelComponents: near(30, (i) => source.get(i)!) };
     const config = { ...defaultAuditConfig.relabel, pixelComponents: 2 };
     const es = createDefense('flow-relabel').split(withPixels, config);
-    expect(es.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.entries()]);
+    expect(relabelledOf(es)).to.deep.equal([...source.entries()]);
     // The features alone say class 2: the answer above came from the pixels.
     const alone = createDefense('flow-relabel').split(withPixels, { ...config, pixelComponents: 0 });
-    expect(alone.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []))).to.deep.equal([...source.keys()].map((i) => [i, 2]));
+    expect(relabelledOf(alone)).to.deep.equal([...source.keys()].map((i) => [i, 2]));
     // The split is the poison score's whatever the relabelling model reads.
     expect(es.map((e) => e.side)).to.deep.equal(alone.map((e) => e.side));
     expect(() => createDefense('flow-relabel').split(input, config)).to.throw(
@@ -170,7 +173,7 @@ describe('flow-relabel defense', () => {
     const { input, source, cluster } = setup();
     const es = createDefense('flow-relabel').split(input, relabel);
     expect(es.map((e) => e.id)).to.deep.equal(input.ids);
-    const relabelled = es.flatMap((e, i) => (e.action === 'relabel' ? [[i, e.newLabel]] : []));
+    const relabelled = relabelledOf(es);
     expect(relabelled).to.deep.equal([...source.entries()]);
     const poisoned = es.flatMap((e, i) => (e.side === 'poisoned' ? [i] : []));
     expect(poisoned).to.deep.equal([...source.keys(), ...cluster]);
